@@ -1,0 +1,102 @@
+// plan / simulate / listings. Output files are written whole or not at all (temp file + rename), so
+// a failed run never leaves a half-written result behind.
+#include "commands.hpp"
+
+#include "inputs.hpp"
+
+#include "cpsim/hardware/hardware_catalog.hpp"
+#include "cpsim/model/kernel_cost.hpp"
+#include "cpsim/model/schedule_generator.hpp"
+#include "cpsim/simulator/analytic_engine.hpp"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+namespace cpsim {
+
+namespace {
+void write_json(const std::string& path, const Json& j, int indent) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    if (!out)
+      throw UserError("cannot write '" + path + "': directory missing or not writable");
+    out << j.dump(indent) << "\n";
+    if (!out)
+      throw UserError("error while writing '" + path + "'");
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+void check_memory_fits(const SimResult& r, const Scenario& sc) {
+  for (const auto& st : r.ranks)
+    if (double(st.peak_memory_bytes) > sc.cluster.gpu.memory_bytes) {
+      char msg[256];
+      std::snprintf(msg, sizeof msg, "rank %d needs %.2f GiB at its peak but the %s has %.2f GiB", st.rank,
+                    double(st.peak_memory_bytes) / (1 << 30), sc.cluster.gpu.name.c_str(),
+                    sc.cluster.gpu.memory_bytes / (1 << 30));
+      throw UserError(std::string("schedule does not fit in GPU memory: ") + msg +
+                      " (use --allow-oom to simulate anyway)");
+    }
+}
+} // namespace
+
+int cmd_plan(const PlanOptions& o) {
+  LoadedInput in = load_input(o.input);
+  write_json(o.output, plan_to_json(in), -1);
+  std::size_t ops = 0;
+  for (const auto& r : in.schedule.ranks)
+    ops += r.ops.size();
+  std::printf("planned %s (%s) on %d ranks: %zu ops, planning took %.3f s -> %s\n", in.schedule.scheme.c_str(),
+              to_string(in.schedule.pass).c_str(), in.schedule.world, ops, in.planning_time_s, o.output.c_str());
+  return 0;
+}
+
+int cmd_simulate(const SimulateOptions& o) {
+  LoadedInput in = load_input(o.input);
+  const Scenario& sc = in.scenario;
+  RooflineKernelModel kernels(sc.cluster.gpu, sc.workload, in.schedule.tile_m, in.schedule.tile_n);
+  SimResult r;
+  if (o.engine == "analytic")
+    r = run_analytic(in.schedule, sc.workload, sc.cluster, kernels);
+  else
+    throw UserError("--engine = \"" + o.engine + "\": unknown engine; known: analytic");
+  if (!o.allow_oom)
+    check_memory_fits(r, sc);
+  if (!o.quiet) {
+    std::printf("scenario: %s   scheme: %s   pass: %s   cp: %d   hardware: %s\n", sc.name.c_str(),
+                in.schedule.scheme.c_str(), to_string(in.schedule.pass).c_str(), in.schedule.world,
+                sc.cluster.name.c_str());
+    std::fputs(result_table(r).c_str(), stdout);
+  }
+  if (!o.json_out.empty()) {
+    Json j = result_to_json(r, in.schedule);
+    j["git_sha"] = git_sha();
+    j["input"] = o.input;
+    j["planning_time_s"] = in.planning_time_s;
+    j["scenario"] = scenario_to_json(sc);
+    j["memory_capacity_bytes"] = sc.cluster.gpu.memory_bytes;
+    write_json(o.json_out, j, 2);
+  }
+  if (!o.trace_out.empty())
+    write_json(o.trace_out, chrome_trace(r, in.schedule), -1);
+  return 0;
+}
+
+int cmd_list_schemes() {
+  for (const auto& s : scheme_registry())
+    std::printf("%-10s %s\n", s.name.c_str(), s.summary.c_str());
+  return 0;
+}
+
+int cmd_list_hardware() {
+  for (const auto& n : builtin_hardware_names()) {
+    ClusterSpec c = cluster_from_json(builtin_hardware(n), n);
+    std::printf("%-14s %d x %d %s\n", n.c_str(), c.nodes, c.gpus_per_node, c.gpu.name.c_str());
+  }
+  return 0;
+}
+
+} // namespace cpsim

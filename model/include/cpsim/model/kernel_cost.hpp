@@ -1,0 +1,38 @@
+// Kernel cost model: how long one attention or merge op takes on one GPU. An interface, so the
+// calibrated model of a later issue replaces the roofline v1 without touching the engines.
+#pragma once
+
+#include "cpsim/model/cluster.hpp"
+#include "cpsim/model/schedule.hpp"
+#include "cpsim/model/workload.hpp"
+
+namespace cpsim {
+
+/** FLOPs of an attention op by the flash-attn convention: 4*cells*heads*D, x2.5 for backward. */
+double attention_flops(const Op& op, const Workload& w);
+
+class KernelCostModel {
+public:
+  virtual ~KernelCostModel() = default;
+  virtual double attention_s(const Op& op) const = 0;
+  virtual double merge_s(const Op& op) const = 0;
+};
+
+/**
+ * v1: work counted in the kernel's tiles (a partly masked tile costs a full tile), time =
+ * max(tile FLOPs / (peak x efficiency), bytes / HBM) + launch overhead.
+ */
+class RooflineKernelModel final : public KernelCostModel {
+public:
+  RooflineKernelModel(const GpuSpec& gpu, const Workload& w, int64_t tile_m, int64_t tile_n);
+  double attention_s(const Op& op) const override;
+  double merge_s(const Op& op) const override;
+  double tile_flops(Direction dir, int heads) const;
+
+private:
+  GpuSpec gpu_;
+  Workload w_;
+  int64_t tile_m_, tile_n_;
+};
+
+} // namespace cpsim

@@ -1,0 +1,64 @@
+// Which (query, key) cells of a sequence are visible, counted over rectangles: the unmasked cells
+// give FLOPs, and the kernel's tiles (full, partly masked, empty) give time. Closed forms for full,
+// causal and sliding-window masks; block-sparse layouts are materialised once per sequence.
+#pragma once
+
+#include "cpsim/model/workload.hpp"
+
+#include <cstdint>
+#include <vector>
+
+namespace cpsim {
+
+struct TokenRange {
+  int64_t begin = 0;
+  int64_t end = 0; // exclusive
+  int64_t size() const { return end - begin; }
+  bool operator==(const TokenRange&) const = default;
+};
+
+struct TileCount {
+  int64_t full = 0;    // every cell visible
+  int64_t partial = 0; // some cells visible: the kernel still computes the whole tile
+  int64_t total() const { return full + partial; }
+};
+
+/** Block-sparse layout of one sequence: nb x nb bitmap over (query block, key block). */
+struct BlockLayout {
+  int64_t block = 128;
+  int64_t n_blocks = 0;
+  std::vector<uint8_t> bits; // row-major [q_block * n_blocks + k_block]
+  bool at(int64_t qb, int64_t kb) const { return bits[static_cast<size_t>(qb * n_blocks + kb)] != 0; }
+};
+
+class MaskGeometry {
+public:
+  /** Builds layouts for block-sparse masks (random from seed, or from the layout file). */
+  explicit MaskGeometry(const Workload& w);
+
+  /** Visible cells (per head) of sequence `seq` in queries q x keys k. */
+  int64_t cells(int seq, TokenRange q, TokenRange k) const;
+  /** Tiles of tile_m x tile_n, anchored at q.begin and k.begin, split into full and partial. */
+  TileCount tiles(int seq, TokenRange q, TokenRange k, int64_t tile_m, int64_t tile_n) const;
+  bool visible(int seq, int64_t qi, int64_t kj) const;
+  /** Visible cells of whole sequence (per head). */
+  int64_t total_cells(int seq) const;
+
+  const MaskSpec& spec() const { return spec_; }
+  const BlockLayout& layout(int seq) const { return layouts_.at(static_cast<size_t>(seq)); }
+
+private:
+  int64_t block_sparse_cells(int seq, TokenRange q, TokenRange k) const;
+  MaskSpec spec_;
+  std::vector<int64_t> seq_lens_;
+  std::vector<BlockLayout> layouts_;
+};
+
+/** Deterministic random layout (same seed -> same layout on every platform); diagonal kept. */
+BlockLayout random_block_layout(int64_t seq_len, int64_t block, double density, uint64_t seed, int seq_index,
+                                bool causal);
+/** Reads {"block": B, "layouts": [[[k blocks of q block 0], ...] per sequence]}; validates it. */
+std::vector<BlockLayout> load_block_layouts(const std::string& path, const std::vector<int64_t>& seq_lens,
+                                            int64_t block);
+
+} // namespace cpsim

@@ -1,0 +1,131 @@
+// The schedule IR, the spine of cpsim: for every rank an ordered list of ops on named streams with
+// explicit dependencies. Generators produce it once; the analytic engine, the discrete-event engine
+// and the real-GPU backend all execute this same object and never re-derive a schedule.
+//
+// Semantics every executor follows:
+//  - ops of one stream run in list order; an op also waits for every op id in `deps` (same rank,
+//    always an earlier id, so list order is a topological order);
+//  - consecutive ops of one stream with the same `group` (>= 0) are posted together, like one
+//    ncclGroupStart/End: they start together and the stream moves on when all have finished;
+//  - a SEND on rank a to peer b with tag t pairs with the RECV on rank b from peer a with tag t;
+//  - a COLLECTIVE pairs with the collectives of the same tag on every rank of its group.
+#pragma once
+
+#include "cpsim/model/mask_geometry.hpp"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cpsim {
+
+enum class OpKind { ATTENTION, MERGE, SEND, RECV, COLLECTIVE };
+enum class Direction { FORWARD, BACKWARD };
+enum class CollectiveKind { ALL_GATHER, REDUCE_SCATTER, ALL_TO_ALL, ALL_REDUCE };
+enum class StreamKind { COMPUTE, COMM };
+enum class PassKind { FWD, FWD_BWD };
+
+std::string to_string(OpKind k);
+std::string to_string(Direction d);
+std::string to_string(CollectiveKind k);
+std::string to_string(PassKind p);
+
+/** One rectangle of attention work: queries q x keys k of one sequence (positions in that sequence). */
+struct AttnSegment {
+  int seq = 0;
+  TokenRange q;
+  TokenRange k;
+  bool operator==(const AttnSegment&) const = default;
+};
+
+/** A token range of one sequence, used to say what a buffer holds. */
+struct TokenSlice {
+  int seq = 0;
+  TokenRange range;
+  bool operator==(const TokenSlice&) const = default;
+};
+
+struct Op {
+  int id = -1;
+  OpKind kind = OpKind::ATTENTION;
+  int stream = 0;
+  std::vector<int> deps;
+  int group = -1;
+  std::string label;
+  std::vector<std::string> reads;  // buffer names
+  std::vector<std::string> writes; // buffer names
+
+  // ATTENTION: one kernel launch over all segments (varlen), for query heads [head_begin, head_end).
+  Direction dir = Direction::FORWARD;
+  int head_begin = 0;
+  int head_end = 0;
+  std::vector<AttnSegment> segments;
+  int64_t cells = 0;   // visible cells per head, summed over segments
+  TileCount tiles;     // kernel tiles per head, summed over segments
+
+  // MERGE: `rows` query rows x heads [head_begin, head_end) combining `inputs` partials
+  // (forward: LSE merge; backward: gradient accumulation of `bytes` fp32 bytes).
+  int64_t rows = 0;
+  int inputs = 0;
+
+  // SEND / RECV
+  int peer = -1;
+  int tag = -1;
+  int64_t bytes = 0; // SEND/RECV: message bytes; COLLECTIVE: see below; MERGE(backward): bytes added
+
+  // COLLECTIVE: ranks of the group in ring order; `bytes` is the per-rank send buffer for
+  // ALL_TO_ALL (of which (n-1)/n leaves the rank), the per-rank contribution for ALL_GATHER,
+  // the per-rank output shard for REDUCE_SCATTER, the whole buffer for ALL_REDUCE.
+  CollectiveKind coll = CollectiveKind::ALL_TO_ALL;
+  std::vector<int> coll_group;
+
+  int heads() const { return head_end - head_begin; }
+};
+
+/** A named allocation alive from op `alloc_op` to op `free_op` (inclusive; -1: whole program). */
+struct Buffer {
+  std::string name;
+  std::string tensor; // q, k, v, kv, o, lse, o_acc, lse_acc, do, dq, dk, dv, dkv, staging
+  int64_t bytes = 0;
+  int head_begin = 0;
+  int head_end = 0;
+  std::vector<TokenSlice> tokens;
+  int alloc_op = -1;
+  int free_op = -1;
+};
+
+struct RankProgram {
+  int rank = 0;
+  std::vector<Op> ops;
+  std::vector<Buffer> buffers;
+};
+
+struct Stream {
+  std::string name;
+  StreamKind kind = StreamKind::COMPUTE;
+};
+
+struct Schedule {
+  std::string scheme;
+  PassKind pass = PassKind::FWD;
+  int world = 0;
+  int64_t tile_m = 128;
+  int64_t tile_n = 128;
+  std::vector<Stream> streams;
+  std::vector<int> placement; // logical rank -> GPU index in the cluster (replica 0)
+  // The W-rank program runs on `replicas` disjoint GPU sets at once (data-parallel CP groups):
+  // replica k places rank r on GPU placement[r] + k * replica_stride. Engines with contention
+  // must model the replicas' flows; contention-free engines may simulate one replica.
+  int replicas = 1;
+  int replica_stride = 0;
+  std::vector<RankProgram> ranks;
+};
+
+/**
+ * Checks the structural rules above (ids, streams, deps, buffer references, SEND/RECV pairing
+ * with equal bytes, collective agreement). Throws UserError naming the rank, op and rule, since
+ * a plan may come from a user's file.
+ */
+void validate_schedule(const Schedule& s);
+
+} // namespace cpsim

@@ -1,0 +1,162 @@
+// Names of IR enums and the structural validation every executor relies on.
+#include "cpsim/model/schedule.hpp"
+
+#include "cpsim/model/errors.hpp"
+
+#include <map>
+#include <set>
+#include <tuple>
+
+namespace cpsim {
+
+std::string to_string(OpKind k) {
+  switch (k) {
+  case OpKind::ATTENTION: return "attention";
+  case OpKind::MERGE: return "merge";
+  case OpKind::SEND: return "send";
+  case OpKind::RECV: return "recv";
+  case OpKind::COLLECTIVE: return "collective";
+  }
+  return "?";
+}
+std::string to_string(Direction d) { return d == Direction::FORWARD ? "fwd" : "bwd"; }
+std::string to_string(CollectiveKind k) {
+  switch (k) {
+  case CollectiveKind::ALL_GATHER: return "all_gather";
+  case CollectiveKind::REDUCE_SCATTER: return "reduce_scatter";
+  case CollectiveKind::ALL_TO_ALL: return "all_to_all";
+  case CollectiveKind::ALL_REDUCE: return "all_reduce";
+  }
+  return "?";
+}
+std::string to_string(PassKind p) { return p == PassKind::FWD ? "fwd" : "fwd_bwd"; }
+
+namespace {
+[[noreturn]] void bad(int rank, const Op* op, const std::string& why) {
+  std::string where = "plan: rank " + std::to_string(rank);
+  if (op)
+    where += ", op " + std::to_string(op->id) + " (" + to_string(op->kind) + (op->label.empty() ? "" : " '" + op->label + "'") + ")";
+  throw UserError(where + ": " + why);
+}
+} // namespace
+
+void validate_schedule(const Schedule& s) {
+  if (s.world <= 0 || static_cast<int>(s.ranks.size()) != s.world)
+    throw UserError("plan: 'world' = " + std::to_string(s.world) + " but " + std::to_string(s.ranks.size()) +
+                    " rank programs are given");
+  if (s.streams.empty())
+    throw UserError("plan: no streams declared");
+  if (static_cast<int>(s.placement.size()) != s.world)
+    throw UserError("plan: 'placement' must map each of the " + std::to_string(s.world) + " ranks to a GPU");
+  std::set<int> gpus;
+  for (int k = 0; k < s.replicas; ++k)
+    for (int g : s.placement)
+      if (!gpus.insert(g + k * s.replica_stride).second)
+        throw UserError("plan: 'placement' (with replicas) puts two ranks on GPU " + std::to_string(g + k * s.replica_stride));
+
+  // (src, dst, tag) -> bytes, for pairing sends with receives
+  std::map<std::tuple<int, int, int>, int64_t> sends, recvs;
+  // tag -> (kind, group, per-rank bytes, count)
+  struct CollSeen { CollectiveKind kind; std::vector<int> group; int64_t bytes; int count; };
+  std::map<int, CollSeen> colls;
+
+  for (int r = 0; r < s.world; ++r) {
+    const RankProgram& p = s.ranks[static_cast<size_t>(r)];
+    if (p.rank != r)
+      bad(r, nullptr, "rank programs must be listed in rank order");
+    std::set<std::string> names;
+    for (const Buffer& b : p.buffers) {
+      if (!names.insert(b.name).second)
+        bad(r, nullptr, "buffer '" + b.name + "' declared twice");
+      if (b.bytes < 0)
+        bad(r, nullptr, "buffer '" + b.name + "' has negative size");
+      int n = static_cast<int>(p.ops.size());
+      if (b.alloc_op < -1 || b.alloc_op >= n || b.free_op < -1 || b.free_op >= n ||
+          (b.alloc_op >= 0 && b.free_op >= 0 && b.free_op < b.alloc_op))
+        bad(r, nullptr, "buffer '" + b.name + "' has an invalid lifetime");
+    }
+    for (size_t i = 0; i < p.ops.size(); ++i) {
+      const Op& op = p.ops[i];
+      if (op.id != static_cast<int>(i))
+        bad(r, &op, "op ids must equal their position in the list");
+      if (op.stream < 0 || op.stream >= static_cast<int>(s.streams.size()))
+        bad(r, &op, "stream index out of range");
+      for (int d : op.deps)
+        if (d < 0 || d >= op.id)
+          bad(r, &op, "dependency " + std::to_string(d) + " must name an earlier op of the same rank");
+      for (const auto* list : {&op.reads, &op.writes})
+        for (const std::string& b : *list)
+          if (!names.count(b))
+            bad(r, &op, "uses undeclared buffer '" + b + "'");
+      switch (op.kind) {
+      case OpKind::ATTENTION:
+        if (op.head_begin < 0 || op.head_end <= op.head_begin)
+          bad(r, &op, "empty or negative head range");
+        if (op.segments.empty())
+          bad(r, &op, "attention op without segments");
+        if (s.streams[size_t(op.stream)].kind != StreamKind::COMPUTE)
+          bad(r, &op, "attention must run on a compute stream");
+        break;
+      case OpKind::MERGE:
+        if (op.rows < 0 || op.inputs < 1 || op.head_end <= op.head_begin)
+          bad(r, &op, "merge needs rows >= 0, inputs >= 1 and a head range");
+        break;
+      case OpKind::SEND:
+      case OpKind::RECV: {
+        if (op.peer < 0 || op.peer >= s.world || op.peer == r)
+          bad(r, &op, "peer " + std::to_string(op.peer) + " is not another rank");
+        if (op.bytes < 0)
+          bad(r, &op, "negative bytes");
+        auto key = op.kind == OpKind::SEND ? std::make_tuple(r, op.peer, op.tag) : std::make_tuple(op.peer, r, op.tag);
+        auto& m = op.kind == OpKind::SEND ? sends : recvs;
+        if (!m.emplace(key, op.bytes).second)
+          bad(r, &op, "duplicate tag " + std::to_string(op.tag) + " for this peer");
+        break;
+      }
+      case OpKind::COLLECTIVE: {
+        if (op.coll_group.size() < 2)
+          bad(r, &op, "collective group needs at least two ranks");
+        bool member = false;
+        for (int g : op.coll_group) {
+          if (g < 0 || g >= s.world)
+            bad(r, &op, "collective group names rank " + std::to_string(g));
+          member |= g == r;
+        }
+        if (!member)
+          bad(r, &op, "rank is not a member of its collective's group");
+        auto it = colls.find(op.tag);
+        if (it == colls.end()) {
+          colls[op.tag] = {op.coll, op.coll_group, op.bytes, 1};
+        } else {
+          if (it->second.kind != op.coll || it->second.group != op.coll_group)
+            bad(r, &op, "collective tag " + std::to_string(op.tag) + " disagrees with another rank on kind or group");
+          it->second.count++;
+        }
+        break;
+      }
+      }
+    }
+  }
+  for (const auto& [key, bytes] : sends) {
+    auto it = recvs.find(key);
+    if (it == recvs.end())
+      throw UserError("plan: send from rank " + std::to_string(std::get<0>(key)) + " to rank " +
+                      std::to_string(std::get<1>(key)) + " (tag " + std::to_string(std::get<2>(key)) +
+                      ") has no matching receive");
+    if (it->second != bytes)
+      throw UserError("plan: send/receive between ranks " + std::to_string(std::get<0>(key)) + " and " +
+                      std::to_string(std::get<1>(key)) + " (tag " + std::to_string(std::get<2>(key)) +
+                      ") disagree on bytes");
+  }
+  for (const auto& [key, bytes] : recvs)
+    if (!sends.count(key))
+      throw UserError("plan: receive on rank " + std::to_string(std::get<1>(key)) + " from rank " +
+                      std::to_string(std::get<0>(key)) + " (tag " + std::to_string(std::get<2>(key)) +
+                      ") has no matching send");
+  for (const auto& [tag, c] : colls)
+    if (c.count != static_cast<int>(c.group.size()))
+      throw UserError("plan: collective tag " + std::to_string(tag) + " is posted by " + std::to_string(c.count) +
+                      " of its " + std::to_string(c.group.size()) + " group members");
+}
+
+} // namespace cpsim

@@ -1,0 +1,105 @@
+// Workload <-> JSON with full validation (GQA divisibility, mask parameters, layout file presence).
+#include "cpsim/model/workload.hpp"
+
+#include <filesystem>
+
+namespace cpsim {
+
+int dtype_bytes(Dtype) { return 2; }
+
+std::string to_string(Dtype d) { return d == Dtype::BF16 ? "bf16" : "fp16"; }
+
+std::string to_string(MaskKind k) {
+  switch (k) {
+  case MaskKind::FULL: return "full";
+  case MaskKind::CAUSAL: return "causal";
+  case MaskKind::SLIDING_WINDOW: return "sliding_window";
+  case MaskKind::BLOCK_SPARSE: return "block_sparse";
+  }
+  return "?";
+}
+
+int64_t Workload::total_tokens() const {
+  int64_t t = 0;
+  for (auto s : seq_lens)
+    t += s;
+  return t;
+}
+
+namespace {
+MaskSpec mask_from_json(JsonObjectReader r, const std::string& base_dir) {
+  MaskSpec m;
+  std::string kind = r.get_enum("kind", {"full", "causal", "sliding_window", "block_sparse"});
+  if (kind == "full") {
+    m.kind = MaskKind::FULL;
+  } else if (kind == "causal") {
+    m.kind = MaskKind::CAUSAL;
+  } else if (kind == "sliding_window") {
+    m.kind = MaskKind::SLIDING_WINDOW;
+    m.window = r.get_int("window", 1, int64_t(1) << 40);
+  } else {
+    m.kind = MaskKind::BLOCK_SPARSE;
+    m.block = r.get_int("block", 16, 4096);
+    m.causal = r.get_bool_or("causal", false);
+    bool has_file = r.has("layout_file");
+    bool has_density = r.has("density");
+    if (has_file == has_density)
+      r.fail(has_file ? "layout_file" : "density",
+             "block_sparse needs exactly one of 'density' (with 'seed') or 'layout_file'");
+    if (has_file) {
+      std::filesystem::path p = r.get_string("layout_file");
+      if (p.is_relative() && !base_dir.empty())
+        p = std::filesystem::path(base_dir) / p;
+      if (!std::filesystem::exists(p))
+        r.fail("layout_file", "file '" + p.string() + "' does not exist");
+      m.layout_file = p.string();
+    } else {
+      m.density = r.get_number("density", 0.0, 1.0);
+      if (m.density <= 0.0)
+        r.fail("density", "must be greater than 0");
+      m.seed = static_cast<uint64_t>(r.get_int("seed", 0));
+    }
+  }
+  r.finish();
+  return m;
+}
+} // namespace
+
+Workload workload_from_json(const Json& j, const std::string& path, const std::string& base_dir) {
+  JsonObjectReader r(j, path);
+  Workload w;
+  w.seq_lens = r.get_int_array("seq_lens", 1, int64_t(1) << 34);
+  w.heads = static_cast<int>(r.get_int("heads", 1, 4096));
+  w.kv_heads = static_cast<int>(r.get_int("kv_heads", 1, 4096));
+  if (w.heads % w.kv_heads != 0)
+    r.fail("kv_heads", "must divide heads (" + std::to_string(w.heads) + ") for grouped-query attention");
+  w.head_dim = static_cast<int>(r.get_int("head_dim", 1, 1024));
+  w.dtype = r.get_enum("dtype", {"bf16", "fp16"}) == "bf16" ? Dtype::BF16 : Dtype::FP16;
+  const Json& mj = r.raw("mask");
+  if (mj.is_string()) // shorthand: "mask": "causal"
+    w.mask = mask_from_json(JsonObjectReader(Json{{"kind", mj}}, "workload.mask"), base_dir);
+  else
+    w.mask = mask_from_json(JsonObjectReader(mj, "workload.mask"), base_dir);
+  r.finish();
+  return w;
+}
+
+Json workload_to_json(const Workload& w) {
+  Json mask{{"kind", to_string(w.mask.kind)}};
+  if (w.mask.kind == MaskKind::SLIDING_WINDOW)
+    mask["window"] = w.mask.window;
+  if (w.mask.kind == MaskKind::BLOCK_SPARSE) {
+    mask["block"] = w.mask.block;
+    mask["causal"] = w.mask.causal;
+    if (!w.mask.layout_file.empty()) {
+      mask["layout_file"] = w.mask.layout_file;
+    } else {
+      mask["density"] = w.mask.density;
+      mask["seed"] = w.mask.seed;
+    }
+  }
+  return Json{{"seq_lens", w.seq_lens}, {"heads", w.heads},          {"kv_heads", w.kv_heads},
+              {"head_dim", w.head_dim}, {"dtype", to_string(w.dtype)}, {"mask", mask}};
+}
+
+} // namespace cpsim

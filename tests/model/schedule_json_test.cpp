@@ -1,0 +1,61 @@
+// The IR survives a JSON round trip unchanged, and broken plans are rejected with the reason.
+#include "cpsim/model/schedule_generator.hpp"
+#include "cpsim/model/schedule_json.hpp"
+#include "support/scenario_factory.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace cpsim;
+using Catch::Contains;
+
+TEST_CASE("model::schedule_json: round trip keeps every field") {
+  for (const std::string scheme : {"ring", "zigzag", "ulysses"}) {
+    Scenario sc = test::make_scenario(test::scenario_json(scheme, 4, {128},
+                                                          Json{{"kind", "block_sparse"}, {"block", 16}, {"density", 0.3}, {"seed", 1}},
+                                                          "fwd_bwd"));
+    Schedule s = generate_schedule(sc);
+    Json j = schedule_to_json(s);
+    Schedule back = schedule_from_json(Json::parse(j.dump()), "schedule");
+    CHECK(schedule_to_json(back) == j);
+    REQUIRE(back.ranks.size() == s.ranks.size());
+    CHECK(back.ranks[1].ops.size() == s.ranks[1].ops.size());
+    CHECK(back.ranks[1].ops[3].segments == s.ranks[1].ops[3].segments);
+  }
+}
+
+TEST_CASE("model::schedule_json: structural errors in a plan are named") {
+  Scenario sc = test::make_scenario(test::scenario_json("ring", 2, {64}, "causal"));
+  Json j = schedule_to_json(generate_schedule(sc));
+  {
+    Json bad = j;
+    bad["ranks"][0]["ops"][0]["deps"] = {5};
+    CHECK_THROWS_WITH(schedule_from_json(bad, "schedule"), Contains("rank 0") && Contains("earlier op"));
+  }
+  {
+    Json bad = j;
+    for (auto& op : bad["ranks"][1]["ops"])
+      if (op["kind"] == "recv")
+        op["bytes"] = 1;
+    CHECK_THROWS_WITH(schedule_from_json(bad, "schedule"), Contains("disagree on bytes"));
+  }
+  {
+    Json bad = j;
+    bad["ranks"][0]["ops"][0]["colour"] = "red";
+    CHECK_THROWS_WITH(schedule_from_json(bad, "schedule"), Contains("colour"));
+  }
+  {
+    Json bad = j;
+    bad["ranks"][0]["ops"][0]["stream"] = 9;
+    CHECK_THROWS_WITH(schedule_from_json(bad, "schedule"), Contains("stream"));
+  }
+  {
+    Json bad = j;
+    bad["placement"] = {0, 0};
+    CHECK_THROWS_WITH(schedule_from_json(bad, "schedule"), Contains("GPU 0"));
+  }
+  {
+    Json bad = j;
+    bad["ranks"][0]["ops"][0]["reads"] = {"nope"};
+    CHECK_THROWS_WITH(schedule_from_json(bad, "schedule"), Contains("undeclared buffer 'nope'"));
+  }
+}
