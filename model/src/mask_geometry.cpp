@@ -1,5 +1,6 @@
 // Cell and tile counting for every mask kind. Closed forms avoid per-row loops so that planning
 // 512k-token sequences stays cheap; block-sparse counts walk the layout blocks a rectangle touches.
+// Strided (stripe) ranges use a floor-sum closed form, so they cost no more than contiguous ones.
 #include "cpsim/model/mask_geometry.hpp"
 
 #include "cpsim/model/errors.hpp"
@@ -48,7 +49,64 @@ TokenRange intersect(TokenRange a, TokenRange b) {
   return r;
 }
 
+int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
+/** sum_{i=0}^{n-1} floor((a*i + b) / m) for a, b >= 0, m > 0 (the classic Euclid-like floor sum). */
+int64_t floor_sum(int64_t n, int64_t m, int64_t a, int64_t b) {
+  __extension__ typedef unsigned __int128 u128; // a*n*n can pass 2^63 for long sequences before the divisions
+  u128 ans = 0, N = u128(n), M = u128(m), A = u128(a), B = u128(b);
+  while (true) {
+    if (A >= M) {
+      ans += N * (N - 1) / 2 * (A / M);
+      A %= M;
+    }
+    if (B >= M) {
+      ans += N * (B / M);
+      B %= M;
+    }
+    u128 y_max = A * N + B;
+    if (y_max < M)
+      break;
+    N = y_max / M;
+    B = y_max % M;
+    std::swap(M, A);
+  }
+  return static_cast<int64_t>(ans);
+}
+
+/**
+ * Pairs (query q_i, key k_j) of two progressions with k_j <= q_i - off: the causal count (off = 0)
+ * and, by difference, the sliding-window count. For each query the visible keys are a prefix of
+ * the key progression whose length is clamp(floor((q_i - off - k_0) / k.stride) + 1, 0, |k|).
+ */
+int64_t keys_at_or_before(TokenRange q, TokenRange k, int64_t off) {
+  const int64_t nq = q.size(), nk = k.size();
+  if (nq <= 0 || nk <= 0)
+    return 0;
+  const int64_t base = k.begin + off - q.begin; // x_i = q.stride * i - base
+  const int64_t i_a = std::clamp<int64_t>(ceil_div(base, q.stride), 0, nq);
+  const int64_t i_b = std::clamp<int64_t>(ceil_div(base + (nk - 1) * k.stride, q.stride), i_a, nq);
+  int64_t s = (nq - i_b) * nk;
+  const int64_t n = i_b - i_a;
+  if (n > 0)
+    s += floor_sum(n, k.stride, q.stride, q.stride * i_a - base) + n;
+  return s;
+}
+
+/** The positions of a progression that fall in the contiguous window [lo, hi). */
+TokenRange clip(TokenRange r, int64_t lo, int64_t hi) {
+  int64_t i0 = std::clamp<int64_t>(ceil_div(lo - r.begin, r.stride), 0, r.size());
+  int64_t i1 = std::clamp<int64_t>(ceil_div(hi - r.begin, r.stride), i0, r.size());
+  return sub_range(r, i0, i1);
+}
+
 } // namespace
+
+TokenRange sub_range(TokenRange r, int64_t i0, int64_t i1) {
+  if (i1 <= i0)
+    return {r.at(i0), r.at(i0), r.stride};
+  return {r.at(i0), r.at(i1 - 1) + 1, r.stride};
+}
 
 BlockLayout random_block_layout(int64_t seq_len, int64_t block, double density, uint64_t seed, int seq_index,
                                 bool causal) {
@@ -134,8 +192,11 @@ int64_t MaskGeometry::cells(int seq, TokenRange q, TokenRange k) const {
   CPSIM_ASSERT(seq >= 0 && size_t(seq) < seq_lens_.size(), "sequence index out of range");
   CPSIM_ASSERT(q.begin >= 0 && q.end <= seq_lens_[size_t(seq)] && k.begin >= 0 && k.end <= seq_lens_[size_t(seq)],
                "token range outside its sequence");
+  CPSIM_ASSERT(q.stride >= 1 && k.stride >= 1, "token range stride must be positive");
   if (q.size() <= 0 || k.size() <= 0)
     return 0;
+  if (q.stride != 1 || k.stride != 1)
+    return strided_cells(seq, q, k);
   switch (spec_.kind) {
   case MaskKind::FULL: return q.size() * k.size();
   case MaskKind::CAUSAL: return causal_cells(q, k);
@@ -160,6 +221,33 @@ int64_t MaskGeometry::block_sparse_cells(int seq, TokenRange q, TokenRange k) co
   return total;
 }
 
+int64_t MaskGeometry::strided_cells(int seq, TokenRange q, TokenRange k) const {
+  switch (spec_.kind) {
+  case MaskKind::FULL: return q.size() * k.size();
+  case MaskKind::CAUSAL: return keys_at_or_before(q, k, 0);
+  case MaskKind::SLIDING_WINDOW: return keys_at_or_before(q, k, 0) - keys_at_or_before(q, k, spec_.window);
+  case MaskKind::BLOCK_SPARSE: break;
+  }
+  // Block-sparse: the layout blocks the progressions pass through, each block pair counted in
+  // closed form; blocks a progression skips entirely contribute empty clips.
+  const BlockLayout& l = layout(seq);
+  const int64_t b = l.block;
+  int64_t total = 0;
+  for (int64_t qb = q.begin / b; qb <= q.last() / b; ++qb) {
+    TokenRange qr = clip(q, qb * b, (qb + 1) * b);
+    if (qr.size() <= 0)
+      continue;
+    for (int64_t kb = k.begin / b; kb <= k.last() / b; ++kb) {
+      if (!l.at(qb, kb))
+        continue;
+      TokenRange kr = clip(k, kb * b, (kb + 1) * b);
+      if (kr.size() > 0)
+        total += spec_.causal ? keys_at_or_before(qr, kr, 0) : qr.size() * kr.size();
+    }
+  }
+  return total;
+}
+
 TileCount MaskGeometry::tiles(int seq, TokenRange q, TokenRange k, int64_t tile_m, int64_t tile_n) const {
   CPSIM_ASSERT(tile_m > 0 && tile_n > 0, "tile sizes must be positive");
   TileCount t;
@@ -171,11 +259,11 @@ TileCount MaskGeometry::tiles(int seq, TokenRange q, TokenRange k, int64_t tile_
     return t;
   }
   for (int64_t i = 0; i < nq; ++i) {
-    TokenRange qt{q.begin + i * tile_m, std::min(q.end, q.begin + (i + 1) * tile_m)};
+    TokenRange qt = sub_range(q, i * tile_m, std::min(q.size(), (i + 1) * tile_m));
     for (int64_t j = 0; j < nk; ++j) {
-      TokenRange kt{k.begin + j * tile_n, std::min(k.end, k.begin + (j + 1) * tile_n)};
+      TokenRange kt = sub_range(k, j * tile_n, std::min(k.size(), (j + 1) * tile_n));
       // Cheap rejections for the common causal and windowed cases before counting cells.
-      if (spec_.kind != MaskKind::BLOCK_SPARSE && kt.begin > qt.end - 1)
+      if (spec_.kind != MaskKind::BLOCK_SPARSE && kt.begin > qt.last())
         break;
       int64_t c = cells(seq, qt, kt);
       if (c == 0)

@@ -74,6 +74,9 @@ void validate_schedule(const Schedule& s) {
       if (b.alloc_op < -1 || b.alloc_op >= n || b.free_op < -1 || b.free_op >= n ||
           (b.alloc_op >= 0 && b.free_op >= 0 && b.free_op < b.alloc_op))
         bad(r, nullptr, "buffer '" + b.name + "' has an invalid lifetime");
+      for (const TokenSlice& t : b.tokens)
+        if (t.range.stride < 1 || t.range.begin < 0 || t.range.end < t.range.begin)
+          bad(r, nullptr, "buffer '" + b.name + "' holds a token range with begin < 0, end < begin or stride < 1");
     }
     for (size_t i = 0; i < p.ops.size(); ++i) {
       const Op& op = p.ops[i];
@@ -94,6 +97,10 @@ void validate_schedule(const Schedule& s) {
           bad(r, &op, "empty or negative head range");
         if (op.segments.empty())
           bad(r, &op, "attention op without segments");
+        for (const AttnSegment& g : op.segments)
+          for (const TokenRange* t : {&g.q, &g.k})
+            if (t->stride < 1 || t->begin < 0 || t->end < t->begin)
+              bad(r, &op, "segment token range needs 0 <= begin <= end and stride >= 1");
         if (s.streams[size_t(op.stream)].kind != StreamKind::COMPUTE)
           bad(r, &op, "attention must run on a compute stream");
         break;

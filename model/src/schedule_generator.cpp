@@ -10,6 +10,7 @@ const std::vector<SchemeInfo>& scheme_registry() {
       {"ring", "ring attention over contiguous chunks (zhuzilin ring_flash_attn)", generate_ring},
       {"zigzag", "load-balanced ring: rank r holds chunks r and 2W-1-r", generate_zigzag},
       {"ulysses", "DeepSpeed-Ulysses: all-to-all from sequence to head sharding", generate_ulysses},
+      {"stripe", "causal ring over a stride-W interleave: rank r holds tokens r, r+W, ... (zhuzilin)", generate_stripe},
   };
   return registry;
 }

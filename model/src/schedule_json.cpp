@@ -5,7 +5,26 @@ namespace cpsim {
 
 namespace {
 
-Json range_json(TokenRange r) { return Json::array({r.begin, r.end}); }
+Json range_json(TokenRange r) {
+  if (r.stride != 1)
+    return Json::array({r.begin, r.end, r.stride});
+  return Json::array({r.begin, r.end});
+}
+
+/** A token range: [begin, end] or, strided, [begin, end, stride]. */
+TokenRange token_range_from(JsonObjectReader& r, const std::string& key) {
+  const Json& v = r.raw(key);
+  const char* shape = "must be [begin, end] or [begin, end, stride] with 0 <= begin <= end and stride >= 1";
+  if (!v.is_array() || v.size() < 2 || v.size() > 3)
+    r.fail(key, shape);
+  for (const Json& e : v)
+    if (!e.is_number_integer())
+      r.fail(key, shape);
+  TokenRange t{v[0].get<int64_t>(), v[1].get<int64_t>(), v.size() == 3 ? v[2].get<int64_t>() : 1};
+  if (t.begin < 0 || t.end < t.begin || t.stride < 1)
+    r.fail(key, shape);
+  return t;
+}
 
 TokenRange range_from(JsonObjectReader& r, const std::string& key) {
   const Json& v = r.raw(key);
@@ -119,8 +138,8 @@ Op op_from_json(const Json& j, const std::string& path) {
       JsonObjectReader sr(segs[i], r.path_of("segments") + "[" + std::to_string(i) + "]");
       AttnSegment s;
       s.seq = static_cast<int>(sr.get_int("seq", 0));
-      s.q = range_from(sr, "q");
-      s.k = range_from(sr, "k");
+      s.q = token_range_from(sr, "q");
+      s.k = token_range_from(sr, "k");
       sr.finish();
       op.segments.push_back(s);
     }
@@ -156,8 +175,12 @@ Op op_from_json(const Json& j, const std::string& path) {
 
 Json buffer_to_json(const Buffer& b) {
   Json toks = Json::array();
-  for (const auto& t : b.tokens)
-    toks.push_back({t.seq, t.range.begin, t.range.end});
+  for (const auto& t : b.tokens) {
+    Json e = Json::array({t.seq, t.range.begin, t.range.end});
+    if (t.range.stride != 1)
+      e.push_back(t.range.stride);
+    toks.push_back(e);
+  }
   return Json{{"name", b.name},         {"tensor", b.tensor},     {"bytes", b.bytes}, {"heads", {b.head_begin, b.head_end}},
               {"tokens", toks},         {"alloc_op", b.alloc_op}, {"free_op", b.free_op}};
 }
@@ -172,13 +195,19 @@ Buffer buffer_from_json(const Json& j, const std::string& path) {
   b.head_begin = static_cast<int>(h.begin);
   b.head_end = static_cast<int>(h.end);
   const Json& toks = r.raw("tokens");
+  const char* shape = "must be an array of [seq, begin, end] or [seq, begin, end, stride] (stride >= 1)";
   if (!toks.is_array())
-    r.fail("tokens", "must be an array of [seq, begin, end]");
+    r.fail("tokens", shape);
   for (const Json& t : toks) {
-    if (!t.is_array() || t.size() != 3 || !t[0].is_number_integer() || !t[1].is_number_integer() ||
-        !t[2].is_number_integer())
-      r.fail("tokens", "must be an array of [seq, begin, end]");
-    b.tokens.push_back({t[0].get<int>(), {t[1].get<int64_t>(), t[2].get<int64_t>()}});
+    if (!t.is_array() || t.size() < 3 || t.size() > 4)
+      r.fail("tokens", shape);
+    for (const Json& e : t)
+      if (!e.is_number_integer())
+        r.fail("tokens", shape);
+    TokenSlice ts{t[0].get<int>(), {t[1].get<int64_t>(), t[2].get<int64_t>(), t.size() == 4 ? t[3].get<int64_t>() : 1}};
+    if (ts.range.stride < 1)
+      r.fail("tokens", shape);
+    b.tokens.push_back(ts);
   }
   b.alloc_op = static_cast<int>(r.get_int("alloc_op", -1));
   b.free_op = static_cast<int>(r.get_int("free_op", -1));

@@ -10,12 +10,24 @@
 
 namespace cpsim {
 
+/**
+ * Token positions {begin + i*stride : begin + i*stride < end}: a contiguous range when stride is 1,
+ * an arithmetic progression otherwise (stripe layouts hold every W-th token). Generators write
+ * end = last + 1 so that equal sets compare equal.
+ */
 struct TokenRange {
   int64_t begin = 0;
   int64_t end = 0; // exclusive
-  int64_t size() const { return end - begin; }
+  int64_t stride = 1;
+  /** Number of positions in the set (for stride 1 this is end - begin, as before strides existed). */
+  int64_t size() const { return stride == 1 ? end - begin : (end > begin ? (end - begin + stride - 1) / stride : 0); }
+  int64_t at(int64_t i) const { return begin + i * stride; }
+  int64_t last() const { return at(size() - 1); }
   bool operator==(const TokenRange&) const = default;
 };
+
+/** The positions of `r` at indices [i0, i1) of its progression, as a range of the same stride. */
+TokenRange sub_range(TokenRange r, int64_t i0, int64_t i1);
 
 struct TileCount {
   int64_t full = 0;    // every cell visible
@@ -36,9 +48,13 @@ public:
   /** Builds layouts for block-sparse masks (random from seed, or from the layout file). */
   explicit MaskGeometry(const Workload& w);
 
-  /** Visible cells (per head) of sequence `seq` in queries q x keys k. */
+  /** Visible cells (per head) of sequence `seq` in queries q x keys k (either may be strided). */
   int64_t cells(int seq, TokenRange q, TokenRange k) const;
-  /** Tiles of tile_m x tile_n, anchored at q.begin and k.begin, split into full and partial. */
+  /**
+   * Tiles of tile_m x tile_n, anchored at q.begin and k.begin, split into full and partial. For
+   * strided ranges the kernel sees the packed tensors, so a tile is tile_m consecutive positions
+   * of the progression.
+   */
   TileCount tiles(int seq, TokenRange q, TokenRange k, int64_t tile_m, int64_t tile_n) const;
   bool visible(int seq, int64_t qi, int64_t kj) const;
   /** Visible cells of whole sequence (per head). */
@@ -49,6 +65,7 @@ public:
 
 private:
   int64_t block_sparse_cells(int seq, TokenRange q, TokenRange k) const;
+  int64_t strided_cells(int seq, TokenRange q, TokenRange k) const;
   MaskSpec spec_;
   std::vector<int64_t> seq_lens_;
   std::vector<BlockLayout> layouts_;

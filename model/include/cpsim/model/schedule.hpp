@@ -9,6 +9,14 @@
 //    ncclGroupStart/End: they start together and the stream moves on when all have finished;
 //  - a SEND on rank a to peer b with tag t pairs with the RECV on rank b from peer a with tag t;
 //  - a COLLECTIVE pairs with the collectives of the same tag on every rank of its group.
+//
+// Token sets: a TokenRange is {begin + i*stride < end}; stride is 1 (contiguous) unless a layout
+// interleaves tokens (stripe: rank r holds r, r+W, r+2W, ...). An attention segment with strided
+// q or k means the kernel runs on the packed tensors of exactly those positions, in increasing
+// order, and the mask is applied to the original positions (for stripe, causal within packed
+// indices when the key offset is <= the query offset, strictly lower otherwise). Buffer token
+// slices use the same form to say which positions a buffer holds and in what order. JSON writes
+// the stride only when it is not 1, so contiguous plans are unchanged.
 #pragma once
 
 #include "cpsim/model/mask_geometry.hpp"
@@ -30,7 +38,8 @@ std::string to_string(Direction d);
 std::string to_string(CollectiveKind k);
 std::string to_string(PassKind p);
 
-/** One rectangle of attention work: queries q x keys k of one sequence (positions in that sequence). */
+/** One rectangle of attention work: queries q x keys k of one sequence (positions in that sequence,
+ *  either side possibly strided). */
 struct AttnSegment {
   int seq = 0;
   TokenRange q;
@@ -38,7 +47,7 @@ struct AttnSegment {
   bool operator==(const AttnSegment&) const = default;
 };
 
-/** A token range of one sequence, used to say what a buffer holds. */
+/** A token range of one sequence (possibly strided), used to say what a buffer holds. */
 struct TokenSlice {
   int seq = 0;
   TokenRange range;
