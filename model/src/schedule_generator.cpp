@@ -11,6 +11,12 @@ const std::vector<SchemeInfo>& scheme_registry() {
       {"zigzag", "load-balanced ring: rank r holds chunks r and 2W-1-r", generate_zigzag},
       {"ulysses", "DeepSpeed-Ulysses: all-to-all from sequence to head sharding", generate_ulysses},
       {"stripe", "causal ring over a stride-W interleave: rank r holds tokens r, r+W, ... (zhuzilin)", generate_stripe},
+      {"te_p2p", "TransformerEngine/Megatron KV P2P ring: DualChunkSwap, deferred merge, bf16 dKV with KV",
+       generate_te_p2p},
+      {"te_allgather", "TransformerEngine all-gather (Llama 3): exposed KV all-gather, two chunk calls, dKV reduce-scatter",
+       generate_te_allgather},
+      {"te_a2a", "TransformerEngine a2a: Ulysses inside TE (H and KV heads divisible by cp)", generate_te_a2a},
+      {"stripe", "causal ring over a stride-W interleave: rank r holds tokens r, r+W, ... (zhuzilin)", generate_stripe},
   };
   return registry;
 }

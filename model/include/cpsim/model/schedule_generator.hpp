@@ -29,6 +29,10 @@ Schedule generate_ring(const Scenario& sc, const MaskGeometry& mask);
 Schedule generate_zigzag(const Scenario& sc, const MaskGeometry& mask);
 Schedule generate_ulysses(const Scenario& sc, const MaskGeometry& mask);
 Schedule generate_stripe(const Scenario& sc, const MaskGeometry& mask);
+Schedule generate_te_p2p(const Scenario& sc, const MaskGeometry& mask);
+Schedule generate_te_allgather(const Scenario& sc, const MaskGeometry& mask);
+Schedule generate_te_a2a(const Scenario& sc, const MaskGeometry& mask);
+Schedule generate_stripe(const Scenario& sc, const MaskGeometry& mask);
 
 /** Rejects any scheme option key not in `allowed` (named in the message). */
 void check_scheme_options(const Scenario& sc, const std::vector<std::string>& allowed);
