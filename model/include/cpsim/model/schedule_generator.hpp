@@ -12,10 +12,16 @@ namespace cpsim {
 
 using GeneratorFn = Schedule (*)(const Scenario&, const MaskGeometry&);
 
+/** The `parallel` option sets worth trying for a scenario (degrees of a hybrid), for `cpsim compare`. */
+using VariantsFn = std::vector<Json> (*)(const Scenario&);
+
 struct SchemeInfo {
   std::string name;
   std::string summary;
   GeneratorFn generate;
+  // nullptr: the scheme is tried once with no options. A hook may list option sets that turn out
+  // invalid for the scenario; compare reports those with the generator's reason.
+  VariantsFn variants = nullptr;
 };
 
 /** Every scheme cpsim can plan, in a stable order. */
@@ -28,6 +34,12 @@ Schedule generate_schedule(const Scenario& sc, const MaskGeometry& mask);
 Schedule generate_ring(const Scenario& sc, const MaskGeometry& mask);
 Schedule generate_zigzag(const Scenario& sc, const MaskGeometry& mask);
 Schedule generate_ulysses(const Scenario& sc, const MaskGeometry& mask);
+Schedule generate_stripe(const Scenario& sc, const MaskGeometry& mask);
+Schedule generate_te_p2p(const Scenario& sc, const MaskGeometry& mask);
+Schedule generate_te_allgather(const Scenario& sc, const MaskGeometry& mask);
+Schedule generate_te_a2a(const Scenario& sc, const MaskGeometry& mask);
+Schedule generate_usp(const Scenario& sc, const MaskGeometry& mask);
+std::vector<Json> usp_variants(const Scenario& sc); // every (u, r) and ring variant
 Schedule generate_stripe(const Scenario& sc, const MaskGeometry& mask);
 Schedule generate_te_p2p(const Scenario& sc, const MaskGeometry& mask);
 Schedule generate_te_allgather(const Scenario& sc, const MaskGeometry& mask);
