@@ -19,20 +19,6 @@ const std::vector<SchemeInfo>& scheme_registry() {
       {"usp", "USP (yunchang): Ulysses over contiguous groups x ring over strided groups", generate_usp, usp_variants},
       {"loongtrain", "LoongTrain 2D attention: head all-to-all x zigzag double ring (inner windows, outer ring)",
        generate_loongtrain, loongtrain_variants},
-      {"stripe", "causal ring over a stride-W interleave: rank r holds tokens r, r+W, ... (zhuzilin)", generate_stripe},
-      {"te_p2p", "TransformerEngine/Megatron KV P2P ring: DualChunkSwap, deferred merge, bf16 dKV with KV",
-       generate_te_p2p},
-      {"te_allgather", "TransformerEngine all-gather (Llama 3): exposed KV all-gather, two chunk calls, dKV reduce-scatter",
-       generate_te_allgather},
-      {"te_a2a", "TransformerEngine a2a: Ulysses inside TE (H and KV heads divisible by cp)", generate_te_a2a},
-      {"usp", "USP (yunchang): Ulysses over contiguous groups x ring over strided groups", generate_usp, usp_variants},
-      {"stripe", "causal ring over a stride-W interleave: rank r holds tokens r, r+W, ... (zhuzilin)", generate_stripe},
-      {"te_p2p", "TransformerEngine/Megatron KV P2P ring: DualChunkSwap, deferred merge, bf16 dKV with KV",
-       generate_te_p2p},
-      {"te_allgather", "TransformerEngine all-gather (Llama 3): exposed KV all-gather, two chunk calls, dKV reduce-scatter",
-       generate_te_allgather},
-      {"te_a2a", "TransformerEngine a2a: Ulysses inside TE (H and KV heads divisible by cp)", generate_te_a2a},
-      {"stripe", "causal ring over a stride-W interleave: rank r holds tokens r, r+W, ... (zhuzilin)", generate_stripe},
   };
   return registry;
 }

@@ -15,9 +15,6 @@ using GeneratorFn = Schedule (*)(const Scenario&, const MaskGeometry&);
 /** The `parallel` option sets worth trying for a scenario (degrees of a hybrid), for `cpsim compare`. */
 using VariantsFn = std::vector<Json> (*)(const Scenario&);
 
-/** The `parallel` option sets worth trying for a scenario (degrees of a hybrid), for `cpsim compare`. */
-using VariantsFn = std::vector<Json> (*)(const Scenario&);
-
 struct SchemeInfo {
   std::string name;
   std::string summary;
@@ -45,17 +42,6 @@ Schedule generate_usp(const Scenario& sc, const MaskGeometry& mask);
 std::vector<Json> usp_variants(const Scenario& sc); // every (u, r) and ring variant
 Schedule generate_loongtrain(const Scenario& sc, const MaskGeometry& mask);
 std::vector<Json> loongtrain_variants(const Scenario& sc); // every (d_hp, d_cp, w)
-Schedule generate_stripe(const Scenario& sc, const MaskGeometry& mask);
-Schedule generate_te_p2p(const Scenario& sc, const MaskGeometry& mask);
-Schedule generate_te_allgather(const Scenario& sc, const MaskGeometry& mask);
-Schedule generate_te_a2a(const Scenario& sc, const MaskGeometry& mask);
-Schedule generate_usp(const Scenario& sc, const MaskGeometry& mask);
-std::vector<Json> usp_variants(const Scenario& sc); // every (u, r) and ring variant
-Schedule generate_stripe(const Scenario& sc, const MaskGeometry& mask);
-Schedule generate_te_p2p(const Scenario& sc, const MaskGeometry& mask);
-Schedule generate_te_allgather(const Scenario& sc, const MaskGeometry& mask);
-Schedule generate_te_a2a(const Scenario& sc, const MaskGeometry& mask);
-Schedule generate_stripe(const Scenario& sc, const MaskGeometry& mask);
 
 /** Rejects any scheme option key not in `allowed` (named in the message). */
 void check_scheme_options(const Scenario& sc, const std::vector<std::string>& allowed);
