@@ -1,5 +1,6 @@
 // cpsim entry point: option parsing and the one place where user errors become exit code 2.
 #include "commands.hpp"
+#include "compare.hpp"
 
 #include "cpsim/model/errors.hpp"
 
@@ -27,6 +28,11 @@ int main(int argc, char** argv) {
   s->add_flag("--allow-oom", sim.allow_oom, "Simulate even if a rank's peak memory exceeds the GPU's");
   s->add_flag("-q,--quiet", sim.quiet, "Do not print the table");
 
+  CompareOptions cmp;
+  auto* c = app.add_subcommand("compare", "Simulate every scheme (and degree choice) that applies to a scenario, ranked");
+  c->add_option("scenario", cmp.input, "Scenario JSON file (its scheme and options are one more variant)")->required();
+  c->add_option("--json", cmp.json_out, "Write the ranking as JSON to this file");
+
   auto* ls = app.add_subcommand("schemes", "List the parallel schemes cpsim can plan");
   auto* lh = app.add_subcommand("hardware", "List the built-in hardware descriptions");
 
@@ -45,6 +51,8 @@ int main(int argc, char** argv) {
       return cmd_plan(plan);
     if (s->parsed())
       return cmd_simulate(sim);
+    if (c->parsed())
+      return cmd_compare(cmp);
     if (ls->parsed())
       return cmd_list_schemes();
     if (lh->parsed())
