@@ -88,7 +88,7 @@ TEST_CASE("cli: bad inputs exit 2 with a message naming the cause") {
       {"simulate " + kScenarios + "/default.json --engine warp", "unknown engine"},
       {"plan " + kScenarios + "/default.json -o /nonexistent/dir/p.json", "cannot write"},
       {"simulate", "input is required"},
-      {"frobnicate", "frobnicate"},
+      {"frobnicate", "subcommand"},
   };
   for (const auto& c : cases) {
     Run r = run(c.args);

@@ -92,7 +92,7 @@ TEST_CASE("model::MaskGeometry: layout files are read and checked") {
   CHECK(m.layout(0).at(0, 0));
   CHECK(m.layout(0).at(2, 1));
   CHECK_FALSE(m.layout(0).at(1, 2));
-  CHECK(m.cells(0, {0, 48}, {0, 48}) == 4 * 256);
+  CHECK(m.cells(0, {0, 48}, {0, 48}) == 5 * 256); // blocks (0,0) (1,0) (1,1) (2,1) (2,2)
   Workload bad = w;
   bad.seq_lens = {48, 64};
   CHECK_THROWS_WITH(MaskGeometry(bad), Catch::Contains("layouts[1]"));

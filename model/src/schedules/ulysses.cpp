@@ -53,21 +53,21 @@ Schedule generate_ulysses(const Scenario& sc, const MaskGeometry& mask) {
       b.add_buffer(r, x);
     };
     buf("q", "q", B_Q, 0, H, local);
-    buf("k", "k", B_K / 2 * G / Gx, 0, G, local);
-    buf("v", "v", B_K / 2 * G / Gx, 0, G, local);
+    buf("k", "k", B_K * G / Gx, 0, G, local);
+    buf("v", "v", B_K * G / Gx, 0, G, local);
     buf("o", "o", B_Q, 0, H, local);
     // head-sharded copies: whole sequences, H/W query heads and their KV heads
     const int h0 = r * hq, h1 = h0 + hq, g0 = r * hkv * G / Gx, g1 = std::max(g0 + 1, (r + 1) * hkv * G / Gx);
     buf("q_h", "q", B_Q, h0, h1, whole);
-    buf("k_h", "k", B_K / 2, g0, g1, whole);
-    buf("v_h", "v", B_K / 2, g0, g1, whole);
+    buf("k_h", "k", B_K, g0, g1, whole);
+    buf("v_h", "v", B_K, g0, g1, whole);
     buf("o_h", "o", B_Q, h0, h1, whole);
     buf("lse_h", "lse", B_LSE, h0, h1, whole);
 
     int t = 0;
     int aq = b.collective(r, comm, {}, CollectiveKind::ALL_TO_ALL, group, B_Q, t++, "a2a q", {"q"}, {"q_h"});
-    b.collective(r, comm, {}, CollectiveKind::ALL_TO_ALL, group, B_K / 2, t++, "a2a k", {"k"}, {"k_h"});
-    int av = b.collective(r, comm, {}, CollectiveKind::ALL_TO_ALL, group, B_K / 2, t++, "a2a v", {"v"}, {"v_h"});
+    b.collective(r, comm, {}, CollectiveKind::ALL_TO_ALL, group, B_K, t++, "a2a k", {"k"}, {"k_h"});
+    int av = b.collective(r, comm, {}, CollectiveKind::ALL_TO_ALL, group, B_K, t++, "a2a v", {"v"}, {"v_h"});
     int a = b.attention(r, compute, {av}, Direction::FORWARD, h0, h1, segs, "fwd attn", {"q_h", "k_h", "v_h"},
                         {"o_h", "lse_h"});
     int ao = b.collective(r, comm, {a}, CollectiveKind::ALL_TO_ALL, group, B_Q, t++, "a2a o", {"o_h"}, {"o"});
@@ -82,17 +82,17 @@ Schedule generate_ulysses(const Scenario& sc, const MaskGeometry& mask) {
     buf("do", "do", B_Q, 0, H, local);
     buf("do_h", "do", B_Q, h0, h1, whole);
     buf("dq_h", "dq", B_Q, h0, h1, whole);
-    buf("dk_h", "dk", B_K / 2, g0, g1, whole);
-    buf("dv_h", "dv", B_K / 2, g0, g1, whole);
+    buf("dk_h", "dk", B_K, g0, g1, whole);
+    buf("dv_h", "dv", B_K, g0, g1, whole);
     buf("dq", "dq", B_Q, 0, H, local);
-    buf("dk", "dk", B_K / 2 * G / Gx, 0, G, local);
-    buf("dv", "dv", B_K / 2 * G / Gx, 0, G, local);
+    buf("dk", "dk", B_K * G / Gx, 0, G, local);
+    buf("dv", "dv", B_K * G / Gx, 0, G, local);
     int ado = b.collective(r, comm, {ao}, CollectiveKind::ALL_TO_ALL, group, B_Q, t++, "a2a do", {"do"}, {"do_h"});
     int ab = b.attention(r, compute, {ado}, Direction::BACKWARD, h0, h1, segs, "bwd attn",
                          {"q_h", "k_h", "v_h", "o_h", "lse_h", "do_h"}, {"dq_h", "dk_h", "dv_h"});
     b.collective(r, comm, {ab}, CollectiveKind::ALL_TO_ALL, group, B_Q, t++, "a2a dq", {"dq_h"}, {"dq"});
-    b.collective(r, comm, {ab}, CollectiveKind::ALL_TO_ALL, group, B_K / 2, t++, "a2a dk", {"dk_h"}, {"dk"});
-    int adv = b.collective(r, comm, {ab}, CollectiveKind::ALL_TO_ALL, group, B_K / 2, t++, "a2a dv", {"dv_h"}, {"dv"});
+    b.collective(r, comm, {ab}, CollectiveKind::ALL_TO_ALL, group, B_K, t++, "a2a dk", {"dk_h"}, {"dk"});
+    int adv = b.collective(r, comm, {ab}, CollectiveKind::ALL_TO_ALL, group, B_K, t++, "a2a dv", {"dv_h"}, {"dv"});
     b.set_alloc(r, "do_h", ado);
     for (const char* n : {"dq_h", "dk_h", "dv_h"})
       b.set_alloc(r, n, ab);
