@@ -1,6 +1,7 @@
 // cpsim entry point: option parsing and the one place where user errors become exit code 2.
 #include "commands.hpp"
 #include "compare.hpp"
+#include "run_command.hpp"
 
 #include "cpsim/model/errors.hpp"
 
@@ -33,6 +34,9 @@ int main(int argc, char** argv) {
   c->add_option("scenario", cmp.input, "Scenario JSON file (its scheme and options are one more variant)")->required();
   c->add_option("--json", cmp.json_out, "Write the ranking as JSON to this file");
 
+  backend::RunOptions run;
+  auto* rn = add_run_command(app, run);
+
   auto* ls = app.add_subcommand("schemes", "List the parallel schemes cpsim can plan");
   auto* lh = app.add_subcommand("hardware", "List the built-in hardware descriptions");
 
@@ -53,6 +57,8 @@ int main(int argc, char** argv) {
       return cmd_simulate(sim);
     if (c->parsed())
       return cmd_compare(cmp);
+    if (rn->parsed())
+      return cmd_run(run);
     if (ls->parsed())
       return cmd_list_schemes();
     if (lh->parsed())

@@ -1,0 +1,60 @@
+// Options of `cpsim run` and the hand-over to the GPU backend.
+#include "run_command.hpp"
+
+#include "inputs.hpp"
+
+#include "cpsim/model/errors.hpp"
+
+#include <cstdio>
+#include <filesystem>
+
+#if CPSIM_HAVE_BACKEND
+#include "cpsim/hardware/backend/run.hpp"
+#endif
+
+namespace cpsim {
+
+CLI::App* add_run_command(CLI::App& app, backend::RunOptions& o) {
+  auto* r = app.add_subcommand("run", "Execute the schedule on real GPUs (CUDA + NCCL) and measure it like 'simulate'");
+  r->add_option("input", o.input, "Scenario JSON or plan JSON (from 'cpsim plan')")->required();
+  r->add_option("--json", o.json_out, "Write the measured result (simulate's format plus per-op times) to this file");
+  r->add_option("--trace", o.trace_out, "Write a Chrome/Perfetto trace of what ran (ops and CUPTI kernels)");
+  r->add_flag("--check", o.check, "Compare outputs (and dQ/dK/dV) with single-GPU attention; fail beyond bf16 tolerance");
+  r->add_option("--warmup", o.warmup, "Untimed repetitions first")->capture_default_str();
+  r->add_option("--reps", o.reps, "Timed repetitions (the median is reported)")->capture_default_str();
+  r->add_option("--profile-reps", o.profile_reps, "Extra repetitions under CUPTI kernel tracing (0: none)")->capture_default_str();
+  r->add_option("--timeout", o.timeout_s, "Seconds without progress after which a rank aborts")->capture_default_str();
+  r->add_option("--memory-limit", o.memory_limit_bytes, "Pretend the GPU has this many free bytes (tests the out-of-memory path)");
+  r->add_option("--inject", o.inject, "Failure injection for tests: die:RANK[:OP], hang:RANK, cuda:RANK[:OP]");
+  r->add_flag("--comm-only", o.comm_only, "Skip compute ops: measure the plan's communication alone");
+  r->add_flag("-q,--quiet", o.quiet, "Do not print the table");
+  r->add_option("--rank", o.rank, "(internal) run only this rank")->group("");
+  r->add_option("--world", o.world, "(internal) ranks of the run")->group("");
+  r->add_option("--rendezvous", o.rendezvous_dir, "Directory where ranks meet (shared by all nodes under mpirun)");
+  return r;
+}
+
+int cmd_run(const backend::RunOptions& o) {
+#if CPSIM_HAVE_BACKEND
+  backend::check_run_options(o);
+  LoadedInput in = load_input(o.input);
+  std::vector<std::string> self{std::filesystem::read_symlink("/proc/self/exe").string(), "run", o.input,
+                                "--warmup", std::to_string(o.warmup), "--reps", std::to_string(o.reps),
+                                "--profile-reps", std::to_string(o.profile_reps), "--timeout", std::to_string(o.timeout_s),
+                                "--memory-limit", std::to_string(o.memory_limit_bytes)};
+  if (!o.inject.empty())
+    self.insert(self.end(), {"--inject", o.inject});
+  if (o.check)
+    self.push_back("--check");
+  if (o.comm_only)
+    self.push_back("--comm-only");
+  return backend::run_backend(in.schedule, in.scenario, o, self);
+#else
+  (void)o;
+  std::fprintf(stderr, "cpsim: error: 'cpsim run' needs the GPU backend, and this cpsim was built without it "
+                       "(configure with CUDA, NCCL and CUPTI present and -DCPSIM_WITH_CUDA=ON)\n");
+  return 2;
+#endif
+}
+
+} // namespace cpsim

@@ -1,0 +1,225 @@
+// Device memory of one rank as a static arena: every IR buffer gets an offset, and two buffers share
+// bytes only when the IR orders every use of one before every use of the other (happens-before over
+// slots), so concurrent streams can never overwrite each other. The arena's size beside the memory
+// model's predicted peak shows what the plan's lifetimes cost on a real allocator.
+#include "buffer_plan.hpp"
+
+#include "cpsim/model/errors.hpp"
+#include "cpsim/model/memory_model.hpp"
+
+#include <algorithm>
+#include <set>
+
+namespace cpsim::backend {
+
+namespace {
+constexpr int64_t kAlign = 256;
+
+int64_t align_up(int64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+
+BufferPlacement describe(int rank, const Buffer& b, const Workload& w) {
+  BufferPlacement p;
+  p.name = b.name;
+  p.tensor = b.tensor;
+  p.bytes = b.bytes;
+  p.head_begin = b.head_begin;
+  p.heads = b.head_end - b.head_begin;
+  p.tokens = b.tokens;
+  for (const auto& t : b.tokens)
+    p.rows += t.range.size();
+  p.planes = is_two_plane(b.tensor) ? 2 : 1;
+  p.width = is_lse(b.tensor) ? p.heads : int64_t(p.heads) * w.head_dim;
+  const int64_t elems = p.rows * p.width * p.planes;
+  if (b.bytes == 0 || elems == 0) {
+    p.elem_bytes = w.elem_bytes();
+    return p;
+  }
+  if (b.bytes % elems != 0 || (b.bytes / elems != 2 && b.bytes / elems != 4))
+    throw UserError("rank " + std::to_string(rank) + " buffer '" + b.name + "': " + std::to_string(b.bytes) +
+                    " bytes for " + std::to_string(elems) + " elements (" + std::to_string(p.rows) + " tokens x " +
+                    std::to_string(p.heads) + " heads): not bf16 or fp32");
+  p.elem_bytes = int(b.bytes / elems);
+  return p;
+}
+
+/** The buffer each check compares; a result must outlive the program, so it is pinned. */
+void find_results(const RankProgram& p, const std::vector<bool>& written, RankExecPlan& rp) {
+  auto pick = [&](const std::string& key, std::initializer_list<const char*> tensors, bool need_whole) {
+    int best = -1;
+    for (size_t i = 0; i < p.buffers.size(); ++i) {
+      const Buffer& b = p.buffers[i];
+      bool match = std::any_of(tensors.begin(), tensors.end(), [&](const char* t) { return b.tensor == t; });
+      if (match && written[i] && b.bytes > 0 && (!need_whole || b.free_op < 0))
+        best = int(i); // the last declared wins: accumulators of later steps are declared later
+    }
+    if (best >= 0)
+      rp.results[key] = best;
+    return best >= 0;
+  };
+  pick("o", {"o"}, true);
+  pick("lse", {"lse"}, true);
+  if (!pick("dq", {"dq"}, true))
+    pick("dq", {"dq_acc"}, false);
+  pick("dk", {"dk"}, true);
+  pick("dv", {"dv"}, true);
+  if (!rp.results.count("dk") && !pick("dkv", {"dkv"}, true))
+    pick("dkv", {"dkv_acc"}, false);
+}
+} // namespace
+
+bool is_two_plane(const std::string& t) { return t == "kv" || t == "dkv" || t == "dkv_acc"; }
+bool is_lse(const std::string& t) { return t == "lse" || t == "lse_acc"; }
+
+void place_buffers(const Schedule& s, const Workload& w, const ExecutionGraph& g, RankExecPlan& rp) {
+  const RankProgram& p = s.ranks[size_t(rp.rank)];
+  const size_t n_slots = rp.slots.size(), n_bufs = p.buffers.size();
+  std::vector<bool> written(n_bufs, false), touched(n_bufs, false);
+  std::vector<std::set<int>> users(n_bufs);
+  for (size_t i = 0; i < n_bufs; ++i) {
+    rp.buffers.push_back(describe(rp.rank, p.buffers[i], w));
+    rp.buffer_index[p.buffers[i].name] = int(i);
+    for (int op : {p.buffers[i].alloc_op, p.buffers[i].free_op})
+      if (op >= 0)
+        users[i].insert(rp.slot_of_op[size_t(op)]);
+  }
+  for (const Op& op : p.ops) {
+    for (const auto& n : op.reads) {
+      users[size_t(rp.buffer_index.at(n))].insert(rp.slot_of_op[size_t(op.id)]);
+      touched[size_t(rp.buffer_index.at(n))] = true;
+    }
+    for (const auto& n : op.writes) {
+      users[size_t(rp.buffer_index.at(n))].insert(rp.slot_of_op[size_t(op.id)]);
+      touched[size_t(rp.buffer_index.at(n))] = written[size_t(rp.buffer_index.at(n))] = true;
+    }
+  }
+  find_results(p, written, rp);
+  for (const auto& [key, i] : rp.results)
+    rp.buffers[size_t(i)].pinned = true;
+  for (size_t i = 0; i < n_bufs; ++i) {
+    if (p.buffers[i].alloc_op < 0 || p.buffers[i].free_op < 0)
+      rp.buffers[i].pinned = true;
+    if (touched[i])
+      rp.working_set_bytes += p.buffers[i].bytes;
+  }
+
+  // ancestors of each slot (slots are in issue order, a topological order)
+  std::vector<std::vector<bool>> anc(n_slots, std::vector<bool>(n_slots, false));
+  for (size_t b = 0; b < n_slots; ++b)
+    for (int id : rp.slots[b].ops)
+      for (int d : g.preds(rp.rank, id)) {
+        size_t a = size_t(rp.slot_of_op[size_t(d)]);
+        if (a == b)
+          continue;
+        anc[b][a] = true;
+        for (size_t x = 0; x < n_slots; ++x)
+          if (anc[a][x])
+            anc[b][x] = true;
+      }
+  auto before = [&](size_t x, size_t y) { // every use of x happens before every use of y
+    for (int v : users[y])
+      for (int u : users[x])
+        if (!anc[size_t(v)][size_t(u)])
+          return false;
+    return true;
+  };
+
+  std::vector<size_t> order(n_bufs);
+  for (size_t i = 0; i < n_bufs; ++i)
+    order[i] = i;
+  auto first_use = [&](size_t i) { return users[i].empty() ? -1 : *users[i].begin(); };
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (rp.buffers[a].pinned != rp.buffers[b].pinned)
+      return rp.buffers[a].pinned;
+    return first_use(a) < first_use(b);
+  });
+  std::vector<size_t> placed;
+  for (size_t i : order) {
+    BufferPlacement& bp = rp.buffers[i];
+    if (bp.bytes == 0)
+      continue;
+    std::vector<std::pair<int64_t, int64_t>> busy;
+    for (size_t j : placed) {
+      const BufferPlacement& o = rp.buffers[j];
+      bool may_share = !bp.pinned && !o.pinned && (before(i, j) || before(j, i));
+      if (!may_share)
+        busy.push_back({o.offset_bytes, o.offset_bytes + align_up(o.bytes)});
+    }
+    std::sort(busy.begin(), busy.end());
+    int64_t at = 0;
+    for (const auto& [lo, hi] : busy) {
+      if (at + bp.bytes <= lo)
+        break;
+      at = std::max(at, hi);
+    }
+    bp.offset_bytes = at;
+    rp.arena_bytes = std::max(rp.arena_bytes, at + align_up(bp.bytes));
+    placed.push_back(i);
+  }
+  rp.predicted_peak_bytes = rank_memory(p).peak_bytes;
+}
+
+void plan_collectives(const Schedule& s, const Workload& w, ExecPlan& plan) {
+  (void)w;
+  auto partner_buffers = [&](int rank, int tag) -> const Op& {
+    for (const Op& op : s.ranks[size_t(rank)].ops)
+      if (op.kind == OpKind::COLLECTIVE && op.tag == tag)
+        return op;
+    throw UserError("rank " + std::to_string(rank) + " has no collective with tag " + std::to_string(tag));
+  };
+  auto pieces = [](const BufferPlacement& src, const BufferPlacement& dst, int peer, std::vector<CollectivePiece>& out) {
+    if (src.planes != dst.planes || src.elem_bytes != dst.elem_bytes || src.width / std::max(1, src.heads) != dst.width / std::max(1, dst.heads))
+      throw UserError("collective from '" + src.name + "' to '" + dst.name + "': the buffers differ in element type or layout");
+    const int h0 = std::max(src.head_begin, dst.head_begin), h1 = std::min(src.head_begin + src.heads, dst.head_begin + dst.heads);
+    int64_t bytes = 0;
+    if (h1 <= h0)
+      return bytes;
+    int64_t drow = 0;
+    for (const TokenSlice& d : dst.tokens) {
+      int64_t srow = 0;
+      for (const TokenSlice& sl : src.tokens) {
+        RowBlock blk;
+        if (sl.seq == d.seq && intersect_rows(sl.range, srow, d.range, drow, blk)) {
+          out.push_back({peer, blk, h0 - src.head_begin, h0 - dst.head_begin, h1 - h0});
+          bytes += blk.rows * (h1 - h0) * (src.width / std::max(1, src.heads)) * src.elem_bytes * src.planes;
+        }
+        srow += sl.range.size();
+      }
+      drow += d.range.size();
+    }
+    return bytes;
+  };
+  for (RankExecPlan& rp : plan.ranks) {
+    std::map<int, int64_t> stream_need;
+    std::map<int, int> stream_of_coll;
+    for (const Op& op : s.ranks[size_t(rp.rank)].ops) {
+      if (op.kind != OpKind::COLLECTIVE)
+        continue;
+      CollectivePlan cp;
+      cp.src = rp.buffer_index.at(op.reads[0]);
+      cp.dst = rp.buffer_index.at(op.writes[0]);
+      const BufferPlacement &src = rp.buffers[size_t(cp.src)], &dst = rp.buffers[size_t(cp.dst)];
+      for (int peer : op.coll_group) {
+        const Op& po = partner_buffers(peer, op.tag);
+        const RankExecPlan& pr = plan.ranks[size_t(peer)];
+        if (peer == rp.rank) {
+          pieces(src, dst, peer, cp.local);
+          continue;
+        }
+        cp.send_bytes += pieces(src, pr.buffer(po.writes[0]), peer, cp.sends);
+        cp.recv_bytes += pieces(pr.buffer(po.reads[0]), dst, peer, cp.recvs);
+      }
+      stream_need[op.stream] = std::max(stream_need[op.stream], cp.send_bytes + cp.recv_bytes);
+      stream_of_coll[op.id] = op.stream;
+      rp.collectives[op.id] = std::move(cp);
+    }
+    std::map<int, int64_t> stream_offset;
+    for (const auto& [stream, need] : stream_need) {
+      stream_offset[stream] = rp.staging_bytes;
+      rp.staging_bytes += align_up(need);
+    }
+    for (auto& [id, cp] : rp.collectives)
+      cp.staging_offset_bytes = stream_offset[stream_of_coll[id]];
+  }
+}
+
+} // namespace cpsim::backend

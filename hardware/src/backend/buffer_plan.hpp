@@ -1,0 +1,18 @@
+// Internal to exec_plan: buffer placement in the arena and collective pieces.
+#pragma once
+
+#include "cpsim/hardware/backend/exec_plan.hpp"
+#include "cpsim/model/execution_graph.hpp"
+
+namespace cpsim::backend {
+
+/** Fills rp.buffers, buffer_index, results, arena_bytes, predicted_peak_bytes, working_set_bytes. */
+void place_buffers(const Schedule& s, const Workload& w, const ExecutionGraph& g, RankExecPlan& rp);
+/** Fills every rank's collectives and staging_bytes (needs every rank's buffers). */
+void plan_collectives(const Schedule& s, const Workload& w, ExecPlan& plan);
+
+/** K and V travel together in these tensors (two planes). */
+bool is_two_plane(const std::string& tensor);
+bool is_lse(const std::string& tensor);
+
+} // namespace cpsim::backend

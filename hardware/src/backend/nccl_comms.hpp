@@ -1,0 +1,40 @@
+// The NCCL communicators of one rank: a non-blocking world communicator from the rendezvous id, and
+// one split per CommSpec of the exec plan. Non-blocking so that every wait is a poll with a
+// deadline: a peer that never answers ends in ncclCommAbort and an error, never a hang.
+#pragma once
+
+#include "cpsim/hardware/backend/exec_plan.hpp"
+
+#include <nccl.h>
+
+#include <string>
+#include <vector>
+
+namespace cpsim::backend {
+
+class NcclComms {
+public:
+  NcclComms(const ExecPlan& plan, int rank, int world, const std::string& rendezvous_dir, double timeout_s);
+  ~NcclComms();
+  NcclComms(const NcclComms&) = delete;
+  NcclComms& operator=(const NcclComms&) = delete;
+
+  ncclComm_t world() const { return world_; }
+  /** Communicator of CommSpec i, or nullptr where this rank is not a member. */
+  ncclComm_t comm(int i) const { return comms_[size_t(i)]; }
+  /** Polls until no communicator has an operation in progress; throws on an async error or after the timeout. */
+  void wait_ready(const std::string& what) const;
+  /** Throws if any communicator reports an asynchronous error (a peer died, a network error). */
+  void check_async(const std::string& what) const;
+  /** Aborts every communicator: in-flight NCCL kernels return, so the process can exit. */
+  void abort_all();
+  double timeout_s() const { return timeout_s_; }
+
+private:
+  ncclComm_t world_ = nullptr;
+  std::vector<ncclComm_t> comms_;
+  double timeout_s_;
+  bool aborted_ = false;
+};
+
+} // namespace cpsim::backend

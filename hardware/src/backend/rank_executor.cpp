@@ -1,0 +1,389 @@
+// Slot issue, op implementations and the completion watchdog of RankExecutor.
+#include "rank_executor.hpp"
+
+#include "gpu_check.hpp"
+#include "helper_kernels.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <thread>
+
+namespace cpsim::backend {
+
+namespace {
+bool ends_with(const std::string& s, const std::string& x) {
+  return s.size() >= x.size() && s.compare(s.size() - x.size(), x.size(), x) == 0;
+}
+std::string family(const std::string& t) { return ends_with(t, "_acc") ? t.substr(0, t.size() - 4) : t; }
+int input_tensor_id(const std::string& t, int plane) {
+  if (t == "q")
+    return 1;
+  if (t == "kv")
+    return plane == 0 ? 2 : 3;
+  if (t == "k")
+    return 2;
+  if (t == "v")
+    return 3;
+  if (t == "do")
+    return 4;
+  return 0;
+}
+} // namespace
+
+RankExecutor::RankExecutor(const Schedule& s, const Scenario& sc, const ExecPlan& plan, int rank, NcclComms& comms,
+                           const RunOptions& opt)
+    : s_(s), sc_(sc), plan_(plan), rp_(plan.ranks[size_t(rank)]), rank_(rank), comms_(comms), opt_(opt),
+      mask_(sc.workload), inj_(parse_injection(opt.inject)) {
+  for (size_t i = 0; i < s.streams.size(); ++i) {
+    cudaStream_t st;
+    BK_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    streams_.push_back(st);
+  }
+  start_.resize(rp_.slots.size());
+  end_.resize(rp_.slots.size());
+  for (size_t i = 0; i < rp_.slots.size(); ++i) {
+    BK_CUDA_CHECK(cudaEventCreate(&start_[i]));
+    BK_CUDA_CHECK(cudaEventCreate(&end_[i]));
+  }
+  BK_CUDA_CHECK(cudaEventCreate(&t0_));
+  first_acc_writer_.assign(rp_.buffers.size(), -1);
+  for (const Slot& sl : rp_.slots)
+    for (int id : sl.ops) {
+      const Op& op = s_.ranks[size_t(rank_)].ops[size_t(id)];
+      if (op.kind != OpKind::ATTENTION)
+        continue;
+      for (const auto& n : op.writes) {
+        int b = rp_.buffer_index.at(n);
+        if (ends_with(rp_.buffers[size_t(b)].tensor, "_acc") && first_acc_writer_[size_t(b)] < 0)
+          first_acc_writer_[size_t(b)] = id;
+      }
+    }
+}
+
+RankExecutor::~RankExecutor() {
+  if (arena_)
+    cudaFree(arena_);
+  for (auto e : start_)
+    cudaEventDestroy(e);
+  for (auto e : end_)
+    cudaEventDestroy(e);
+  if (t0_)
+    cudaEventDestroy(t0_);
+  for (auto st : streams_)
+    cudaStreamDestroy(st);
+}
+
+void RankExecutor::allocate() {
+  size_t free_b = 0, total_b = 0;
+  BK_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  const int64_t need = rp_.arena_bytes + rp_.staging_bytes;
+  const int64_t avail = opt_.memory_limit_bytes > 0 ? std::min<int64_t>(opt_.memory_limit_bytes, int64_t(free_b)) : int64_t(free_b);
+  auto gib = [](int64_t b) { return std::to_string(double(b) / double(1 << 30)).substr(0, 6) + " GiB"; };
+  if (need > avail)
+    throw GpuError("the plan does not fit in device memory: it needs " + gib(need) + " (buffers " + gib(rp_.arena_bytes) +
+                   ", collective staging " + gib(rp_.staging_bytes) + "; the memory model predicts a peak of " +
+                   gib(rp_.predicted_peak_bytes) + ") but " + gib(avail) + " are free");
+  cudaError_t e = cudaMalloc(reinterpret_cast<void**>(&arena_), size_t(std::max<int64_t>(need, 256)));
+  if (e != cudaSuccess)
+    throw GpuError("the plan does not fit in device memory: cudaMalloc of " + gib(need) + " failed (" +
+                   cudaGetErrorString(e) + ")");
+  allocated_bytes_ = need;
+}
+
+void* RankExecutor::ptr(int b) const { return arena_ + rp_.buffers[size_t(b)].offset_bytes; }
+
+HeadBlock RankExecutor::block_of(int b, int plane) const {
+  const BufferPlacement& bp = rp_.buffers[size_t(b)];
+  return {static_cast<char*>(ptr(b)) + plane * bp.plane_bytes(), bp.head_begin, bp.heads, bp.elem_bytes};
+}
+
+void RankExecutor::fill_inputs() {
+  const RankProgram& p = s_.ranks[size_t(rank_)];
+  std::vector<bool> written(rp_.buffers.size(), false);
+  for (const Op& op : p.ops)
+    for (const auto& n : op.writes)
+      written[size_t(rp_.buffer_index.at(n))] = true;
+  for (size_t b = 0; b < rp_.buffers.size(); ++b) {
+    const BufferPlacement& bp = rp_.buffers[b];
+    if (written[b] || p.buffers[b].alloc_op >= 0 || bp.bytes == 0 || input_tensor_id(bp.tensor, 0) == 0)
+      continue;
+    for (int plane = 0; plane < bp.planes; ++plane) {
+      int64_t row = 0;
+      for (const TokenSlice& t : bp.tokens) {
+        char* dst = static_cast<char*>(ptr(int(b))) + plane * bp.plane_bytes() + row * bp.row_bytes();
+        fill_input_bf16(dst, t.range.size(), t.range.begin, t.range.stride, bp.head_begin, bp.heads,
+                        sc_.workload.head_dim, input_tensor_id(bp.tensor, plane), t.seq, streams_[0]);
+        row += t.range.size();
+      }
+    }
+  }
+  BK_CUDA_CHECK(cudaStreamSynchronize(streams_[0]));
+}
+
+std::vector<OpTime> RankExecutor::run_once(bool inject) {
+  if (inject && inj_.kind == InjectKind::HANG && inj_.rank == rank_)
+    std::this_thread::sleep_for(std::chrono::hours(1)); // a process that stops answering; peers must time out
+  BK_CUDA_CHECK(cudaEventRecord(t0_, streams_[0]));
+  for (size_t i = 1; i < streams_.size(); ++i)
+    BK_CUDA_CHECK(cudaStreamWaitEvent(streams_[i], t0_));
+  for (size_t i = 0; i < rp_.slots.size(); ++i)
+    issue_slot(i, inject);
+  wait_done();
+  std::vector<OpTime> out;
+  for (size_t i = 0; i < rp_.slots.size(); ++i) {
+    float a = 0, b = 0;
+    BK_CUDA_CHECK(cudaEventElapsedTime(&a, t0_, start_[i]));
+    BK_CUDA_CHECK(cudaEventElapsedTime(&b, t0_, end_[i]));
+    for (int id : rp_.slots[i].ops)
+      out.push_back({id, a * 1e-3, b * 1e-3});
+  }
+  std::sort(out.begin(), out.end(), [](const OpTime& x, const OpTime& y) { return x.op < y.op; });
+  return out;
+}
+
+void RankExecutor::wait_done() {
+  auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < rp_.slots.size(); ++i) {
+    while (true) {
+      cudaError_t e = cudaEventQuery(end_[i]);
+      if (e == cudaSuccess)
+        break;
+      if (e != cudaErrorNotReady)
+        BK_CUDA_CHECK(e);
+      comms_.check_async("waiting for op " + std::to_string(rp_.slots[i].ops[0]));
+      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > opt_.timeout_s) {
+        const Op& op = s_.ranks[size_t(rank_)].ops[size_t(rp_.slots[i].ops[0])];
+        std::string peer;
+        if (op.kind == OpKind::SEND || op.kind == OpKind::RECV)
+          peer = "; its peer rank " + std::to_string(op.peer) + " never answered";
+        else if (op.kind == OpKind::COLLECTIVE)
+          peer = "; a member of its group never answered";
+        throw GpuError("no progress for " + std::to_string(int(opt_.timeout_s)) + " s: op " + std::to_string(op.id) +
+                       " ('" + op.label + "') on stream '" + s_.streams[size_t(op.stream)].name + "' did not finish" + peer);
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
+}
+
+void RankExecutor::issue_slot(size_t i, bool inject) {
+  const Slot& sl = rp_.slots[i];
+  cudaStream_t st = streams_[size_t(sl.stream)];
+  for (int a : sl.wait_slots)
+    BK_CUDA_CHECK(cudaStreamWaitEvent(st, end_[size_t(a)]));
+  BK_CUDA_CHECK(cudaEventRecord(start_[i], st));
+  const Op& first = s_.ranks[size_t(rank_)].ops[size_t(sl.ops[0])];
+  if (inject && inj_.rank == rank_ && std::find(sl.ops.begin(), sl.ops.end(), inj_.op) != sl.ops.end()) {
+    if (inj_.kind == InjectKind::DIE)
+      std::raise(SIGKILL); // as an OOM-killer or a crashed node would
+    if (inj_.kind == InjectKind::CUDA_ERROR)
+      BK_CUDA_CHECK(cudaMemcpyAsync(nullptr, arena_, 1, cudaMemcpyDeviceToDevice, st));
+  }
+  if (first.kind == OpKind::SEND || first.kind == OpKind::RECV) {
+    issue_p2p(sl, st);
+  } else {
+    for (int id : sl.ops) {
+      const Op& op = s_.ranks[size_t(rank_)].ops[size_t(id)];
+      if (op.kind == OpKind::COLLECTIVE)
+        issue_collective(op, st);
+      else if (op.kind == OpKind::ATTENTION && !opt_.comm_only)
+        issue_attention(op, st);
+      else if (op.kind == OpKind::MERGE && !opt_.comm_only)
+        issue_merge(op, st);
+    }
+  }
+  BK_CUDA_CHECK(cudaEventRecord(end_[i], st));
+}
+
+void RankExecutor::issue_p2p(const Slot& sl, cudaStream_t st) {
+  BK_NCCL_CHECK(ncclGroupStart());
+  for (int id : sl.ops) {
+    const Op& op = s_.ranks[size_t(rank_)].ops[size_t(id)];
+    ncclComm_t c = comms_.comm(rp_.comm_of_op[size_t(id)]);
+    if (op.kind == OpKind::SEND)
+      BK_NCCL_CHECK(ncclSend(ptr(rp_.buffer_index.at(op.reads[0])), size_t(op.bytes), ncclUint8, op.peer, c, st));
+    else if (op.kind == OpKind::RECV)
+      BK_NCCL_CHECK(ncclRecv(ptr(rp_.buffer_index.at(op.writes[0])), size_t(op.bytes), ncclUint8, op.peer, c, st));
+    else
+      throw GpuError("a send/recv group also holds op " + std::to_string(id) + ", which is not a send or receive");
+  }
+  BK_NCCL_CHECK(ncclGroupEnd());
+  comms_.wait_ready("posting op " + std::to_string(sl.ops[0])); // non-blocking: enqueued only once ready
+}
+
+void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
+  const CollectivePlan& cp = rp_.collectives.at(op.id);
+  const BufferPlacement &src = rp_.buffers[size_t(cp.src)], &dst = rp_.buffers[size_t(cp.dst)];
+  char* staging = arena_ + rp_.arena_bytes + cp.staging_offset_bytes;
+  const int64_t head_bytes = src.heads ? src.row_bytes() / src.heads : 0;
+  auto copy = [&](const CollectivePiece& pc, const char* from, int64_t from_row_bytes, int64_t from_plane, char* to,
+                  int64_t to_row_bytes, int64_t to_plane, bool from_is_buf, bool to_is_buf) {
+    const int64_t w = pc.heads * head_bytes;
+    for (int plane = 0; plane < src.planes; ++plane) {
+      const char* f = from + plane * from_plane;
+      char* t = to + plane * to_plane;
+      size_t spitch = size_t(w), dpitch = size_t(w);
+      if (from_is_buf) {
+        f += pc.block.src_row * from_row_bytes + pc.src_head_offset * head_bytes;
+        spitch = size_t(from_row_bytes * pc.block.src_step);
+      }
+      if (to_is_buf) {
+        t += pc.block.dst_row * to_row_bytes + pc.dst_head_offset * head_bytes;
+        dpitch = size_t(to_row_bytes * pc.block.dst_step);
+      }
+      BK_CUDA_CHECK(cudaMemcpy2DAsync(t, dpitch, f, spitch, size_t(w), size_t(pc.block.rows), cudaMemcpyDeviceToDevice, st));
+    }
+  };
+  auto piece_bytes = [&](const CollectivePiece& pc) { return pc.block.rows * pc.heads * head_bytes; };
+  std::map<int, std::pair<int64_t, int64_t>> send_span, recv_span; // peer -> (offset, bytes)
+  int64_t off = 0;
+  for (const auto& pc : cp.sends) { // packed as [piece][plane][rows][heads x dim]
+    copy(pc, static_cast<char*>(ptr(cp.src)), src.row_bytes(), src.plane_bytes(), staging + off, 0, piece_bytes(pc), true, false);
+    auto& sp = send_span.try_emplace(pc.peer, off, 0).first->second;
+    sp.second += piece_bytes(pc) * src.planes;
+    off += piece_bytes(pc) * src.planes;
+  }
+  for (const auto& pc : cp.local)
+    copy(pc, static_cast<char*>(ptr(cp.src)), src.row_bytes(), src.plane_bytes(), static_cast<char*>(ptr(cp.dst)),
+         dst.row_bytes(), dst.plane_bytes(), true, true);
+  off = cp.send_bytes;
+  for (const auto& pc : cp.recvs) {
+    auto& sp = recv_span.try_emplace(pc.peer, off, 0).first->second;
+    sp.second += piece_bytes(pc) * src.planes;
+    off += piece_bytes(pc) * src.planes;
+  }
+  ncclComm_t c = comms_.comm(rp_.comm_of_op[size_t(op.id)]);
+  auto comm_rank = [&](int world_rank) {
+    return int(std::find(op.coll_group.begin(), op.coll_group.end(), world_rank) - op.coll_group.begin());
+  };
+  BK_NCCL_CHECK(ncclGroupStart());
+  for (const auto& [peer, sp] : send_span)
+    BK_NCCL_CHECK(ncclSend(staging + sp.first, size_t(sp.second), ncclUint8, comm_rank(peer), c, st));
+  for (const auto& [peer, sp] : recv_span)
+    BK_NCCL_CHECK(ncclRecv(staging + sp.first, size_t(sp.second), ncclUint8, comm_rank(peer), c, st));
+  BK_NCCL_CHECK(ncclGroupEnd());
+  comms_.wait_ready("posting collective op " + std::to_string(op.id));
+  off = cp.send_bytes;
+  for (const auto& pc : cp.recvs) {
+    copy(pc, staging + off, 0, piece_bytes(pc), static_cast<char*>(ptr(cp.dst)), dst.row_bytes(), dst.plane_bytes(), false, true);
+    off += piece_bytes(pc) * src.planes;
+  }
+}
+
+void RankExecutor::issue_attention(const Op& op, cudaStream_t st) {
+  AttnCall c;
+  c.mask = &mask_;
+  c.segments = &rp_.segments.at(op.id);
+  c.head_dim = sc_.workload.head_dim;
+  c.heads_total = sc_.workload.heads;
+  c.kv_heads_total = sc_.workload.kv_heads;
+  c.head_begin = op.head_begin;
+  c.head_end = op.head_end;
+  c.stream = st;
+  for (const auto& n : op.reads) {
+    int b = rp_.buffer_index.at(n);
+    const std::string& t = rp_.buffers[size_t(b)].tensor;
+    if (t == "q")
+      c.q = block_of(b);
+    else if (t == "kv") {
+      c.k = block_of(b, 0);
+      c.v = block_of(b, 1);
+    } else if (t == "k")
+      c.k = block_of(b);
+    else if (t == "v")
+      c.v = block_of(b);
+    else if (t == "o")
+      c.out = block_of(b);
+    else if (t == "lse")
+      c.lse_in = block_of(b);
+    else if (t == "do")
+      c.dout = block_of(b);
+  }
+  for (const auto& n : op.writes) {
+    int b = rp_.buffer_index.at(n);
+    const BufferPlacement& bp = rp_.buffers[size_t(b)];
+    if (first_acc_writer_[size_t(b)] == op.id)
+      BK_CUDA_CHECK(cudaMemsetAsync(ptr(b), 0, size_t(bp.bytes), st));
+    const std::string f = family(bp.tensor);
+    if (f == "o")
+      c.o = block_of(b);
+    else if (f == "lse")
+      c.lse = block_of(b);
+    else if (f == "dq") {
+      c.dq = block_of(b);
+      c.dq_accumulate = bp.tensor == "dq_acc";
+    } else if (f == "dkv") {
+      c.dk = block_of(b, 0);
+      c.dv = block_of(b, 1);
+    } else if (f == "dk")
+      c.dk = block_of(b);
+    else if (f == "dv")
+      c.dv = block_of(b);
+  }
+  if (op.dir == Direction::FORWARD) {
+    // rows no rectangle touches must read as "no keys" (lse -inf, o 0) for the merge that follows
+    const BufferPlacement& q = rp_.buffer(op.reads[0]);
+    std::vector<bool> hit(size_t(q.rows), false);
+    for (const auto& sg : *c.segments)
+      std::fill(hit.begin() + sg.q_row, hit.begin() + sg.q_row + sg.q.size(), true);
+    if (std::find(hit.begin(), hit.end(), false) != hit.end())
+      for (const auto& n : op.writes) {
+        const BufferPlacement& bp = rp_.buffer(n);
+        if (bp.tensor == "lse")
+          fill_f32(ptr(rp_.buffer_index.at(n)), bp.bytes / 4, -INFINITY, st);
+        else
+          BK_CUDA_CHECK(cudaMemsetAsync(ptr(rp_.buffer_index.at(n)), 0, size_t(bp.bytes), st));
+      }
+    attention_forward(c);
+  } else {
+    attention_backward(c);
+  }
+}
+
+void RankExecutor::issue_merge(const Op& op, cudaStream_t st) {
+  auto find = [&](const std::vector<std::string>& names, const std::string& tensor) {
+    for (const auto& n : names)
+      if (rp_.buffer(n).tensor == tensor)
+        return rp_.buffer_index.at(n);
+    return -1;
+  };
+  if (op.dir == Direction::FORWARD) {
+    int po = find(op.reads, "o"), pl = find(op.reads, "lse"), ao = find(op.writes, "o_acc"), al = find(op.writes, "lse_acc");
+    if (po < 0 || pl < 0 || ao < 0 || al < 0)
+      throw GpuError("forward merge op " + std::to_string(op.id) + " must read o and lse partials and write o_acc, lse_acc");
+    const BufferPlacement& acc = rp_.buffers[size_t(ao)];
+    lse_merge2(static_cast<float*>(ptr(ao)), static_cast<float*>(ptr(al)), ptr(po), rp_.buffers[size_t(po)].elem_bytes,
+               static_cast<const float*>(ptr(pl)), acc.rows, acc.heads, sc_.workload.head_dim, op.inputs <= 1, st);
+    for (const auto& n : op.writes) {
+      int b = rp_.buffer_index.at(n);
+      const BufferPlacement& bp = rp_.buffers[size_t(b)];
+      if (bp.tensor == "o")
+        convert(ptr(b), bp.elem_bytes, ptr(ao), 4, bp.rows * bp.width, st);
+      else if (bp.tensor == "lse")
+        convert(ptr(b), 4, ptr(al), 4, bp.rows * bp.width, st);
+    }
+    return;
+  }
+  for (const auto& n : op.writes) {
+    int w = rp_.buffer_index.at(n);
+    const BufferPlacement& wb = rp_.buffers[size_t(w)];
+    bool first = true;
+    for (const auto& r : op.reads) {
+      const BufferPlacement& rb = rp_.buffer(r);
+      if (r == n || family(rb.tensor) != family(wb.tensor))
+        continue;
+      const int64_t elems = wb.rows * wb.width * wb.planes;
+      if (rb.rows * rb.width * rb.planes != elems)
+        throw GpuError("backward merge op " + std::to_string(op.id) + ": '" + r + "' and '" + n + "' differ in size");
+      if (first)
+        convert(ptr(w), wb.elem_bytes, ptr(rp_.buffer_index.at(r)), rb.elem_bytes, elems, st);
+      else
+        accumulate_f32(ptr(w), ptr(rp_.buffer_index.at(r)), rb.elem_bytes, elems, st);
+      first = false;
+    }
+  }
+}
+
+} // namespace cpsim::backend

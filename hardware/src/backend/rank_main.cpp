@@ -1,0 +1,107 @@
+// The rank process (see the header).
+#include "rank_main.hpp"
+
+#include "gpu_check.hpp"
+#include "kernel_profiler.hpp"
+#include "rank_executor.hpp"
+
+#include "cpsim/hardware/backend/rendezvous.hpp"
+#include "cpsim/model/errors.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <unistd.h>
+
+namespace cpsim::backend {
+
+namespace {
+Json device_json(int dev) {
+  cudaDeviceProp p{};
+  BK_CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
+  int drv = 0, rt = 0, nccl = 0;
+  cudaDriverGetVersion(&drv);
+  cudaRuntimeGetVersion(&rt);
+  ncclGetVersion(&nccl);
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  return {{"index", dev}, {"name", p.name}, {"pci_bus", p.pciBusID}, {"sm_count", p.multiProcessorCount},
+          {"memory_bytes", int64_t(p.totalGlobalMem)}, {"cuda_driver", drv}, {"cuda_runtime", rt},
+          {"nccl", nccl}, {"host", host}};
+}
+
+Json times_json(const std::vector<OpTime>& t) {
+  Json a = Json::array();
+  for (const auto& x : t)
+    a.push_back({x.op, x.start_s, x.end_s});
+  return a;
+}
+} // namespace
+
+int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const RunOptions& o, int local_rank) {
+  const int rank = o.rank;
+  setenv("NCCL_NVLS_ENABLE", "0", 1); // NVLink multicast stays off on shared hosts
+  std::unique_ptr<NcclComms> comms;
+  int dev = -1;
+  try {
+    int count = 0;
+    BK_CUDA_CHECK(cudaGetDeviceCount(&count));
+    if (local_rank < 0 && o.world > count)
+      throw UserError("the plan has " + std::to_string(o.world) + " ranks but this host has " + std::to_string(count) +
+                      " GPUs; use mpirun across nodes");
+    dev = device_for_rank(s.placement, rank, local_rank, count);
+    BK_CUDA_CHECK(cudaSetDevice(dev));
+    Json report{{"rank", rank}, {"device", device_json(dev)}};
+    comms = std::make_unique<NcclComms>(plan, rank, o.world, o.rendezvous_dir, o.timeout_s);
+    RankExecutor ex(s, sc, plan, rank, *comms, o);
+    ex.allocate();
+    size_t free_b = 0, total_b = 0;
+    BK_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    const RankExecPlan& rp = plan.ranks[size_t(rank)];
+    report["memory"] = {{"allocated_bytes", ex.allocated_bytes()}, {"arena_bytes", rp.arena_bytes},
+                        {"staging_bytes", rp.staging_bytes}, {"predicted_peak_bytes", rp.predicted_peak_bytes},
+                        {"working_set_bytes", rp.working_set_bytes},
+                        {"device_used_bytes", int64_t(total_b - free_b)}, {"device_total_bytes", int64_t(total_b)}};
+    ex.fill_inputs();
+    for (int i = 0; i < o.warmup; ++i)
+      ex.run_once(false);
+    Json reps = Json::array();
+    for (int i = 0; i < o.reps; ++i)
+      reps.push_back(times_json(ex.run_once(i == 0)));
+    report["reps"] = reps;
+    if (o.profile_reps > 0) {
+      KernelProfiler prof;
+      Json preps = Json::array();
+      std::vector<KernelRecord> all, last;
+      std::vector<OpTime> last_times;
+      for (int i = 0; i < o.profile_reps; ++i) {
+        prof.start();
+        last_times = ex.run_once(false);
+        last = prof.stop();
+        all.insert(all.end(), last.begin(), last.end());
+        preps.push_back(times_json(last_times));
+      }
+      double first_op = 1e30;
+      for (const auto& t : last_times)
+        first_op = std::min(first_op, t.start_s);
+      report["profiled_reps"] = preps;
+      report["kernel_records"] = kernel_records_json(last, first_op); // aligned on the first op: approximate
+      report["kernel_summary"] = kernel_summary_json(all, o.profile_reps);
+    }
+    publish_file(o.rendezvous_dir, "rank_" + std::to_string(rank) + ".json", report.dump());
+    return 0;
+  } catch (const UserError& e) {
+    std::fprintf(stderr, "cpsim: rank %d: error: %s\n", rank, e.what());
+    if (comms)
+      comms->abort_all();
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cpsim: rank %d (GPU %d): %s\n", rank, dev, e.what());
+    if (comms)
+      comms->abort_all();
+    std::fflush(stderr);
+    _exit(3); // skip destructors: CUDA objects of a failed context must not block the exit
+  }
+}
+
+} // namespace cpsim::backend

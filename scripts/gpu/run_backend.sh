@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Backend runs on a lent GPU machine, in two halves:
+#   here:   scripts/gpu/run_backend.sh pack            builds cpsim and packs it with its non-system libraries into gpu-pack/backend
+#   device: scripts/gpu/run_backend.sh matrix|single   runs from gpu-pack/backend, logs and JSON into $OUT (one tarball, as few files come back)
+# Every result records the command, the GPU, the date and the git SHA (in the JSON and in runs.log).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+PACK=gpu-pack/backend
+
+pack() {
+  cmake -S . -B build-backend -G Ninja >/dev/null && cmake --build build-backend --target cpsim || exit 1
+  rm -rf "$PACK" && mkdir -p "$PACK/lib"
+  cp build-backend/app/cpsim "$PACK/" && strip "$PACK/cpsim"
+  # libraries the device image lacks (it has CUDA, NCCL and the C++ runtime)
+  ldd build-backend/app/cpsim | awk '/=>/ {print $3}' | grep -Ev 'libc\.so|libm\.so|libstdc|libgcc|libpthread|libdl|librt|ld-linux|libcuda|libnccl|libcupti|libcudart' |
+    while read -r l; do cp -L "$l" "$PACK/lib/"; done
+  git rev-parse --short=12 HEAD >"$PACK/GIT_SHA"
+  du -sh "$PACK"
+}
+
+scenario() { # name scheme cp tokens mask pass -> file
+  python3 - "$@" <<'PY'
+import json, sys
+name, scheme, cp, tokens, mask, p = sys.argv[1:7]
+m = {"causal": {"kind": "causal"}, "full": {"kind": "full"},
+     "sparse": {"kind": "block_sparse", "block": 128, "density": 0.3, "seed": 1, "causal": True}}[mask]
+hw = "h200-sxm-2" if int(cp) > 1 else "h100-sxm-8"
+print(json.dumps({"name": name, "hardware": hw, "parallel": {"scheme": scheme, "cp": int(cp)}, "pass": p,
+  "workload": {"seq_lens": [int(tokens)], "heads": 32, "kv_heads": 8, "head_dim": 128, "dtype": "bf16", "mask": m}}))
+PY
+}
+
+run_one() { # tag, then cpsim run arguments
+  local tag=$1; shift
+  local t0=$(date +%s.%N)
+  "$PACK/cpsim" run "$@" --json "$W/$tag.json" >"$W/$tag.log" 2>&1
+  local rc=$?
+  printf '%-44s rc=%-3s %6.1fs  %s\n' "$tag" "$rc" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "cpsim run $*" | tee -a "$W/runs.log"
+  tail -n 3 "$W/$tag.log" | sed 's/^/    /'
+}
+
+device() {
+  export LD_LIBRARY_PATH="$PWD/$PACK/lib:${LD_LIBRARY_PATH:-}" NCCL_NVLS_ENABLE=0
+  W=$(mktemp -d)
+  { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nvidia-smi topo -m; echo "git $(cat $PACK/GIT_SHA)"; } >"$W/runs.log" 2>&1
+  mkdir -p "$W/sc"
+  local extra=${CPSIM_RUN_EXTRA:---comm-only}
+  if [ "$1" = matrix ]; then
+    for scheme in ring zigzag ulysses; do for p in fwd fwd_bwd; do for tokens in 32768 65536 131072 262144; do
+      scenario "$scheme-$p-$tokens" $scheme 2 $tokens causal $p >"$W/sc/$scheme-$p-$tokens.json"
+      run_one "$scheme-$p-$tokens" "$W/sc/$scheme-$p-$tokens.json" $extra --reps 10 --warmup 3 --profile-reps 5
+    done; done; done
+    scenario fail ring 2 65536 causal fwd_bwd >"$W/sc/fail.json"
+    run_one fail-die "$W/sc/fail.json" --comm-only --reps 2 --warmup 1 --profile-reps 0 --inject die:1:3 --timeout 20
+    run_one fail-hang "$W/sc/fail.json" --comm-only --reps 2 --warmup 1 --profile-reps 0 --inject hang:1 --timeout 10
+    run_one fail-cuda "$W/sc/fail.json" --comm-only --reps 2 --warmup 1 --profile-reps 0 --inject cuda:0:2 --timeout 20
+    run_one fail-oom-limit "$W/sc/fail.json" --comm-only --memory-limit 1000000 --timeout 20
+    scenario huge ring 2 33554432 causal fwd_bwd >"$W/sc/huge.json"
+    run_one fail-oom-real "$W/sc/huge.json" --comm-only --timeout 20
+  else
+    for scheme in ring zigzag ulysses; do for p in fwd fwd_bwd; do
+      scenario "$scheme-$p-1gpu" $scheme 1 32768 causal $p >"$W/sc/$scheme-$p-1gpu.json"
+      run_one "$scheme-$p-1gpu" "$W/sc/$scheme-$p-1gpu.json" $extra --reps 10 --warmup 3 --profile-reps 10
+    done; done
+  fi
+  tar -C "$W" -czf "$OUT/backend_$1.tgz" . && cp "$W/runs.log" "$OUT/runs.log"
+}
+
+case "${1:-}" in
+  pack) pack ;;
+  matrix | single) device "$1" ;;
+  *) echo "usage: $0 pack | matrix | single" >&2; exit 2 ;;
+esac

@@ -1,0 +1,132 @@
+// The exec plan of ring, zigzag and Ulysses schedules: slots and events, communicators, buffer
+// rows of attention segments, collective pieces, arena reuse and the buffers --check reads back.
+#include "cpsim/hardware/backend/exec_plan.hpp"
+#include "cpsim/model/errors.hpp"
+#include "cpsim/model/schedule_generator.hpp"
+#include "support/scenario_factory.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace cpsim;
+using namespace cpsim::backend;
+
+namespace {
+struct Planned {
+  Scenario sc;
+  Schedule s;
+  ExecPlan plan;
+};
+Planned plan_of(const std::string& scheme, int cp, const std::string& pass, Json mask = Json{{"kind", "causal"}},
+                int heads = 4, int kv_heads = 2, std::vector<int64_t> lens = {256}) {
+  Planned p;
+  p.sc = test::make_scenario(test::scenario_json(scheme, cp, lens, mask, pass, heads, kv_heads, 64));
+  p.s = generate_schedule(p.sc);
+  p.plan = make_exec_plan(p.s, p.sc.workload);
+  return p;
+}
+} // namespace
+
+TEST_CASE("ring fwd_bwd: every op in one slot, events only across streams, one communicator per comm stream") {
+  Planned p = plan_of("ring", 2, "fwd_bwd");
+  REQUIRE(p.plan.comms.size() == 2); // comm_kv and comm_dkv, each over the world
+  for (const auto& rp : p.plan.ranks) {
+    size_t ops = 0;
+    for (size_t i = 0; i < rp.slots.size(); ++i) {
+      ops += rp.slots[i].ops.size();
+      for (int a : rp.slots[i].wait_slots) {
+        CHECK(a < int(i));
+        CHECK(rp.slots[size_t(a)].stream != rp.slots[i].stream);
+        CHECK(rp.slots[size_t(a)].record_event);
+      }
+    }
+    CHECK(ops == p.s.ranks[size_t(rp.rank)].ops.size());
+    CHECK(rp.results.count("o"));
+    CHECK(rp.results.count("dq"));
+    CHECK(rp.results.count("dkv"));
+    CHECK(rp.arena_bytes >= rp.predicted_peak_bytes);
+    CHECK(rp.working_set_bytes > 0);
+  }
+}
+
+TEST_CASE("send and receive of one ring step are one slot") {
+  Planned p = plan_of("ring", 4, "fwd");
+  const auto& rp = p.plan.ranks[1];
+  bool seen = false;
+  for (const auto& sl : rp.slots)
+    if (sl.ops.size() == 2) {
+      CHECK(p.s.ranks[1].ops[size_t(sl.ops[0])].kind == OpKind::SEND);
+      CHECK(p.s.ranks[1].ops[size_t(sl.ops[1])].kind == OpKind::RECV);
+      seen = true;
+    }
+  CHECK(seen);
+}
+
+TEST_CASE("zigzag segments land on the rows of the second chunk") {
+  Planned p = plan_of("zigzag", 2, "fwd"); // rank 0 holds [0,64) and [192,256)
+  const auto& rp = p.plan.ranks[0];
+  bool second = false;
+  for (const auto& [op, segs] : rp.segments)
+    for (const auto& sg : segs) {
+      CHECK(sg.q_row == (sg.q.begin >= 192 ? 64 + sg.q.begin - 192 : sg.q.begin));
+      second = second || sg.q.begin == 192;
+    }
+  CHECK(second);
+}
+
+TEST_CASE("ulysses all-to-all pieces move exactly the bytes the IR declares, GQA replication included") {
+  for (int kv_heads : {2, 1}) {
+    Planned p = plan_of("ulysses", 2, "fwd_bwd", Json{{"kind", "full"}}, 4, kv_heads);
+    for (const auto& rp : p.plan.ranks) {
+      CHECK(rp.results.count("dk"));
+      CHECK(rp.results.count("dv"));
+      for (const auto& [id, cp] : rp.collectives) {
+        const Op& op = p.s.ranks[size_t(rp.rank)].ops[size_t(id)];
+        CHECK(cp.send_bytes == op.bytes / 2);
+        CHECK(cp.recv_bytes == op.bytes / 2);
+        CHECK(!cp.local.empty());
+      }
+      CHECK(rp.staging_bytes > 0);
+    }
+  }
+}
+
+TEST_CASE("arena reuse: freed step buffers share bytes, pinned ones never do") {
+  Planned p = plan_of("ring", 4, "fwd", Json{{"kind", "full"}});
+  const auto& rp = p.plan.ranks[0];
+  int64_t sum = 0;
+  for (const auto& b : rp.buffers)
+    sum += b.bytes;
+  CHECK(rp.arena_bytes < sum);
+  for (const auto& a : rp.buffers)
+    for (const auto& b : rp.buffers)
+      if (&a != &b && a.pinned && a.bytes > 0 && b.bytes > 0)
+        CHECK((a.offset_bytes + a.bytes <= b.offset_bytes || b.offset_bytes + b.bytes <= a.offset_bytes));
+}
+
+TEST_CASE("row intersection of contiguous and strided token ranges") {
+  RowBlock b;
+  REQUIRE(intersect_rows({0, 100}, 0, {50, 150}, 10, b));
+  CHECK(b.src_row == 50);
+  CHECK(b.dst_row == 10);
+  CHECK(b.rows == 50);
+  CHECK_FALSE(intersect_rows({0, 10}, 0, {10, 20}, 0, b));
+  REQUIRE(intersect_rows({1, 98, 4}, 0, {0, 100}, 0, b)); // 1, 5, ..., 97 into a contiguous buffer
+  CHECK(b.rows == 25);
+  CHECK(b.src_step == 1);
+  CHECK(b.dst_row == 1);
+  CHECK(b.dst_step == 4);
+  CHECK(row_of({{0, {0, 10}}, {0, {30, 40}}}, 0, 35) == 15);
+  CHECK(row_of({{0, {0, 10}}}, 1, 5) == -1);
+  CHECK_THROWS_AS(intersect_rows({0, 100, 2}, 0, {0, 100, 3}, 0, b), UserError);
+}
+
+TEST_CASE("ops the backend cannot execute are refused with the rank and op named") {
+  Scenario sc = test::make_scenario(test::scenario_json("ring", 2, {256}, Json{{"kind", "causal"}}, "fwd", 4, 2, 64));
+  Schedule s = generate_schedule(sc);
+  for (auto& op : s.ranks[0].ops)
+    if (op.kind == OpKind::SEND) {
+      op.reads.clear();
+      break;
+    }
+  CHECK_THROWS_WITH(make_exec_plan(s, sc.workload), Catch::Contains("rank 0"));
+}
