@@ -40,7 +40,7 @@ run_one() { # tag, then cpsim run arguments
 }
 
 device() {
-  export LD_LIBRARY_PATH="$PWD/$PACK/lib:${LD_LIBRARY_PATH:-}" NCCL_NVLS_ENABLE=0
+  export LD_LIBRARY_PATH="$PWD/$PACK/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" NCCL_NVLS_ENABLE=0
   W=$(mktemp -d)
   { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nvidia-smi topo -m; echo "git $(cat $PACK/GIT_SHA)"; } >"$W/runs.log" 2>&1
   mkdir -p "$W/sc"

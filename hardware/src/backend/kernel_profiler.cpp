@@ -83,6 +83,12 @@ std::vector<KernelRecord> KernelProfiler::stop() {
   return out;
 }
 
+uint64_t KernelProfiler::now_ns() {
+  uint64_t t = 0;
+  BK_CUPTI_CHECK(cuptiGetTimestamp(&t));
+  return t;
+}
+
 Json kernel_records_json(const std::vector<KernelRecord>& ks, double offset_s) {
   Json out = Json::array();
   if (ks.empty())

@@ -24,6 +24,8 @@ public:
   void start();
   /** Flushes CUPTI and returns the kernels recorded since start(). */
   std::vector<KernelRecord> stop();
+  /** CUPTI's clock (the kernel records' timebase), to cut one repetition out of a longer recording. */
+  static uint64_t now_ns();
 };
 
 /** Kernel rows for the trace (times relative to the earliest kernel, shifted by offset_s) and per-name counts. */
