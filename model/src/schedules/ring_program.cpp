@@ -237,4 +237,25 @@ BackwardResult emit_backward(ScheduleBuilder& b, const RingSpec& spec, int pos, 
   return out;
 }
 
+Schedule generate_world_ring(const Scenario& sc, const MaskGeometry& mask, const std::string& scheme, Layout layout) {
+  const int W = sc.parallel.cp;
+  ScheduleBuilder b(sc, mask, scheme, W);
+  RingSpec spec;
+  spec.compute = b.add_stream("compute", StreamKind::COMPUTE);
+  spec.comm_kv = b.add_stream("comm_kv", StreamKind::COMM);
+  spec.comm_dkv = sc.pass == PassKind::FWD_BWD ? b.add_stream("comm_dkv", StreamKind::COMM) : -1;
+  for (int r = 0; r < W; ++r)
+    spec.members.push_back(r);
+  spec.layout = std::move(layout);
+  spec.head_end = sc.workload.heads;
+  spec.kv_head_end = sc.workload.kv_heads;
+  for (int r = 0; r < W; ++r) {
+    add_resident_buffers(b, spec, r);
+    int last = emit_forward(b, spec, r);
+    if (sc.pass == PassKind::FWD_BWD)
+      emit_backward(b, spec, r, last);
+  }
+  return b.finish();
+}
+
 } // namespace cpsim::ring

@@ -1,7 +1,7 @@
 // The zhuzilin ring program (schedules.md 3.2-3.4) over any ring of ranks, so that stripe, USP and
 // other hybrids share one faithful copy: the ring may be a subgroup of the world (USP's strided
 // ring groups), compute a head range, and start after earlier ops (an all-to-all). Over the whole
-// world with heads [0, H) it emits the same ops as ring_family.cpp's generator.
+// world with heads [0, H) it is the ring, zigzag and stripe generators (generate_world_ring).
 #pragma once
 
 #include "cpsim/model/schedule_builder.hpp"
@@ -61,5 +61,8 @@ struct BackwardResult {
 };
 /** Backward of position `pos`: KV ring again, fp32 dKV ring with W sends, local dQ in `dq_acc`. */
 BackwardResult emit_backward(ScheduleBuilder& b, const RingSpec& spec, int pos, int last_fwd);
+
+/** The ring over the whole world with every head (ring, zigzag, stripe): only `layout` differs. */
+Schedule generate_world_ring(const Scenario& sc, const MaskGeometry& mask, const std::string& scheme, Layout layout);
 
 } // namespace cpsim::ring

@@ -21,24 +21,7 @@ Schedule generate_stripe(const Scenario& sc, const MaskGeometry& mask) {
   const int W = sc.parallel.cp;
   ring::require_stripe_mask(sc, "scheme 'stripe'");
   require_seq_divisible(sc, W, "scheme 'stripe' with cp = " + std::to_string(W));
-  const Workload& w = sc.workload;
-  ScheduleBuilder b(sc, mask, "stripe", W);
-  ring::RingSpec spec;
-  spec.compute = b.add_stream("compute", StreamKind::COMPUTE);
-  spec.comm_kv = b.add_stream("comm_kv", StreamKind::COMM);
-  spec.comm_dkv = sc.pass == PassKind::FWD_BWD ? b.add_stream("comm_dkv", StreamKind::COMM) : -1;
-  for (int r = 0; r < W; ++r)
-    spec.members.push_back(r);
-  spec.layout = ring::stripe_layout(w, W);
-  spec.head_end = w.heads;
-  spec.kv_head_end = w.kv_heads;
-  for (int r = 0; r < W; ++r) {
-    ring::add_resident_buffers(b, spec, r);
-    int last = ring::emit_forward(b, spec, r);
-    if (sc.pass == PassKind::FWD_BWD)
-      ring::emit_backward(b, spec, r, last);
-  }
-  return b.finish();
+  return ring::generate_world_ring(sc, mask, "stripe", ring::stripe_layout(sc.workload, W));
 }
 
 } // namespace cpsim
