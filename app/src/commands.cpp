@@ -1,5 +1,4 @@
-// plan / simulate / listings. Output files are written whole or not at all (temp file + rename), so
-// a failed run never leaves a half-written result behind.
+// plan / simulate / listings. Output files go through save_json_file (written whole or not at all).
 #include "commands.hpp"
 
 #include "inputs.hpp"
@@ -17,19 +16,6 @@
 namespace cpsim {
 
 namespace {
-void write_json(const std::string& path, const Json& j, int indent) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!out)
-      throw UserError("cannot write '" + path + "': directory missing or not writable");
-    out << j.dump(indent) << "\n";
-    if (!out)
-      throw UserError("error while writing '" + path + "'");
-  }
-  std::filesystem::rename(tmp, path);
-}
-
 void check_memory_fits(const SimResult& r, const Scenario& sc) {
   for (const auto& st : r.ranks)
     if (double(st.peak_memory_bytes) > sc.cluster.gpu.memory_bytes) {
@@ -45,7 +31,7 @@ void check_memory_fits(const SimResult& r, const Scenario& sc) {
 
 int cmd_plan(const PlanOptions& o) {
   LoadedInput in = load_input(o.input);
-  write_json(o.output, plan_to_json(in), -1);
+  save_json_file(o.output, plan_to_json(in), -1);
   std::size_t ops = 0;
   for (const auto& r : in.schedule.ranks)
     ops += r.ops.size();
@@ -78,10 +64,10 @@ int cmd_simulate(const SimulateOptions& o) {
     j["planning_time_s"] = in.planning_time_s;
     j["scenario"] = scenario_to_json(sc);
     j["memory_capacity_bytes"] = sc.cluster.gpu.memory_bytes;
-    write_json(o.json_out, j, 2);
+    save_json_file(o.json_out, j, 2);
   }
   if (!o.trace_out.empty())
-    write_json(o.trace_out, chrome_trace(r, in.schedule), -1);
+    save_json_file(o.trace_out, chrome_trace(r, in.schedule), -1);
   return 0;
 }
 

@@ -64,18 +64,6 @@ CompareEntry run_one(const Scenario& base, const MaskGeometry& mask, const Schem
   return e;
 }
 
-void write_json_file(const std::string& path, const Json& j) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!out)
-      throw UserError("cannot write '" + path + "': directory missing or not writable");
-    out << j.dump(2) << "\n";
-    if (!out)
-      throw UserError("error while writing '" + path + "'");
-  }
-  std::filesystem::rename(tmp, path);
-}
 } // namespace
 
 Comparison compare_schemes(const Scenario& sc) {
@@ -161,7 +149,7 @@ int cmd_compare(const CompareOptions& o) {
     throw UserError("no scheme applies to '" + o.input + "':\n" + comparison_table(c, sc));
   std::fputs(comparison_table(c, sc).c_str(), stdout);
   if (!o.json_out.empty())
-    write_json_file(o.json_out, comparison_to_json(c, sc));
+    save_json_file(o.json_out, comparison_to_json(c, sc), 2);
   return 0;
 }
 

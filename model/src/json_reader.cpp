@@ -2,6 +2,7 @@
 #include "cpsim/model/json_reader.hpp"
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -16,6 +17,19 @@ Json load_json_file(const std::string& path) {
   } catch (const Json::parse_error& e) {
     throw UserError("'" + path + "' is not valid JSON: " + e.what());
   }
+}
+
+void save_json_file(const std::string& path, const Json& j, int indent) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    if (!out)
+      throw UserError("cannot write '" + path + "': directory missing or not writable");
+    out << j.dump(indent) << "\n";
+    if (!out)
+      throw UserError("error while writing '" + path + "'");
+  }
+  std::filesystem::rename(tmp, path);
 }
 
 std::string json_value_text(const Json& v) {

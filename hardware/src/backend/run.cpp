@@ -16,17 +16,6 @@
 namespace cpsim::backend {
 
 namespace {
-void write_json(const std::string& path, const Json& j, int indent) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!out)
-      throw UserError("cannot write '" + path + "': directory missing or not writable");
-    out << j.dump(indent) << "\n";
-  }
-  std::filesystem::rename(tmp, path);
-}
-
 int finish(const Schedule& s, const Scenario& sc, const RunOptions& o, const std::string& dir) {
   std::vector<Json> reports;
   for (int r = 0; r < s.world; ++r)
@@ -38,9 +27,9 @@ int finish(const Schedule& s, const Scenario& sc, const RunOptions& o, const std
   m.json["options"] = {{"warmup", o.warmup}, {"reps", o.reps}, {"profile_reps", o.profile_reps},
                        {"comm_only", o.comm_only}};
   if (!o.json_out.empty())
-    write_json(o.json_out, m.json, 2);
+    save_json_file(o.json_out, m.json, 2);
   if (!o.trace_out.empty())
-    write_json(o.trace_out, m.trace, -1);
+    save_json_file(o.trace_out, m.trace, -1);
   if (!o.quiet) {
     std::printf("measured on %s: scheme %s, pass %s, %d ranks, median of %d repetitions\n",
                 reports[0].at("device").at("name").get<std::string>().c_str(), s.scheme.c_str(),

@@ -19,6 +19,11 @@ using Json = nlohmann::json;
 
 /** Loads and parses a JSON file; UserError naming the file on a missing file or a syntax error. */
 Json load_json_file(const std::string& path);
+/**
+ * Writes `j` (dump(indent)) whole or not at all: a temporary file renamed into place, so a failed
+ * run never leaves a half-written result. UserError naming the path when it cannot be written.
+ */
+void save_json_file(const std::string& path, const Json& j, int indent);
 
 class JsonObjectReader {
 public:
