@@ -1,5 +1,6 @@
 // Runs the real cpsim binary the way a user does and checks exit codes, messages and outputs.
 #include "cpsim/model/json_reader.hpp"
+#include "support/run_cpsim.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -11,25 +12,9 @@
 
 using namespace cpsim;
 using Catch::Contains;
+using test::Run;
 
 namespace {
-struct Run {
-  int code;
-  std::string out;
-};
-
-Run run(const std::string& args) {
-  std::string cmd = std::string(CPSIM_BIN) + " " + args + " 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  REQUIRE(f != nullptr);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), f))
-    out.append(buf.data(), n);
-  int status = pclose(f);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
 std::string tmpdir() {
   auto d = std::filesystem::temp_directory_path() / ("cpsim_cli_" + std::to_string(::getpid()));
   std::filesystem::create_directories(d);
@@ -47,7 +32,7 @@ const std::string kScenarios = std::string(CPSIM_SOURCE_DIR) + "/scenarios";
 
 TEST_CASE("cli: default scenario simulates, writes JSON and a trace") {
   std::string d = tmpdir();
-  Run r = run("simulate " + kScenarios + "/default.json --json " + d + "/r.json --trace " + d + "/t.json");
+  Run r = test::run_cpsim("simulate " + kScenarios + "/default.json --json " + d + "/r.json --trace " + d + "/t.json");
   REQUIRE(r.code == 0);
   CHECK_THAT(r.out, Contains("step time") && Contains("exposed_comm_ms"));
   Json res = load_json_file(d + "/r.json");
@@ -61,9 +46,9 @@ TEST_CASE("cli: default scenario simulates, writes JSON and a trace") {
 TEST_CASE("cli: plan then simulate the plan gives the same answer as the scenario") {
   std::string d = tmpdir();
   for (const char* s : {"default.json", "ring_causal_4xh100.json", "ulysses_full_8xh100.json"}) {
-    REQUIRE(run("plan " + kScenarios + "/" + s + " -o " + d + "/p.json").code == 0);
-    REQUIRE(run("simulate " + d + "/p.json -q --json " + d + "/a.json").code == 0);
-    REQUIRE(run("simulate " + kScenarios + "/" + s + " -q --json " + d + "/b.json").code == 0);
+    REQUIRE(test::run_cpsim("plan " + kScenarios + "/" + s + " -o " + d + "/p.json").code == 0);
+    REQUIRE(test::run_cpsim("simulate " + d + "/p.json -q --json " + d + "/a.json").code == 0);
+    REQUIRE(test::run_cpsim("simulate " + kScenarios + "/" + s + " -q --json " + d + "/b.json").code == 0);
     CHECK(load_json_file(d + "/a.json")["step_time_s"] == load_json_file(d + "/b.json")["step_time_s"]);
   }
 }
@@ -91,19 +76,19 @@ TEST_CASE("cli: bad inputs exit 2 with a message naming the cause") {
       {"frobnicate", "subcommand"},
   };
   for (const auto& c : cases) {
-    Run r = run(c.args);
+    Run r = test::run_cpsim(c.args);
     INFO(c.args << "\n" << r.out);
     CHECK(r.code == 2);
     CHECK_THAT(r.out, Contains(c.expect));
   }
-  CHECK(run("simulate " + oom + " -q --allow-oom").code == 0);
+  CHECK(test::run_cpsim("simulate " + oom + " -q --allow-oom").code == 0);
 }
 
 TEST_CASE("cli: --help describes every subcommand") {
-  Run r = run("--help");
+  Run r = test::run_cpsim("--help");
   CHECK(r.code == 0);
   for (const char* s : {"plan", "simulate", "schemes", "hardware"})
     CHECK_THAT(r.out, Contains(s));
-  Run s = run("simulate --help");
+  Run s = test::run_cpsim("simulate --help");
   CHECK_THAT(s.out, Contains("--json") && Contains("--trace") && Contains("--engine"));
 }

@@ -1,6 +1,7 @@
 // `cpsim compare` end to end: every registered scheme and hybrid degree is tried, results are
 // ranked with a consistent breakdown, inapplicable schemes carry their reason, OOM is marked.
 #include "cpsim/model/json_reader.hpp"
+#include "support/run_cpsim.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -13,24 +14,9 @@
 
 using namespace cpsim;
 using Catch::Contains;
+using test::Run;
 
 namespace {
-struct Run {
-  int code;
-  std::string out;
-};
-
-Run run(const std::string& args) {
-  FILE* f = popen((std::string(CPSIM_BIN) + " " + args + " 2>&1").c_str(), "r");
-  REQUIRE(f != nullptr);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), f))
-    out.append(buf.data(), n);
-  int status = pclose(f);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
 std::string tmp(const std::string& name) {
   auto d = std::filesystem::temp_directory_path() / ("cpsim_compare_" + std::to_string(::getpid()));
   std::filesystem::create_directories(d);
@@ -43,7 +29,7 @@ TEST_CASE("cli: compare ranks every applicable scheme and degree choice and expl
   std::ofstream(sc) << R"({"hardware": "h100-sxm-8",
     "workload": {"seq_lens": [16384], "heads": 16, "kv_heads": 2, "head_dim": 128, "dtype": "bf16", "mask": "causal"},
     "parallel": {"scheme": "usp", "cp": 8, "ulysses_degree": 2}, "pass": "fwd_bwd"})";
-  Run r = run("compare " + sc + " --json " + out);
+  Run r = test::run_cpsim("compare " + sc + " --json " + out);
   REQUIRE(r.code == 0);
   CHECK_THAT(r.out, Contains("step_ms") && Contains("zigzag") && Contains("loongtrain") && Contains("not applicable") &&
                         Contains("te_a2a") && Contains("kv_heads (2)"));
@@ -75,7 +61,7 @@ TEST_CASE("cli: compare marks schemes that do not fit in GPU memory") {
   std::ofstream(sc) << R"({"hardware": "h100-sxm-2",
     "workload": {"seq_lens": [4194304], "heads": 64, "kv_heads": 64, "head_dim": 256, "dtype": "bf16", "mask": "full"},
     "parallel": {"scheme": "ring", "cp": 2}, "pass": "fwd"})";
-  Run r = run("compare " + sc + " --json " + out);
+  Run r = test::run_cpsim("compare " + sc + " --json " + out);
   REQUIRE(r.code == 0);
   CHECK_THAT(r.out, Contains(" NO "));
   Json j = load_json_file(out);
@@ -86,6 +72,6 @@ TEST_CASE("cli: compare marks schemes that do not fit in GPU memory") {
 }
 
 TEST_CASE("cli: compare needs a scenario") {
-  Run r = run("compare /nonexistent.json");
+  Run r = test::run_cpsim("compare /nonexistent.json");
   CHECK(r.code == 2);
 }
