@@ -9,8 +9,7 @@
 
 namespace cpsim {
 
-namespace {
-
+namespace detail {
 /** sum_{q=a}^{b-1} clamp(q + off, lo, hi), for lo <= hi. */
 int64_t sum_clamped(int64_t a, int64_t b, int64_t off, int64_t lo, int64_t hi) {
   if (b <= a)
@@ -25,6 +24,10 @@ int64_t sum_clamped(int64_t a, int64_t b, int64_t off, int64_t lo, int64_t hi) {
     s += n * off + (q_lo_end + q_hi_begin - 1) * n / 2;
   return s;
 }
+} // namespace detail
+
+namespace {
+using detail::sum_clamped;
 
 uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
@@ -165,6 +168,9 @@ std::vector<BlockLayout> load_block_layouts(const std::string& path, const std::
 }
 
 MaskGeometry::MaskGeometry(const Workload& w) : spec_(w.mask), seq_lens_(w.seq_lens) {
+  if (is_range_mask(spec_.kind))
+    for (size_t s = 0; s < seq_lens_.size(); ++s)
+      pieces_.push_back(detail::range_mask_pieces(spec_, seq_lens_[s], int(s)));
   if (spec_.kind != MaskKind::BLOCK_SPARSE)
     return;
   if (!spec_.layout_file.empty()) {
@@ -184,6 +190,9 @@ bool MaskGeometry::visible(int seq, int64_t qi, int64_t kj) const {
     if (spec_.causal && kj > qi)
       return false;
     return layout(seq).at(qi / spec_.block, kj / spec_.block);
+  case MaskKind::LAMBDA:
+  case MaskKind::SHARED_QUESTION:
+  case MaskKind::CAUSAL_BLOCKWISE: return detail::range_mask_visible(pieces_[size_t(seq)], qi, kj);
   }
   return false;
 }
@@ -202,6 +211,9 @@ int64_t MaskGeometry::cells(int seq, TokenRange q, TokenRange k) const {
   case MaskKind::CAUSAL: return causal_cells(q, k);
   case MaskKind::SLIDING_WINDOW: return window_cells(q, k, spec_.window);
   case MaskKind::BLOCK_SPARSE: return block_sparse_cells(seq, q, k);
+  case MaskKind::LAMBDA:
+  case MaskKind::SHARED_QUESTION:
+  case MaskKind::CAUSAL_BLOCKWISE: return detail::range_mask_cells(pieces_[size_t(seq)], q.begin, q.end, k.begin, k.end);
   }
   return 0;
 }
@@ -227,6 +239,11 @@ int64_t MaskGeometry::strided_cells(int seq, TokenRange q, TokenRange k) const {
   case MaskKind::CAUSAL: return keys_at_or_before(q, k, 0);
   case MaskKind::SLIDING_WINDOW: return keys_at_or_before(q, k, 0) - keys_at_or_before(q, k, spec_.window);
   case MaskKind::BLOCK_SPARSE: break;
+  case MaskKind::LAMBDA:
+  case MaskKind::SHARED_QUESTION:
+  case MaskKind::CAUSAL_BLOCKWISE:
+    return detail::range_mask_strided_cells(pieces_[size_t(seq)], {q.begin, q.size(), q.stride},
+                                            {k.begin, k.size(), k.stride});
   }
   // Block-sparse: the layout blocks the progressions pass through, each block pair counted in
   // closed form; blocks a progression skips entirely contribute empty clips.

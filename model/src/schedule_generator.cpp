@@ -19,6 +19,7 @@ const std::vector<SchemeInfo>& scheme_registry() {
       {"usp", "USP (yunchang): Ulysses over contiguous groups x ring over strided groups", generate_usp, usp_variants},
       {"loongtrain", "LoongTrain 2D attention: head all-to-all x zigzag double ring (inner windows, outer ring)",
        generate_loongtrain, loongtrain_variants},
+      {"cqs", "CQS-Attention: cyclic-quorum cell ownership, no worker-to-worker traffic, LSE merge at owners", generate_cqs},
   };
   return registry;
 }

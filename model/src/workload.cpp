@@ -15,8 +15,15 @@ std::string to_string(MaskKind k) {
   case MaskKind::CAUSAL: return "causal";
   case MaskKind::SLIDING_WINDOW: return "sliding_window";
   case MaskKind::BLOCK_SPARSE: return "block_sparse";
+  case MaskKind::LAMBDA: return "lambda";
+  case MaskKind::SHARED_QUESTION: return "shared_question";
+  case MaskKind::CAUSAL_BLOCKWISE: return "causal_blockwise";
   }
   return "?";
+}
+
+bool is_range_mask(MaskKind k) {
+  return k == MaskKind::LAMBDA || k == MaskKind::SHARED_QUESTION || k == MaskKind::CAUSAL_BLOCKWISE;
 }
 
 int64_t Workload::total_tokens() const {
@@ -29,8 +36,23 @@ int64_t Workload::total_tokens() const {
 namespace {
 MaskSpec mask_from_json(JsonObjectReader r, const std::string& base_dir) {
   MaskSpec m;
-  std::string kind = r.get_enum("kind", {"full", "causal", "sliding_window", "block_sparse"});
-  if (kind == "full") {
+  std::string kind = r.get_enum("kind", {"full", "causal", "sliding_window", "block_sparse", "lambda",
+                                         "shared_question", "causal_blockwise"});
+  if (kind == "lambda") { // defaults: DCP's mask_fn (n_starting = 64, l_pretrain = 4096)
+    m.kind = MaskKind::LAMBDA;
+    m.sink = r.get_int_or("sink", 64, 0, int64_t(1) << 40);
+    m.window = r.get_int_or("window", 4096, 1, int64_t(1) << 40);
+  } else if (kind == "shared_question") { // defaults: DCP's 20% question, 4 answers
+    m.kind = MaskKind::SHARED_QUESTION;
+    m.question_fraction = r.get_number_or("question_fraction", 0.2, 0.0, 1.0);
+    if (m.question_fraction <= 0.0 || m.question_fraction >= 1.0)
+      r.fail("question_fraction", "must lie strictly between 0 and 1");
+    m.answers = r.get_int_or("answers", 4, 1, 1 << 20);
+  } else if (kind == "causal_blockwise") { // defaults: DCP's block 256, k_local = 2
+    m.kind = MaskKind::CAUSAL_BLOCKWISE;
+    m.block = r.get_int_or("block", 256, 1, int64_t(1) << 30);
+    m.local_blocks = r.get_int_or("local_blocks", 2, 0, int64_t(1) << 30);
+  } else if (kind == "full") {
     m.kind = MaskKind::FULL;
   } else if (kind == "causal") {
     m.kind = MaskKind::CAUSAL;
@@ -88,6 +110,18 @@ Json workload_to_json(const Workload& w) {
   Json mask{{"kind", to_string(w.mask.kind)}};
   if (w.mask.kind == MaskKind::SLIDING_WINDOW)
     mask["window"] = w.mask.window;
+  if (w.mask.kind == MaskKind::LAMBDA) {
+    mask["sink"] = w.mask.sink;
+    mask["window"] = w.mask.window;
+  }
+  if (w.mask.kind == MaskKind::SHARED_QUESTION) {
+    mask["question_fraction"] = w.mask.question_fraction;
+    mask["answers"] = w.mask.answers;
+  }
+  if (w.mask.kind == MaskKind::CAUSAL_BLOCKWISE) {
+    mask["block"] = w.mask.block;
+    mask["local_blocks"] = w.mask.local_blocks;
+  }
   if (w.mask.kind == MaskKind::BLOCK_SPARSE) {
     mask["block"] = w.mask.block;
     mask["causal"] = w.mask.causal;

@@ -12,6 +12,9 @@ namespace cpsim::te {
 /** UserError naming workload.mask.kind unless TE's `scheme` runs it (block-sparse never). */
 inline void require_mask(const Scenario& sc, const std::string& scheme, bool sliding_window_ok) {
   const MaskKind k = sc.workload.mask.kind;
+  if (is_range_mask(k)) // DCP had to extend TE with per-row ranges for its baselines (schedules.md 5.7)
+    throw UserError("'workload.mask.kind' = \"" + to_string(k) + "\": scheme '" + scheme +
+                    "' cannot run it (TE's fused attention has no per-row range masks)");
   if (k == MaskKind::BLOCK_SPARSE || (k == MaskKind::SLIDING_WINDOW && !sliding_window_ok))
     throw UserError("'workload.mask.kind' = \"" + to_string(k) + "\": scheme '" + scheme + "' cannot run it (" +
                     (k == MaskKind::BLOCK_SPARSE ? std::string("TE's fused attention has no block-sparse mask")

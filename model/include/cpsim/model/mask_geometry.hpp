@@ -3,6 +3,7 @@
 // causal and sliding-window masks; block-sparse layouts are materialised once per sequence.
 #pragma once
 
+#include "cpsim/model/range_masks.hpp"
 #include "cpsim/model/workload.hpp"
 
 #include <cstdint>
@@ -69,6 +70,7 @@ private:
   MaskSpec spec_;
   std::vector<int64_t> seq_lens_;
   std::vector<BlockLayout> layouts_;
+  std::vector<std::vector<detail::RowPiece>> pieces_; // range masks: row pieces per sequence
 };
 
 /** Deterministic random layout (same seed -> same layout on every platform); diagonal kept. */

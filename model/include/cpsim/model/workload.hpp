@@ -12,7 +12,9 @@
 namespace cpsim {
 
 enum class Dtype { BF16, FP16 };
-enum class MaskKind { FULL, CAUSAL, SLIDING_WINDOW, BLOCK_SPARSE };
+enum class MaskKind { FULL, CAUSAL, SLIDING_WINDOW, BLOCK_SPARSE, LAMBDA, SHARED_QUESTION, CAUSAL_BLOCKWISE };
+/** The DCP range masks (per-row key intervals, range_masks.hpp). */
+bool is_range_mask(MaskKind k);
 
 int dtype_bytes(Dtype d);
 std::string to_string(Dtype d);
@@ -26,6 +28,11 @@ struct MaskSpec {
   uint64_t seed = 0;         // block_sparse: layout generator seed
   bool causal = false;       // block_sparse: also apply the causal mask inside the layout
   std::string layout_file;   // block_sparse: explicit layout instead of density/seed
+  // DCP range masks (schedules.md 5.1). lambda reuses `window`; causal_blockwise reuses `block`.
+  int64_t sink = 64;               // lambda: the first `sink` keys stay visible to every query
+  double question_fraction = 0.2;  // shared_question: leading fraction of the sequence that is the question
+  int64_t answers = 4;             // shared_question: answers that follow it (equal lengths, remainder to the last)
+  int64_t local_blocks = 2;        // causal_blockwise: band of i - local_blocks*block keys besides block 0
 };
 
 struct Workload {
