@@ -1,6 +1,8 @@
 // Workload <-> JSON with full validation (GQA divisibility, mask parameters, layout file presence).
 #include "cpsim/model/workload.hpp"
 
+#include "cpsim/model/seq_len_distributions.hpp"
+
 #include <filesystem>
 
 namespace cpsim {
@@ -90,7 +92,10 @@ MaskSpec mask_from_json(JsonObjectReader r, const std::string& base_dir) {
 Workload workload_from_json(const Json& j, const std::string& path, const std::string& base_dir) {
   JsonObjectReader r(j, path);
   Workload w;
-  w.seq_lens = r.get_int_array("seq_lens", 1, int64_t(1) << 34);
+  if (r.has("seq_lens") && r.raw("seq_lens").is_object()) // a dataset-shaped generator
+    w.seq_lens = generate_seq_lens(r.raw("seq_lens"), r.path_of("seq_lens"));
+  else
+    w.seq_lens = r.get_int_array("seq_lens", 1, int64_t(1) << 34);
   w.heads = static_cast<int>(r.get_int("heads", 1, 4096));
   w.kv_heads = static_cast<int>(r.get_int("kv_heads", 1, 4096));
   if (w.heads % w.kv_heads != 0)

@@ -43,6 +43,7 @@ std::vector<Json> usp_variants(const Scenario& sc); // every (u, r) and ring var
 Schedule generate_loongtrain(const Scenario& sc, const MaskGeometry& mask);
 std::vector<Json> loongtrain_variants(const Scenario& sc); // every (d_hp, d_cp, w)
 Schedule generate_cqs(const Scenario& sc, const MaskGeometry& mask);
+Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask);
 
 /** Rejects any scheme option key not in `allowed` (named in the message). */
 void check_scheme_options(const Scenario& sc, const std::vector<std::string>& allowed);

@@ -1,0 +1,96 @@
+// METIS k-way partitioning behind partition_graph (graph_partition.hpp): builds the CSR arrays,
+// scales 64-bit weights into METIS's idx_t range and maps METIS errors to internal errors.
+#include "cpsim/model/graph_partition.hpp"
+
+#include "cpsim/model/errors.hpp"
+
+#include <metis.h>
+
+#include <algorithm>
+#include <map>
+
+namespace cpsim {
+
+namespace {
+/** Divisor that brings the largest weight to at most `cap` (so that sums stay inside idx_t). */
+int64_t scale_for(int64_t max_weight, int64_t cap) { return max_weight <= cap ? 1 : (max_weight + cap - 1) / cap; }
+} // namespace
+
+std::vector<int> partition_graph(const WeightedGraph& g, int parts, const std::vector<double>& imbalance) {
+  const int n = g.vertices();
+  CPSIM_ASSERT(parts >= 1, "partition_graph needs at least one part");
+  CPSIM_ASSERT(int(imbalance.size()) == g.ncon, "one imbalance bound per weight component");
+  if (parts == 1 || n == 0)
+    return std::vector<int>(static_cast<size_t>(n), 0);
+  if (n <= parts) { // nothing to balance: one vertex per part
+    std::vector<int> p(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i)
+      p[size_t(i)] = i;
+    return p;
+  }
+  // Adjacency with parallel edges merged; self loops carry no cut and are dropped.
+  std::vector<std::map<int, int64_t>> adj(static_cast<size_t>(n));
+  int64_t max_edge = 1;
+  for (const GraphEdge& e : g.edges) {
+    CPSIM_ASSERT(e.u >= 0 && e.u < n && e.v >= 0 && e.v < n, "graph edge names a missing vertex");
+    if (e.u == e.v)
+      continue;
+    int64_t& a = adj[size_t(e.u)][e.v];
+    a += e.weight;
+    adj[size_t(e.v)][e.u] = a;
+    max_edge = std::max(max_edge, a);
+  }
+  if (std::all_of(adj.begin(), adj.end(), [](const auto& a) { return a.empty(); })) {
+    // No edge to cut: largest total weight first onto the lightest part (METIS wants edges).
+    std::vector<int> order(static_cast<size_t>(n)), p(static_cast<size_t>(n));
+    auto total = [&](int u) {
+      int64_t t = 0;
+      for (int c = 0; c < g.ncon; ++c)
+        t += g.vertex_weight[size_t(u * g.ncon + c)];
+      return t;
+    };
+    for (int i = 0; i < n; ++i)
+      order[size_t(i)] = i;
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return total(a) > total(b); });
+    std::vector<int64_t> load(static_cast<size_t>(parts), 0);
+    for (int u : order) {
+      auto k = size_t(std::min_element(load.begin(), load.end()) - load.begin());
+      p[size_t(u)] = int(k);
+      load[k] += total(u);
+    }
+    return p;
+  }
+  const int64_t edge_div = scale_for(max_edge, 1000);
+  std::vector<idx_t> xadj{0}, adjncy, adjwgt;
+  for (int u = 0; u < n; ++u) {
+    for (auto [v, w] : adj[size_t(u)]) {
+      adjncy.push_back(idx_t(v));
+      adjwgt.push_back(idx_t(std::max<int64_t>(1, w / edge_div)));
+    }
+    xadj.push_back(idx_t(adjncy.size()));
+  }
+  std::vector<idx_t> vwgt(g.vertex_weight.size());
+  for (int c = 0; c < g.ncon; ++c) {
+    int64_t mx = 1;
+    for (int u = 0; u < n; ++u)
+      mx = std::max(mx, g.vertex_weight[size_t(u * g.ncon + c)]);
+    const int64_t div = scale_for(mx, 100000);
+    for (int u = 0; u < n; ++u)
+      vwgt[size_t(u * g.ncon + c)] = idx_t(g.vertex_weight[size_t(u * g.ncon + c)] / div);
+  }
+  idx_t nv = n, ncon = g.ncon, np = parts, objval = 0;
+  std::vector<real_t> ub;
+  for (double b : imbalance)
+    ub.push_back(real_t(b));
+  idx_t options[METIS_NOPTIONS];
+  METIS_SetDefaultOptions(options);
+  options[METIS_OPTION_SEED] = 1;
+  options[METIS_OPTION_NUMBERING] = 0;
+  std::vector<idx_t> part(static_cast<size_t>(n), 0);
+  int rc = METIS_PartGraphKway(&nv, &ncon, xadj.data(), adjncy.data(), vwgt.data(), nullptr, adjwgt.data(), &np,
+                               nullptr, ub.data(), options, &objval, part.data());
+  CPSIM_ASSERT(rc == METIS_OK, "METIS_PartGraphKway failed with status " + std::to_string(rc));
+  return std::vector<int>(part.begin(), part.end());
+}
+
+} // namespace cpsim
