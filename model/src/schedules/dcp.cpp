@@ -8,6 +8,7 @@
 #include "cpsim/model/schedule_builder.hpp"
 #include "cpsim/model/schedule_generator.hpp"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <tuple>
@@ -103,6 +104,21 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
     contributors[{blk, h}]++;
   }
 
+  // per device: its work in (stage, head block) order, and its (q block, head block) -> stages
+  std::vector<std::vector<const DcpWork*>> work_of(static_cast<size_t>(W));
+  for (const DcpWork& wk : plan.work)
+    work_of[size_t(wk.device)].push_back(&wk);
+  for (auto& v : work_of)
+    std::stable_sort(v.begin(), v.end(), [](const DcpWork* a, const DcpWork* b) {
+      return std::tie(a->stage, a->head_block) < std::tie(b->stage, b->head_block);
+    });
+  std::vector<std::vector<std::pair<int, const std::set<int>*>>> partials_of(static_cast<size_t>(W)); // (block, h)
+  std::vector<std::vector<int>> partial_head(static_cast<size_t>(W));
+  for (const auto& [key, st] : stages_of) {
+    partials_of[size_t(std::get<0>(key))].push_back({std::get<1>(key), &st});
+    partial_head[size_t(std::get<0>(key))].push_back(std::get<2>(key));
+  }
+
   ScheduleBuilder bld(sc, mask, "dcp", W);
   const int comp = bld.add_stream("compute", StreamKind::COMPUTE);
   const int comm = bld.add_stream("comm", StreamKind::COMM);
@@ -157,9 +173,9 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
       const std::string part = "o_part_s" + std::to_string(t);
       int64_t part_bytes = 0;
       std::vector<TokenSlice> part_slices;
-      for (const auto& [key, st] : stages_of)
-        if (std::get<0>(key) == r && st.count(t)) {
-          const auto& b = plan.blocks[size_t(std::get<1>(key))];
+      for (const auto& [blk, st] : partials_of[size_t(r)])
+        if (st->count(t)) {
+          const auto& b = plan.blocks[size_t(blk)];
           part_bytes += b.tokens() * part_tok;
           add_slice(part_slices, b);
         }
@@ -168,12 +184,14 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
       bld.add_buffer(r, {part, "o", part_bytes, 0, H, part_slices, -1, -1});
       parts.push_back(part);
       bool first = true;
+      const auto& mine_work = work_of[size_t(r)];
+      auto cursor = std::lower_bound(mine_work.begin(), mine_work.end(), t,
+                                     [](const DcpWork* a, int stage) { return a->stage < stage; });
       for (int h = 0; h < plan.head_blocks; ++h) {
         std::vector<AttnSegment> segs;
         std::set<std::string> reads;
-        for (const DcpWork& wk : plan.work) {
-          if (wk.device != r || wk.stage != t || wk.head_block != h)
-            continue;
+        for (; cursor != mine_work.end() && (*cursor)->stage == t && (*cursor)->head_block == h; ++cursor) {
+          const DcpWork& wk = **cursor;
           const auto& qb = plan.blocks[size_t(wk.q_block)];
           const auto& kb = plan.blocks[size_t(wk.kv_block)];
           segs.push_back({qb.seq, {qb.begin, qb.end}, {kb.begin, kb.end}});
@@ -203,11 +221,11 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
 
     // pre-merge partials of foreign query blocks computed in several stages, grouped by (heads, count)
     std::map<std::pair<int, int>, int64_t> pre_rows; // (head block, stages) -> rows
-    for (const auto& [key, st] : stages_of) {
-      auto [dev, blk, h] = key;
-      if (dev != r || plan.blocks[size_t(blk)].device == r || st.size() < 2)
+    for (size_t k = 0; k < partials_of[size_t(r)].size(); ++k) {
+      const auto [blk, st] = partials_of[size_t(r)][k];
+      if (plan.blocks[size_t(blk)].device == r || st->size() < 2)
         continue;
-      pre_rows[{h, int(st.size())}] += plan.blocks[size_t(blk)].tokens();
+      pre_rows[{partial_head[size_t(r)][k], int(st->size())}] += plan.blocks[size_t(blk)].tokens();
     }
     std::vector<std::string> out_to;
     for (int peer = 0; peer < W; ++peer)
