@@ -79,6 +79,20 @@ std::vector<int> partition_subset(const WeightedGraph& g, const std::vector<int>
   return partition_graph(s, parts, {1.0 + eps_comp, 1.0 + eps_mem});
 }
 
+/** The graph with vertex v merged into group[v]: weights and parallel edges summed, inner edges dropped. */
+WeightedGraph contract(const WeightedGraph& g, const std::vector<int>& group, int groups) {
+  WeightedGraph c;
+  c.ncon = g.ncon;
+  c.vertex_weight.assign(size_t(groups) * size_t(g.ncon), 0);
+  for (int v = 0; v < g.vertices(); ++v)
+    for (int k = 0; k < g.ncon; ++k)
+      c.vertex_weight[size_t(group[size_t(v)] * g.ncon + k)] += g.vertex_weight[size_t(v * g.ncon + k)];
+  for (const GraphEdge& e : g.edges)
+    if (group[size_t(e.u)] != group[size_t(e.v)])
+      c.edges.push_back({group[size_t(e.u)], group[size_t(e.v)], e.weight});
+  return c;
+}
+
 } // namespace
 
 DcpPlan plan_dcp(const Scenario& sc, const MaskGeometry& mask, const DcpOptions& o) {
@@ -136,11 +150,25 @@ DcpPlan plan_dcp(const Scenario& sc, const MaskGeometry& mask, const DcpOptions&
   // ---- two levels: machines, then the GPUs of each machine
   const int gpn = sc.cluster.gpus_per_node;
   std::vector<int> device(static_cast<size_t>(g.vertices()), 0);
-  std::vector<int> all(static_cast<size_t>(g.vertices()));
-  std::iota(all.begin(), all.end(), 0);
   if (W > gpn && W % gpn == 0) {
     p.nodes = W / gpn;
-    std::vector<int> node = partition_subset(g, all, p.nodes, o.eps_comp * o.inter_node_factor, o.eps_mem);
+    // Machines first, on the graph with the head blocks of each (query block, key block) merged:
+    // METIS's coarsening stalls on the star-shaped block graph, so the smaller graph keeps the
+    // first level fast; the GPUs of a node then split the head blocks again.
+    std::vector<int> pair_of(static_cast<size_t>(g.vertices()));
+    int groups = nd;
+    for (int b = 0; b < nd; ++b)
+      pair_of[size_t(b)] = b;
+    for (size_t k = 0; k < p.work.size(); ++k) {
+      if (p.work[k].head_block == 0)
+        ++groups;
+      pair_of[size_t(nd) + k] = groups - 1; // head blocks of one pair are consecutive, head block 0 first
+    }
+    const std::vector<int> pair_node =
+        partition_graph(contract(g, pair_of, groups), p.nodes, {1.0 + o.eps_comp * o.inter_node_factor, 1.0 + o.eps_mem});
+    std::vector<int> node(static_cast<size_t>(g.vertices()));
+    for (int v = 0; v < g.vertices(); ++v)
+      node[size_t(v)] = pair_node[size_t(pair_of[size_t(v)])];
     for (int n = 0; n < p.nodes; ++n) {
       std::vector<int> sub;
       for (int v = 0; v < g.vertices(); ++v)
@@ -151,6 +179,8 @@ DcpPlan plan_dcp(const Scenario& sc, const MaskGeometry& mask, const DcpOptions&
         device[size_t(sub[k])] = n * gpn + local[k];
     }
   } else {
+    std::vector<int> all(static_cast<size_t>(g.vertices()));
+    std::iota(all.begin(), all.end(), 0);
     device = partition_subset(g, all, W, o.eps_comp, o.eps_mem);
   }
   for (int b = 0; b < nd; ++b)
