@@ -130,3 +130,15 @@ TEST_CASE("ops the backend cannot execute are refused with the rank and op named
     }
   CHECK_THROWS_WITH(make_exec_plan(s, sc.workload), Catch::Contains("rank 0"));
 }
+
+TEST_CASE("gather-style plans (cqs, dcp) are refused before anything runs, with the reason") {
+  for (const char* scheme : {"cqs", "dcp"}) {
+    Json j = test::scenario_json(scheme, 7, {448, 200}, Json{{"kind", "causal"}}, "fwd", 4, 2, 64, "dgx-h100");
+    if (std::string(scheme) == "dcp")
+      j["parallel"]["block"] = 32;
+    Scenario sc = test::make_scenario(j);
+    Schedule s = generate_schedule(sc);
+    CHECK_THROWS_WITH(make_exec_plan(s, sc.workload),
+                      Catch::Contains("plan and simulate") && Catch::Contains("rank "));
+  }
+}

@@ -30,6 +30,29 @@ void check_supported(int rank, const Op& op) {
     throw UserError(where(rank, op) + ": a collective must read one buffer and write one buffer");
 }
 
+/**
+ * The kernels take one Q and one KV buffer per launch and merge two partials into o_acc/lse_acc.
+ * Gather-style plans (cqs, dcp) launch over blocks from several peers and merge n partials into the
+ * output: they are refused here, before anything runs, rather than failing mid-run.
+ */
+void check_buffers_supported(const RankProgram& p, const Op& op) {
+  auto count = [&](const std::vector<std::string>& names, std::initializer_list<const char*> tensors) {
+    int n = 0;
+    for (const auto& name : names)
+      for (const Buffer& b : p.buffers)
+        if (b.name == name)
+          for (const char* t : tensors)
+            n += b.tensor == t;
+    return n;
+  };
+  if (op.kind == OpKind::ATTENTION && (count(op.reads, {"q"}) > 1 || count(op.reads, {"kv", "k"}) > 1))
+    throw UserError(where(p.rank, op) + ": the GPU backend runs an attention launch over one q and one kv buffer; this " +
+                    "op reads blocks from several buffers (a gather-style plan such as cqs or dcp): plan and simulate it only");
+  if (op.kind == OpKind::MERGE && op.dir == Direction::FORWARD && count(op.writes, {"o_acc"}) == 0)
+    throw UserError(where(p.rank, op) + ": the GPU backend merges partials into o_acc/lse_acc accumulators; this " +
+                    std::to_string(op.inputs) + "-way merge into the output (cqs, dcp) is for plan and simulate only");
+}
+
 /** Slots in stream order, with the same grouping rule as ExecutionGraph. */
 std::vector<Slot> make_slots(const RankProgram& p, size_t n_streams, std::vector<int>& slot_of_op) {
   std::vector<Slot> slots;
@@ -148,8 +171,10 @@ ExecPlan make_exec_plan(const Schedule& s, const Workload& w) {
   for (const RankProgram& p : s.ranks) {
     RankExecPlan rp;
     rp.rank = p.rank;
-    for (const Op& op : p.ops)
+    for (const Op& op : p.ops) {
       check_supported(p.rank, op);
+      check_buffers_supported(p, op);
+    }
     std::vector<Slot> slots = make_slots(p, s.streams.size(), rp.slot_of_op);
     std::vector<std::set<int>> slot_preds(slots.size());
     for (const Op& op : p.ops)
