@@ -20,8 +20,8 @@ namespace {
 const Json kCausal{{"kind", "causal"}};
 
 Scenario dcp_scenario(int cp, std::vector<int64_t> lens, const Json& mask, const Json& opts, int H = 4, int G = 2,
-                      const std::string& hw = "dgx-h100:2") {
-  return test::scenario_with("dcp", cp, std::move(lens), mask, "fwd", opts, H, G, 64, hw);
+                      const std::string& hw = "dgx-h100:2", const std::string& pass = "fwd") {
+  return test::scenario_with("dcp", cp, std::move(lens), mask, pass, opts, H, G, 64, hw);
 }
 } // namespace
 
@@ -51,7 +51,7 @@ TEST_CASE("model::dcp: every visible cell is computed exactly once") {
   for (const Json& mask : masks)
     for (int cp : {1, 3, 16}) {
       for (const Json& opts : {Json{{"block", 16}}, Json{{"block", 32}, {"head_block", 1}, {"stages", 2}}}) {
-        Scenario sc = dcp_scenario(cp, {96, 40, 160, 16}, mask, opts);
+        Scenario sc = dcp_scenario(cp, {96, 40, 160, 16}, mask, opts, 4, 2, "dgx-h100:2", "fwd_bwd");
         INFO("cp " << cp << " mask " << mask.dump() << " opts " << opts.dump());
         test::check_exactly_once(generate_schedule(sc), sc);
       }
@@ -61,7 +61,7 @@ TEST_CASE("model::dcp: every visible cell is computed exactly once") {
 TEST_CASE("model::dcp: bytes per rank are the plan's remote reads and off-owner partials") {
   const int H = 4, G = 2, D = 64, e = 2;
   for (const Json& opts : {Json{{"block", 16}}, Json{{"block", 16}, {"head_block", 1}, {"stages", 3}}}) {
-    Scenario sc = dcp_scenario(16, {256, 96, 48, 160}, kCausal, opts, H, G);
+    Scenario sc = dcp_scenario(16, {256, 96, 48, 160}, kCausal, opts, H, G, "dgx-h100:2", "fwd_bwd");
     MaskGeometry m(sc.workload);
     const DcpPlan p = plan_dcp(sc, m, dcp_options_from(sc));
     Schedule s = generate_schedule(sc);
@@ -77,11 +77,17 @@ TEST_CASE("model::dcp: bytes per rank are the plan's remote reads and off-owner 
       if (kb.device != w.device)
         kv_reads.insert({w.device, w.kv_block, w.head_block * hb / per_kv});
     }
-    std::vector<int64_t> fetch(16, 0), out(16, 0);
-    for (auto [d, b, h] : q_reads)
+    std::vector<int64_t> fetch(16, 0), out(16, 0), bwd_fetch(16, 0), grads(16, 0);
+    for (auto [d, b, h] : q_reads) {
       fetch[size_t(p.blocks[size_t(b)].device)] += p.blocks[size_t(b)].tokens() * hb * D * e;
-    for (auto [d, b, h] : kv_reads)
+      bwd_fetch[size_t(p.blocks[size_t(b)].device)] += p.blocks[size_t(b)].tokens() * hb * (3 * D * e + 4);
+      grads[size_t(d)] += p.blocks[size_t(b)].tokens() * hb * D * 4; // fp32 dQ partial
+    }
+    for (auto [d, b, h] : kv_reads) {
       fetch[size_t(p.blocks[size_t(b)].device)] += p.blocks[size_t(b)].tokens() * 2 * kvh * D * e;
+      bwd_fetch[size_t(p.blocks[size_t(b)].device)] += p.blocks[size_t(b)].tokens() * 2 * kvh * D * e;
+      grads[size_t(d)] += p.blocks[size_t(b)].tokens() * 2 * kvh * D * 4; // fp32 dKV partial
+    }
     for (auto [d, b, h] : partials)
       out[size_t(d)] += p.blocks[size_t(b)].tokens() * hb * (D * e + 4);
     int64_t moved = 0;
@@ -89,6 +95,10 @@ TEST_CASE("model::dcp: bytes per rank are the plan's remote reads and off-owner 
       INFO("rank " << r << " " << opts.dump());
       CHECK(test::sent_by(s, r, "stage") == fetch[size_t(r)]);
       CHECK(test::sent_by(s, r, "output") == out[size_t(r)]);
+      CHECK(test::sent_by(s, r, "bwd stage") == bwd_fetch[size_t(r)]); // Q, O, dO, LSE and K, V again
+      CHECK(test::sent_by(s, r, "bwd gradient") == grads[size_t(r)]);
+      CHECK(test::flops_of(s, sc.workload, r, Direction::BACKWARD) ==
+            Approx(2.5 * test::flops_of(s, sc.workload, r, Direction::FORWARD)));
       moved += fetch[size_t(r)];
     }
     CHECK(moved > 0); // the long sequence does not fit one device's share
@@ -161,7 +171,6 @@ TEST_CASE("model::dcp: bad configurations name the key, the value and the reason
   CHECK_THROWS_WITH(gen(Json{{"stages", 0}}), Contains("parallel.stages"));
   CHECK_THROWS_WITH(gen(Json{{"eps_comp", 0.0}}), Contains("parallel.eps_comp") && Contains("greater than 0"));
   CHECK_THROWS_WITH(gen(Json{{"blocks", 16}}), Contains("parallel.blocks"));
-  CHECK_THROWS_WITH(gen(Json::object(), 4, 2, "fwd_bwd"), Contains("'pass'") && Contains("forward"));
 }
 
 TEST_CASE("model::dcp: dataset-shaped sequence lengths sum to the budget, deterministically") {

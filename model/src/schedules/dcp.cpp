@@ -2,7 +2,10 @@
 // comm stream fetches the Q and KV blocks of stage 1; stage t computes what arrived by stage t.
 // Partial (O, LSE) of work done off the query block's owner are pre-merged per device, shipped to
 // the owner after the last stage, and reduced there by one n-way LSE merge (DCP's delayed
-// reduction). The plan itself comes from plan_dcp (dcp_plan.cpp); this file only emits it.
+// reduction). The plan itself comes from plan_dcp (dcp_plan.cpp); this file only emits it, and
+// dcp_backward.cpp appends the backward for fwd_bwd.
+#include "dcp_emit.hpp"
+
 #include "cpsim/model/dcp_plan.hpp"
 #include "cpsim/model/errors.hpp"
 #include "cpsim/model/schedule_builder.hpp"
@@ -15,42 +18,16 @@
 
 namespace cpsim {
 
-namespace {
-
-constexpr int kTagOut = p2p_tag(1, 0);
-int tag_q(int stage) { return 2 * stage; }
-int tag_kv(int stage) { return 2 * stage + 1; }
-
-/** What one message carries: token slices and bytes. */
-struct Message {
-  std::vector<TokenSlice> slices;
-  int64_t bytes = 0;
-};
-
-void add_slice(std::vector<TokenSlice>& v, const DcpDataBlock& b) {
-  TokenSlice t{b.seq, {b.begin, b.end}};
-  for (const auto& u : v)
-    if (u == t)
-      return;
-  v.push_back(t);
-}
-
-} // namespace
+using namespace dcp;
 
 Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
   const DcpOptions opt = dcp_options_from(sc);
-  if (sc.pass != PassKind::FWD)
-    throw UserError("'pass' = \"" + to_string(sc.pass) +
-                    "\": dcp plans the forward pass only for now (the backward plan of schedules.md 5.5 is not built)");
   const Workload& w = sc.workload;
   const int W = sc.parallel.cp, H = w.heads, G = w.kv_heads, D = w.head_dim, e = w.elem_bytes();
   const int per_kv = H / G;
   const DcpPlan plan = plan_dcp(sc, mask, opt);
   const int T = opt.stages, hb = plan.head_block;
-  auto kv_range = [&](int h) { // KV heads read by head block h
-    int a = h * hb / per_kv, b = ((h + 1) * hb - 1) / per_kv + 1;
-    return std::make_pair(a, b);
-  };
+  auto kv_range = [&](int h) { return kv_heads_of(h, hb, per_kv); };
   const int64_t q_tok = int64_t(hb) * D * e, part_tok = int64_t(hb) * (D * e + 4);
 
   // ---- fetches: the earliest stage at which a device needs each remote block (per head block)
@@ -291,6 +268,8 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
     for (const auto& n : merge_reads)
       bld.set_free(r, n, last >= 0 ? std::max(last, end) : end);
   }
+  if (sc.pass == PassKind::FWD_BWD)
+    emit_backward(bld, sc, plan, comp, comm);
   return bld.finish();
 }
 

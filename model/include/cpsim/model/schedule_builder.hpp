@@ -39,6 +39,7 @@ public:
 
   int next_group(int rank) { return next_group_[static_cast<size_t>(rank)]++; }
   int last_op(int rank) const { return static_cast<int>(s_.ranks[static_cast<size_t>(rank)].ops.size()) - 1; }
+  const Op& op(int rank, int id) const { return s_.ranks[static_cast<size_t>(rank)].ops[static_cast<size_t>(id)]; }
 
   /** Validates and returns the schedule. */
   Schedule finish();
