@@ -18,6 +18,41 @@
 
 namespace cpsim {
 
+namespace dcp {
+
+StageInputs emit_stage_fetches(ScheduleBuilder& b, int r, int comm, int stages, const Fetches& fx,
+                               const std::vector<int>& send_deps, StageTags tags, const std::string& label,
+                               const std::string& buf_prefix) {
+  const int H = b.scenario().workload.heads, G = b.scenario().workload.kv_heads, W = b.scenario().parallel.cp;
+  StageInputs in;
+  for (int t = 1; t <= stages; ++t) {
+    const int grp = b.next_group(r);
+    const std::string st = label + std::to_string(t);
+    for (int peer = 0; peer < W; ++peer) {
+      if (auto it = fx.q_msgs.find({t, r, peer}); it != fx.q_msgs.end())
+        b.send(r, comm, send_deps, peer, it->second.bytes, tags.q(t), grp, st + " q to " + std::to_string(peer), "q");
+      if (auto it = fx.kv_msgs.find({t, r, peer}); it != fx.kv_msgs.end())
+        b.send(r, comm, send_deps, peer, it->second.bytes, tags.kv(t), grp, st + " kv to " + std::to_string(peer), "kv");
+      for (bool q_side : {true, false}) {
+        const auto& msgs = q_side ? fx.q_msgs : fx.kv_msgs;
+        auto it = msgs.find({t, peer, r});
+        if (it == msgs.end())
+          continue;
+        const std::string n = buf_prefix + (q_side ? "q_s" : "kv_s") + std::to_string(t) + "_from" + std::to_string(peer);
+        b.add_buffer(r, {n, q_side ? "q" : "kv", it->second.bytes, 0, q_side ? H : G, it->second.slices, -1, -1});
+        int id = b.recv(r, comm, send_deps, peer, it->second.bytes, q_side ? tags.q(t) : tags.kv(t), grp,
+                        st + (q_side ? " q from " : " kv from ") + std::to_string(peer), n);
+        b.set_alloc(r, n, id);
+        in.recv_ops[t].push_back(id);
+        (q_side ? in.q_buf : in.kv_buf)[{t, peer}] = n;
+      }
+    }
+  }
+  return in;
+}
+
+} // namespace dcp
+
 using namespace dcp;
 
 Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
@@ -30,39 +65,11 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
   auto kv_range = [&](int h) { return kv_heads_of(h, hb, per_kv); };
   const int64_t q_tok = int64_t(hb) * D * e, part_tok = int64_t(hb) * (D * e + 4);
 
-  // ---- fetches: the earliest stage at which a device needs each remote block (per head block)
-  // key (stage, src, dst) -> message; Q and KV travel in separate messages into separate buffers
-  std::map<std::tuple<int, int, int>, Message> q_msgs, kv_msgs;
-  std::map<std::tuple<int, int, int>, int> q_first, kv_first; // (dst, block, head key) -> stage
-  for (const DcpWork& wk : plan.work) {
-    const auto& qb = plan.blocks[size_t(wk.q_block)];
-    const auto& kb = plan.blocks[size_t(wk.kv_block)];
-    if (qb.device != wk.device) {
-      auto [it, fresh] = q_first.emplace(std::make_tuple(wk.device, wk.q_block, wk.head_block), wk.stage);
-      if (!fresh)
-        it->second = std::min(it->second, wk.stage);
-    }
-    if (kb.device != wk.device) {
-      auto [it, fresh] = kv_first.emplace(std::make_tuple(wk.device, wk.kv_block, kv_range(wk.head_block).first), wk.stage);
-      if (!fresh)
-        it->second = std::min(it->second, wk.stage);
-    }
-  }
+  // ---- fetches: each remote block once, by the first stage that needs it (Q and KV apart)
   const int kv_heads_per_hb = kv_range(0).second - kv_range(0).first;
-  for (const auto& [key, stage] : q_first) {
-    const int dst = std::get<0>(key), blk = std::get<1>(key);
-    const auto& b = plan.blocks[size_t(blk)];
-    Message& m = q_msgs[{stage, b.device, dst}];
-    add_slice(m.slices, b);
-    m.bytes += b.tokens() * q_tok;
-  }
-  for (const auto& [key, stage] : kv_first) {
-    const int dst = std::get<0>(key), blk = std::get<1>(key);
-    const auto& b = plan.blocks[size_t(blk)];
-    Message& m = kv_msgs[{stage, b.device, dst}];
-    add_slice(m.slices, b);
-    m.bytes += b.tokens() * 2 * kv_heads_per_hb * D * e;
-  }
+  const Fetches fx = plan_fetches(plan, per_kv, q_tok, 2LL * kv_heads_per_hb * D * e);
+  const auto& q_first = fx.q_first;
+  const auto& kv_first = fx.kv_first;
 
   // ---- partial outputs: per (device, q block, head block) the stages that computed it
   std::map<std::tuple<int, int, int>, std::set<int>> stages_of; // (device, q block, head block) -> stages
@@ -82,13 +89,7 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
   }
 
   // per device: its work in (stage, head block) order, and its (q block, head block) -> stages
-  std::vector<std::vector<const DcpWork*>> work_of(static_cast<size_t>(W));
-  for (const DcpWork& wk : plan.work)
-    work_of[size_t(wk.device)].push_back(&wk);
-  for (auto& v : work_of)
-    std::stable_sort(v.begin(), v.end(), [](const DcpWork* a, const DcpWork* b) {
-      return std::tie(a->stage, a->head_block) < std::tie(b->stage, b->head_block);
-    });
+  const auto work_of = work_by_device(plan);
   std::vector<std::vector<std::pair<int, const std::set<int>*>>> partials_of(static_cast<size_t>(W)); // (block, h)
   std::vector<std::vector<int>> partial_head(static_cast<size_t>(W));
   for (const auto& [key, st] : stages_of) {
@@ -113,34 +114,10 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
     bld.add_buffer(r, {"lse", "lse", tokens * 4 * H, 0, H, mine, -1, -1});
 
     // comm stream: one NCCL group per stage 1..T (sends of my blocks, receives of what I need)
-    std::map<int, std::vector<int>> recv_ops;            // stage -> receive ops
-    std::map<std::pair<int, int>, std::string> buf_from; // (stage, src) -> q buffer ; kv in kv_buf_from
-    std::map<std::pair<int, int>, std::string> kv_buf_from;
-    for (int t = 1; t <= T; ++t) {
-      const int grp = bld.next_group(r);
-      for (int peer = 0; peer < W; ++peer) {
-        if (auto it = q_msgs.find({t, r, peer}); it != q_msgs.end())
-          bld.send(r, comm, {}, peer, it->second.bytes, tag_q(t), grp, "stage " + std::to_string(t) + " q to " + std::to_string(peer), "q");
-        if (auto it = kv_msgs.find({t, r, peer}); it != kv_msgs.end())
-          bld.send(r, comm, {}, peer, it->second.bytes, tag_kv(t), grp, "stage " + std::to_string(t) + " kv to " + std::to_string(peer), "kv");
-        if (auto it = q_msgs.find({t, peer, r}); it != q_msgs.end()) {
-          const std::string n = "q_s" + std::to_string(t) + "_from" + std::to_string(peer);
-          bld.add_buffer(r, {n, "q", it->second.bytes, 0, H, it->second.slices, -1, -1});
-          int id = bld.recv(r, comm, {}, peer, it->second.bytes, tag_q(t), grp, "stage " + std::to_string(t) + " q from " + std::to_string(peer), n);
-          bld.set_alloc(r, n, id);
-          recv_ops[t].push_back(id);
-          buf_from[{t, peer}] = n;
-        }
-        if (auto it = kv_msgs.find({t, peer, r}); it != kv_msgs.end()) {
-          const std::string n = "kv_s" + std::to_string(t) + "_from" + std::to_string(peer);
-          bld.add_buffer(r, {n, "kv", it->second.bytes, 0, G, it->second.slices, -1, -1});
-          int id = bld.recv(r, comm, {}, peer, it->second.bytes, tag_kv(t), grp, "stage " + std::to_string(t) + " kv from " + std::to_string(peer), n);
-          bld.set_alloc(r, n, id);
-          recv_ops[t].push_back(id);
-          kv_buf_from[{t, peer}] = n;
-        }
-      }
-    }
+    const StageInputs in = emit_stage_fetches(bld, r, comm, T, fx, {}, StageTags{tag_q, tag_kv}, "stage ", "");
+    const auto& recv_ops = in.recv_ops;
+    const auto& buf_from = in.q_buf;
+    const auto& kv_buf_from = in.kv_buf;
 
     // compute stream: stage by stage, one launch per head block over all its work blocks; each
     // stage writes its own partial slots (DCP's BufferOut/BufferLSE), reduced once at the end
@@ -181,7 +158,8 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
           continue;
         std::vector<int> deps; // inputs arrived in this or an earlier stage
         for (int ft = 1; ft <= t; ++ft)
-          deps.insert(deps.end(), recv_ops[ft].begin(), recv_ops[ft].end());
+          if (auto it = recv_ops.find(ft); it != recv_ops.end())
+            deps.insert(deps.end(), it->second.begin(), it->second.end());
         std::vector<std::string> rd(reads.begin(), reads.end());
         int id = bld.attention(r, comp, deps, Direction::FORWARD, h * hb, (h + 1) * hb, segs,
                                "stage " + std::to_string(t) + " attn heads " + std::to_string(h * hb), rd, {part});

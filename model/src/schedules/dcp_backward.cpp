@@ -25,37 +25,15 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
   const int64_t q_bundle_tok = int64_t(hb) * (3 * D * e + 4); // Q, O, dO and fp32 LSE
   const int64_t kv_tok = 2LL * kvh * D * e, dq_tok = int64_t(hb) * D * 4, dkv_tok = 2LL * kvh * D * 4;
 
-  // fetch stage of every remote input, as in the forward: (dst, block, head key) -> first stage
-  std::map<std::tuple<int, int, int>, int> q_first, kv_first;
+  // fetches as in the forward, with the Q side carrying Q, O, dO and LSE
+  const Fetches fx = plan_fetches(plan, per_kv, q_bundle_tok, kv_tok);
+  const auto& q_first = fx.q_first;
+  const auto& kv_first = fx.kv_first;
   std::set<std::tuple<int, int, int>> dq_parts, dkv_parts; // (device, block, head key) off the owner
-  for (const DcpWork& wk : plan.work) {
-    const auto& qb = plan.blocks[size_t(wk.q_block)];
-    const auto& kb = plan.blocks[size_t(wk.kv_block)];
-    const int kv_key = kv_heads_of(wk.head_block, hb, per_kv).first;
-    if (qb.device != wk.device) {
-      auto [it, fresh] = q_first.emplace(std::make_tuple(wk.device, wk.q_block, wk.head_block), wk.stage);
-      it->second = fresh ? wk.stage : std::min(it->second, wk.stage);
-      dq_parts.insert({wk.device, wk.q_block, wk.head_block});
-    }
-    if (kb.device != wk.device) {
-      auto [it, fresh] = kv_first.emplace(std::make_tuple(wk.device, wk.kv_block, kv_key), wk.stage);
-      it->second = fresh ? wk.stage : std::min(it->second, wk.stage);
-      dkv_parts.insert({wk.device, wk.kv_block, kv_key});
-    }
-  }
-  std::map<std::tuple<int, int, int>, Message> q_msgs, kv_msgs; // (stage, src, dst)
-  for (const auto& [key, stage] : q_first) {
-    const auto& blk = plan.blocks[size_t(std::get<1>(key))];
-    Message& m = q_msgs[{stage, blk.device, std::get<0>(key)}];
-    add_slice(m.slices, blk);
-    m.bytes += blk.tokens() * q_bundle_tok;
-  }
-  for (const auto& [key, stage] : kv_first) {
-    const auto& blk = plan.blocks[size_t(std::get<1>(key))];
-    Message& m = kv_msgs[{stage, blk.device, std::get<0>(key)}];
-    add_slice(m.slices, blk);
-    m.bytes += blk.tokens() * kv_tok;
-  }
+  for (const auto& [key, stage] : q_first)
+    dq_parts.insert(key);
+  for (const auto& [key, stage] : kv_first)
+    dkv_parts.insert(key);
   // gradient partials: (src, owner) -> one message with dQ and dKV; per owner the rows it sums
   std::map<std::pair<int, int>, Message> grad_msgs;
   std::vector<int64_t> dq_rows(static_cast<size_t>(W), 0), dkv_rows(static_cast<size_t>(W), 0);
@@ -79,13 +57,7 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
     dkv_rows[size_t(bl.device)] += bl.tokens();
     dkv_sum_bytes[size_t(bl.device)] += bl.tokens() * dkv_tok;
   }
-  std::vector<std::vector<const DcpWork*>> work_of(static_cast<size_t>(W));
-  for (const DcpWork& wk : plan.work)
-    work_of[size_t(wk.device)].push_back(&wk);
-  for (auto& v : work_of)
-    std::stable_sort(v.begin(), v.end(), [](const DcpWork* a, const DcpWork* c) {
-      return std::tie(a->stage, a->head_block) < std::tie(c->stage, c->head_block);
-    });
+  const auto work_of = work_by_device(plan);
 
   for (int r = 0; r < W; ++r) {
     // the forward is final on this rank once its last compute and comm ops are done
@@ -115,34 +87,10 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
     if (acc_dkv[size_t(r)] > 0)
       b.add_buffer(r, {"dkv_acc", "dkv", acc_dkv[size_t(r)], 0, G, {}, -1, -1});
 
-    std::map<int, std::vector<int>> recv_ops;
-    std::map<std::pair<int, int>, std::string> q_buf, kv_buf; // (stage, src) -> buffer
-    for (int t = 1; t <= T; ++t) {
-      const int grp = b.next_group(r);
-      for (int peer = 0; peer < W; ++peer) {
-        const std::string st = "bwd stage " + std::to_string(t);
-        if (auto it = q_msgs.find({t, r, peer}); it != q_msgs.end())
-          b.send(r, comm, fwd_done, peer, it->second.bytes, tag_bq(t), grp, st + " q,o,do,lse to " + std::to_string(peer), "q");
-        if (auto it = kv_msgs.find({t, r, peer}); it != kv_msgs.end())
-          b.send(r, comm, fwd_done, peer, it->second.bytes, tag_bkv(t), grp, st + " kv to " + std::to_string(peer), "kv");
-        if (auto it = q_msgs.find({t, peer, r}); it != q_msgs.end()) {
-          const std::string n = "bq_s" + std::to_string(t) + "_from" + std::to_string(peer);
-          b.add_buffer(r, {n, "q", it->second.bytes, 0, H, it->second.slices, -1, -1});
-          int id = b.recv(r, comm, fwd_done, peer, it->second.bytes, tag_bq(t), grp, st + " q,o,do,lse from " + std::to_string(peer), n);
-          b.set_alloc(r, n, id);
-          recv_ops[t].push_back(id);
-          q_buf[{t, peer}] = n;
-        }
-        if (auto it = kv_msgs.find({t, peer, r}); it != kv_msgs.end()) {
-          const std::string n = "bkv_s" + std::to_string(t) + "_from" + std::to_string(peer);
-          b.add_buffer(r, {n, "kv", it->second.bytes, 0, G, it->second.slices, -1, -1});
-          int id = b.recv(r, comm, fwd_done, peer, it->second.bytes, tag_bkv(t), grp, st + " kv from " + std::to_string(peer), n);
-          b.set_alloc(r, n, id);
-          recv_ops[t].push_back(id);
-          kv_buf[{t, peer}] = n;
-        }
-      }
-    }
+    const StageInputs in =
+        emit_stage_fetches(b, r, comm, T, fx, fwd_done, StageTags{tag_bq, tag_bkv}, "bwd stage ", "b");
+    const auto& q_buf = in.q_buf;
+    const auto& kv_buf = in.kv_buf;
 
     std::vector<int> after_compute;
     const auto& mine_work = work_of[size_t(r)];
@@ -177,14 +125,15 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
           continue;
         std::vector<int> deps = fwd_done;
         for (int ft = 1; ft <= t; ++ft)
-          deps.insert(deps.end(), recv_ops[ft].begin(), recv_ops[ft].end());
+          if (auto it = in.recv_ops.find(ft); it != in.recv_ops.end())
+            deps.insert(deps.end(), it->second.begin(), it->second.end());
         std::vector<std::string> rd(reads.begin(), reads.end());
         int id = b.attention(r, comp, deps, Direction::BACKWARD, h * hb, (h + 1) * hb, segs,
                              "bwd stage " + std::to_string(t) + " attn heads " + std::to_string(h * hb), rd,
                              std::vector<std::string>(writes.begin(), writes.end()));
         after_compute.push_back(id);
         for (const auto& n : rd)
-          if (n.rfind("bq_", 0) == 0 || n.rfind("bkv_", 0) == 0)
+          if (n.rfind("bq_s", 0) == 0 || n.rfind("bkv_s", 0) == 0)
             b.set_free(r, n, id);
         for (const auto& n : accs)
           if (writes.count(n))

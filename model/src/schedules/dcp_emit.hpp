@@ -5,6 +5,10 @@
 #include "cpsim/model/dcp_plan.hpp"
 #include "cpsim/model/schedule_builder.hpp"
 
+#include <algorithm>
+#include <map>
+#include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -13,6 +17,11 @@ namespace cpsim::dcp {
 constexpr int kTagOut = p2p_tag(1, 0);
 inline int tag_q(int stage) { return 2 * stage; }
 inline int tag_kv(int stage) { return 2 * stage + 1; }
+
+struct StageTags {
+  int (*q)(int stage);
+  int (*kv)(int stage);
+};
 
 /** What one message carries: token slices and bytes. */
 struct Message {
@@ -32,6 +41,70 @@ inline void add_slice(std::vector<TokenSlice>& v, const DcpDataBlock& b) {
 inline std::pair<int, int> kv_heads_of(int h, int hb, int per_kv) {
   return {h * hb / per_kv, ((h + 1) * hb - 1) / per_kv + 1};
 }
+
+/** The remote inputs of a pass: first stage of each (dst, block, head key) and the messages they make. */
+struct Fetches {
+  std::map<std::tuple<int, int, int>, int> q_first, kv_first; // (dst, block, head block | first KV head) -> stage
+  std::map<std::tuple<int, int, int>, Message> q_msgs, kv_msgs; // (stage, src, dst) -> message
+};
+
+/**
+ * Each remote block a device reads is fetched once, by the first stage that needs it; Q-side blocks
+ * (per head block) weigh `q_bytes_per_token`, KV blocks (per KV head range) `kv_bytes_per_token`.
+ */
+inline Fetches plan_fetches(const DcpPlan& plan, int per_kv, int64_t q_bytes_per_token, int64_t kv_bytes_per_token) {
+  Fetches f;
+  auto first = [](std::map<std::tuple<int, int, int>, int>& m, std::tuple<int, int, int> key, int stage) {
+    auto [it, fresh] = m.emplace(key, stage);
+    if (!fresh)
+      it->second = std::min(it->second, stage);
+  };
+  for (const DcpWork& wk : plan.work) {
+    if (plan.blocks[size_t(wk.q_block)].device != wk.device)
+      first(f.q_first, {wk.device, wk.q_block, wk.head_block}, wk.stage);
+    if (plan.blocks[size_t(wk.kv_block)].device != wk.device)
+      first(f.kv_first, {wk.device, wk.kv_block, kv_heads_of(wk.head_block, plan.head_block, per_kv).first}, wk.stage);
+  }
+  auto messages = [&](const std::map<std::tuple<int, int, int>, int>& firsts, int64_t per_token,
+                      std::map<std::tuple<int, int, int>, Message>& out) {
+    for (const auto& [key, stage] : firsts) {
+      const DcpDataBlock& b = plan.blocks[size_t(std::get<1>(key))];
+      Message& m = out[{stage, b.device, std::get<0>(key)}];
+      add_slice(m.slices, b);
+      m.bytes += b.tokens() * per_token;
+    }
+  };
+  messages(f.q_first, q_bytes_per_token, f.q_msgs);
+  messages(f.kv_first, kv_bytes_per_token, f.kv_msgs);
+  return f;
+}
+
+/** Each device's work blocks in (stage, head block) order, the order the launches are emitted in. */
+inline std::vector<std::vector<const DcpWork*>> work_by_device(const DcpPlan& plan) {
+  std::vector<std::vector<const DcpWork*>> out(static_cast<size_t>(plan.devices));
+  for (const DcpWork& wk : plan.work)
+    out[size_t(wk.device)].push_back(&wk);
+  for (auto& v : out)
+    std::stable_sort(v.begin(), v.end(), [](const DcpWork* a, const DcpWork* b) {
+      return std::tie(a->stage, a->head_block) < std::tie(b->stage, b->head_block);
+    });
+  return out;
+}
+
+/** Receives of one rank's stage groups: ops per stage and the buffer each (stage, source) filled. */
+struct StageInputs {
+  std::map<int, std::vector<int>> recv_ops;
+  std::map<std::pair<int, int>, std::string> q_buf, kv_buf;
+};
+
+/**
+ * One NCCL group per stage 1..stages on `comm`: rank r sends the blocks it owns that others fetch in
+ * that stage (reading its resident q / kv) and receives what it fetches into fresh buffers
+ * `<buf_prefix>q_s<t>_from<src>` / `..kv_s..`. Every op waits for `send_deps`.
+ */
+StageInputs emit_stage_fetches(ScheduleBuilder& b, int r, int comm, int stages, const Fetches& fx,
+                               const std::vector<int>& send_deps, StageTags tags, const std::string& label,
+                               const std::string& buf_prefix);
 
 /** Appends the backward plan after the forward ops of every rank (same placement and stages). */
 void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, int comp, int comm);
