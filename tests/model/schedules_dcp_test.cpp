@@ -153,11 +153,15 @@ TEST_CASE("model::dcp: resident buffers hold the owned token blocks") {
   MaskGeometry m(sc.workload);
   const DcpPlan p = plan_dcp(sc, m, dcp_options_from(sc));
   Schedule s = generate_schedule(sc);
+  Schedule sb = generate_schedule(dcp_scenario(4, {128, 64}, kCausal, Json{{"block", 16}}, H, G, "h100-sxm-8", "fwd_bwd"));
   for (int r = 0; r < 4; ++r) {
     int64_t tokens = 0;
     for (const auto& b : p.blocks)
       tokens += b.device == r ? b.tokens() : 0;
-    CHECK(rank_memory(s.ranks[size_t(r)]).persistent_bytes == tokens * (2 * H * D * e + 2 * G * D * e + 4 * H));
+    const int64_t fwd = tokens * (2 * H * D * e + 2 * G * D * e + 4 * H); // q, kv, o, lse
+    CHECK(rank_memory(s.ranks[size_t(r)]).persistent_bytes == fwd);
+    // the backward adds dO and the fp32 dQ, dKV of the owned tokens
+    CHECK(rank_memory(sb.ranks[size_t(r)]).persistent_bytes == fwd + tokens * (H * D * e + H * D * 4 + 2 * G * D * 4));
   }
 }
 
