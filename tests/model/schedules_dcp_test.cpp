@@ -49,9 +49,9 @@ TEST_CASE("model::dcp: every visible cell is computed exactly once") {
   masks.push_back(Json{{"kind", "shared_question"}});
   masks.push_back(Json{{"kind", "causal_blockwise"}, {"block", 16}});
   for (const Json& mask : masks)
-    for (int cp : {1, 3, 16}) {
+    for (int cp : {3, 16}) {
       for (const Json& opts : {Json{{"block", 16}}, Json{{"block", 32}, {"head_block", 1}, {"stages", 2}}}) {
-        Scenario sc = dcp_scenario(cp, {96, 40, 160, 16}, mask, opts, 4, 2, "dgx-h100:2", "fwd_bwd");
+        Scenario sc = dcp_scenario(cp, {96, 40, 160, 16}, mask, opts, 2, 1, "dgx-h100:2", "fwd_bwd");
         INFO("cp " << cp << " mask " << mask.dump() << " opts " << opts.dump());
         test::check_exactly_once(generate_schedule(sc), sc);
       }
