@@ -20,7 +20,7 @@ const std::vector<SchemeInfo>& scheme_registry() {
       {"loongtrain", "LoongTrain 2D attention: head all-to-all x zigzag double ring (inner windows, outer ring)",
        generate_loongtrain, loongtrain_variants},
       {"cqs", "CQS-Attention: cyclic-quorum cell ownership, no worker-to-worker traffic, LSE merge at owners", generate_cqs},
-      {"dcp", "DCP: METIS-placed token/work blocks (bytes moved under compute balance), staged fetches, delayed LSE merge", generate_dcp},
+      {"dcp", "DCP: METIS-placed token/work blocks (bytes moved under compute balance), staged fetches, delayed LSE merge", generate_dcp, dcp_variants},
   };
   return registry;
 }

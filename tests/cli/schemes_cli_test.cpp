@@ -26,3 +26,14 @@ TEST_CASE("cli: cqs and dcp plans report their planning time and simulate like t
     CHECK(load_json_file(d + "/a.json")["step_time_s"] == load_json_file(d + "/b.json")["step_time_s"]);
   }
 }
+
+TEST_CASE("cli: compare ranks cqs and dcp (with DCP's block grid) where they apply") {
+  const std::string scenarios = std::string(CPSIM_SOURCE_DIR) + "/scenarios/";
+  test::Run r = test::run_cpsim("compare " + scenarios + "cqs_full_7xh100.json");
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Contains("  cqs ") && Contains("  dcp ") && Contains("block=4096"));
+  // a forward-and-backward scenario: cqs is listed with its reason, dcp ranks
+  test::Run d = test::run_cpsim("compare " + scenarios + "stripe_causal_8xh100.json");
+  REQUIRE(d.code == 0);
+  CHECK_THAT(d.out, Contains("cqs: 'pass' = \"fwd_bwd\"") && Contains("  dcp "));
+}

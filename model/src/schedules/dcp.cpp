@@ -251,4 +251,15 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
   return bld.finish();
 }
 
+std::vector<Json> dcp_variants(const Scenario& sc) {
+  // DCP's own heuristic, then the block sizes its experiments grid-search (run_experiments.py),
+  // where the longest sequence is long enough for the block to matter
+  std::vector<Json> out = {Json::object()};
+  const int64_t longest = *std::max_element(sc.workload.seq_lens.begin(), sc.workload.seq_lens.end());
+  for (int64_t b : {1024, 2048, 4096})
+    if (b < longest)
+      out.push_back(Json{{"block", b}});
+  return out;
+}
+
 } // namespace cpsim

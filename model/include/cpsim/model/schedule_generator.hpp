@@ -44,6 +44,7 @@ Schedule generate_loongtrain(const Scenario& sc, const MaskGeometry& mask);
 std::vector<Json> loongtrain_variants(const Scenario& sc); // every (d_hp, d_cp, w)
 Schedule generate_cqs(const Scenario& sc, const MaskGeometry& mask);
 Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask);
+std::vector<Json> dcp_variants(const Scenario& sc); // DCP's heuristic block and its grid {1024, 2048, 4096}
 
 /** Rejects any scheme option key not in `allowed` (named in the message). */
 void check_scheme_options(const Scenario& sc, const std::vector<std::string>& allowed);
