@@ -106,6 +106,18 @@ DcpPlan plan_dcp(const Scenario& sc, const MaskGeometry& mask, const DcpOptions&
   p.head_block = o.head_block > 0 ? o.head_block : H;
   p.head_blocks = H / p.head_block;
   const int kv_per_hb = std::max(1, p.head_block / per_kv);
+  {
+    // a block far below the sequence lengths would make millions of work blocks: refuse, do not hang
+    double bound = 0;
+    for (int64_t s : w.seq_lens) {
+      const double n = double((s + p.block - 1) / p.block);
+      bound += n * n * p.head_blocks;
+    }
+    if (bound > double(kDcpMaxWorkBlocks))
+      throw UserError("'parallel.block' = " + std::to_string(p.block) + (o.block > 0 ? "" : " (DCP's heuristic)") +
+                      ": up to " + std::to_string(int64_t(bound)) + " work blocks, more than the planner's limit of " +
+                      std::to_string(kDcpMaxWorkBlocks) + "; use a larger block or head_block");
+  }
 
   // ---- blocks and work (a work block exists only where the mask leaves a visible cell)
   std::vector<int> first_block;

@@ -310,6 +310,24 @@ TileCount MaskGeometry::tiles(int seq, TokenRange q, TokenRange k, int64_t tile_
     }
     return t;
   }
+  if (is_range_mask(spec_.kind)) {
+    // DCP's range masks see no key after the query, like causal, so only key tiles starting at or
+    // before the query tile's last position can be touched; those are classified by their cells.
+    for (int64_t i = 0; i < nq; ++i) {
+      TokenRange qt = q_tile(i);
+      const int64_t q_last = qt.last();
+      const int64_t hi = prefix_count(nk, [&](int64_t j) { return k.at(j * tile_n) <= q_last; });
+      for (int64_t j = 0; j < hi; ++j) {
+        TokenRange kt = k_tile(j);
+        const int64_t c = cells(seq, qt, kt);
+        if (c == qt.size() * kt.size())
+          ++t.full;
+        else if (c > 0)
+          ++t.partial;
+      }
+    }
+    return t;
+  }
   // Causal and sliding window: key tile positions grow with j, so per query tile the full tiles
   // and the touched tiles are index intervals found by bisection: O(nq log nk) instead of
   // O(nq nk), which matters for multi-million-token sequences. Key k is visible from query q iff

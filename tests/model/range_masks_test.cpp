@@ -80,6 +80,29 @@ TEST_CASE("model::masks: range-mask cell counts equal a brute-force walk of the 
     }
 }
 
+TEST_CASE("model::masks: range-mask tiles are classified by their cells (full, partial, untouched)") {
+  for (const Json& mj : {kRangeMasks[0], kRangeMasks[1], kRangeMasks[2]}) {
+    const int64_t S = 61;
+    Workload w = workload_with(mj, {S});
+    MaskGeometry g(w);
+    INFO(mj.dump());
+    for (int64_t tm : {4, 8})
+      for (auto [q, k] : {std::pair<TokenRange, TokenRange>{{0, S}, {0, S}}, {{13, 50}, {3, 40}}, {{30, 61}, {0, 30}}}) {
+        TileCount expect;
+        for (int64_t a = q.begin; a < q.end; a += tm)
+          for (int64_t b = k.begin; b < k.end; b += tm) {
+            TokenRange qt{a, std::min(a + tm, q.end)}, kt{b, std::min(b + tm, k.end)};
+            const int64_t c = brute_cells(w.mask, S, qt, kt);
+            expect.full += c == qt.size() * kt.size();
+            expect.partial += c > 0 && c < qt.size() * kt.size();
+          }
+        TileCount got = g.tiles(0, q, k, tm, tm);
+        CHECK(got.full == expect.full);
+        CHECK(got.partial == expect.partial);
+      }
+  }
+}
+
 TEST_CASE("model::masks: range-mask totals in closed form") {
   SECTION("lambda: a causal triangle up to the window, then sink + window per row") {
     const int64_t S = 300, sink = 10, win = 100;

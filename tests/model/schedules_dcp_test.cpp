@@ -175,6 +175,10 @@ TEST_CASE("model::dcp: bad configurations name the key, the value and the reason
   CHECK_THROWS_WITH(gen(Json{{"stages", 0}}), Contains("parallel.stages"));
   CHECK_THROWS_WITH(gen(Json{{"eps_comp", 0.0}}), Contains("parallel.eps_comp") && Contains("greater than 0"));
   CHECK_THROWS_WITH(gen(Json{{"blocks", 16}}), Contains("parallel.blocks"));
+  // a block far below the sequence length is refused instead of planning millions of blocks
+  CHECK_THROWS_WITH(generate_schedule(test::scenario_with("dcp", 2, {1 << 22}, kCausal, "fwd", Json{{"block", 64}}, 4, 2,
+                                                          64, "h100-sxm-8")),
+                    Contains("'parallel.block' = 64") && Contains("work blocks"));
 }
 
 TEST_CASE("model::dcp: dataset-shaped sequence lengths sum to the budget, deterministically") {

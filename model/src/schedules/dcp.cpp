@@ -253,12 +253,17 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
 
 std::vector<Json> dcp_variants(const Scenario& sc) {
   // DCP's own heuristic, then the block sizes its experiments grid-search (run_experiments.py),
-  // where the longest sequence is long enough for the block to matter
+  // where the longest sequence is long enough for the block to matter and the plan stays small
   std::vector<Json> out = {Json::object()};
-  const int64_t longest = *std::max_element(sc.workload.seq_lens.begin(), sc.workload.seq_lens.end());
-  for (int64_t b : {1024, 2048, 4096})
-    if (b < longest)
+  const auto& lens = sc.workload.seq_lens;
+  const int64_t longest = *std::max_element(lens.begin(), lens.end());
+  for (int64_t b : {1024, 2048, 4096}) {
+    double pairs = 0;
+    for (int64_t s : lens)
+      pairs += double((s + b - 1) / b) * double((s + b - 1) / b);
+    if (b < longest && pairs <= 65536.0)
       out.push_back(Json{{"block", b}});
+  }
   return out;
 }
 

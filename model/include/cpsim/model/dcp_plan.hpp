@@ -14,6 +14,9 @@ namespace cpsim {
 
 class MaskGeometry;
 
+/** Most (query block, key block, head block) triples a plan may have to consider (bounds time and memory). */
+constexpr int64_t kDcpMaxWorkBlocks = int64_t(1) << 21;
+
 struct DcpOptions {
   int64_t block = 0;        // tokens per block; 0: DCP's heuristic (_block_size_heuristic)
   int head_block = 0;       // query heads per work block; 0: all heads
