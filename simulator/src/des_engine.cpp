@@ -125,10 +125,6 @@ void DesRun::build_platform() {
   for (size_t j = 0; j < sim_.size(); ++j)
     for (int r = 0; r < W_; ++r) {
       const int64_t g = gpu(int(j), r);
-      if (g >= fabric_.gpus())
-        throw UserError("parallel.dp = " + std::to_string(s_.replicas) + ": replica " + std::to_string(sim_[j]) +
-                        " puts rank " + std::to_string(r) + " on GPU " + std::to_string(g) + " but the hardware has " +
-                        std::to_string(fabric_.gpus()));
       hosts_[j * size_t(W_) + size_t(r)] =
           zone->create_host(prefix + "gpu" + std::to_string(g), kHostFlops)->set_core_count(std::max(1, cores))->seal();
     }
@@ -353,6 +349,12 @@ void DesRun::on_completion(const sg4::Activity& a) {
 
 SimResult DesRun::run(const Workload& w) {
   W_ = s_.world;
+  for (int k = 0; k < std::max(1, s_.replicas); ++k)
+    for (int r = 0; r < W_; ++r)
+      if (int64_t g = replica_gpu(s_, k, r); g < 0 || g >= fabric_.gpus())
+        throw UserError("parallel.dp = " + std::to_string(s_.replicas) + ": replica " + std::to_string(k) +
+                        " puts rank " + std::to_string(r) + " on GPU " + std::to_string(g) + " but the hardware has " +
+                        std::to_string(fabric_.gpus()) + " GPUs");
   const std::vector<RankPair> pairs = flow_pairs(s_);
   ReplicaCollapse col = collapse_replicas(s_, fabric_, pairs);
   sim_ = col.simulated;
