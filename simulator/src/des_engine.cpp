@@ -15,6 +15,7 @@
 #include <xbt/log.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <unordered_map>
@@ -421,8 +422,10 @@ SimResult DesRun::run(const Workload& w) {
           work_.push_back({int(j), r, op.id});
       }
   std::reverse(work_.begin(), work_.end()); // start in rank order; only matters for ties
+  const auto wall0 = std::chrono::steady_clock::now();
   drain();
   engine.run();
+  st_.run_wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
   g_active = nullptr;
   graveyard_.clear();
   for (auto& sl : slots_)
@@ -465,8 +468,12 @@ SimResult DesRun::run(const Workload& w) {
 SimResult run_des(const Schedule& s, const Workload& w, const ClusterSpec& c, const KernelCostModel& kernels,
                   DesStats* stats) {
   DesStats local;
-  DesRun run(s, c, kernels, stats ? *stats : local);
-  return run.run(w);
+  DesStats& st = stats ? *stats : local;
+  const auto t0 = std::chrono::steady_clock::now();
+  DesRun run(s, c, kernels, st);
+  SimResult r = run.run(w);
+  st.setup_wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() - st.run_wall_s;
+  return r;
 }
 
 } // namespace cpsim

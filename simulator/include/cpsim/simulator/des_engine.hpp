@@ -21,6 +21,8 @@ struct DesStats {
   int classes = 1;            // distinct components
   int reported_replica = 0;   // the replica whose records the result holds (the slowest simulated)
   int64_t hosts = 0, links = 0, flows = 0, execs = 0;
+  double setup_wall_s = 0;    // execution graph, collapse and platform construction (wall clock)
+  double run_wall_s = 0;      // SimGrid's event loop (wall clock)
 };
 
 /**
