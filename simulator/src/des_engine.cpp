@@ -403,6 +403,17 @@ SimResult DesRun::run(const Workload& w) {
     sg4::Engine::set_config("network/model:CM02");
     sg4::Engine::set_config("network/crosstraffic:0");
     sg4::Engine::set_config("network/TCP-gamma:0");
+    // Expert override for experiments (e.g. "network/optim:Full"): space-separated key:value.
+    if (const char* extra = std::getenv("CPSIM_SIMGRID_CFG")) {
+      std::string all = extra, item;
+      for (size_t b = 0; b < all.size();) {
+        size_t e = all.find(' ', b);
+        item = all.substr(b, e == std::string::npos ? std::string::npos : e - b);
+        if (!item.empty())
+          sg4::Engine::set_config(item);
+        b = e == std::string::npos ? all.size() : e + 1;
+      }
+    }
     sg4::Activity::on_completion_cb([](const sg4::Activity& a) {
       if (g_active != nullptr)
         g_active->on_completion(a);

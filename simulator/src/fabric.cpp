@@ -49,7 +49,10 @@ void Fabric::route(int64_t a, int64_t b, std::vector<int64_t>& out) const {
   }
   out.push_back(id(NIC_UP, port_of(a)));
   const int64_t la = leaf_of(a), lb = leaf_of(b);
-  if (la != lb) {
+  // Without oversubscription a leaf uplink carries at most what its leaf_ports NIC ports can feed
+  // it, so it can never be the bottleneck: leaving it out changes no rate and keeps flows of
+  // different leaves from being coupled in one sharing system (and replicas from one component).
+  if (la != lb && c_.fabric_oversubscription > 1.0) {
     out.push_back(id(LEAF_UP, la));
     out.push_back(id(LEAF_DOWN, lb));
   }

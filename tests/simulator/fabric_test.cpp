@@ -47,7 +47,7 @@ TEST_CASE("simulator::fabric: rail-optimized routes cross the spine only between
 }
 
 TEST_CASE("simulator::fabric: a plain fat tree groups consecutive ports, shared NICs are one port") {
-  Fabric f(cluster("dgx-h100:4", "fat_tree", 16)); // two nodes per leaf
+  Fabric f(cluster("dgx-h100:4", "fat_tree", 16, 1.5)); // two nodes per leaf
   CHECK(names(f, 7, 8) == std::vector<std::string>{"nic_up7", "nic_down8"});
   CHECK(names(f, 15, 16) == std::vector<std::string>{"nic_up15", "leaf_up0", "leaf_down1", "nic_down16"});
   Fabric p4d(cluster("a100-40g-p4d:2", "fat_tree", 32)); // 4 NICs for 8 GPUs: GPUs 2k and 2k+1 share NIC k
@@ -82,12 +82,13 @@ TEST_CASE("simulator::fabric: topology inputs the engine cannot build are named 
 
 TEST_CASE("simulator::replica_collapse: replicas sharing leaf uplinks are simulated together, others once") {
   // CP groups of 16 GPUs (2 DGX nodes); the ring's node-crossing hops go from rail 7 to rail 0.
-  auto collapse = [](const std::string& topology, int leaf_ports) {
+  auto collapse = [](const std::string& topology, int leaf_ports, double oversub = 2.0) {
     Json j = test::scenario_json("ring", 16, {16 * 256}, Json{{"kind", "full"}}, "fwd", 8, 8, 128, "dgx-h100:8");
     j["parallel"]["dp"] = 4;
     Json h = scenario_to_json(test::make_scenario(j))["hardware"];
     h["inter_node"]["topology"] = topology;
     h["inter_node"]["leaf_ports"] = leaf_ports;
+    h["fabric_oversubscription"] = oversub;
     j["hardware"] = h;
     Scenario sc = test::make_scenario(j);
     Schedule s = generate_schedule(sc);
@@ -108,4 +109,13 @@ TEST_CASE("simulator::replica_collapse: replicas sharing leaf uplinks are simula
   ReplicaCollapse one = collapse("rail_fat_tree", 8);
   CHECK(one.components == 1);
   CHECK(one.simulated == std::vector<int>{0, 1, 2, 3});
+  // without oversubscription the uplinks can never saturate and are left out: nothing is shared
+  ReplicaCollapse full = collapse("rail_fat_tree", 8, 1.0);
+  CHECK(full.components == 4);
+  CHECK(full.simulated == std::vector<int>{0});
+}
+
+TEST_CASE("simulator::fabric: without oversubscription routes skip the leaf uplinks") {
+  Fabric f(cluster("dgx-h100:4", "rail_fat_tree", 2, 1.0));
+  CHECK(names(f, 7, 8) == std::vector<std::string>{"nic_up7", "nic_down8"});
 }

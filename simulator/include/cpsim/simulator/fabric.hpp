@@ -6,7 +6,7 @@
 //
 //   GPU a --nvl_up(a)--> [NVSwitch] --nvl_down(b)--> GPU b                      same node
 //   GPU a --nic_up(port a)--> leaf --leaf_up--> [spine] --leaf_down--> leaf --nic_down(port b)--> GPU b
-//                         (leaf_up/leaf_down only when the two ports hang off different leaves)
+//        (leaf_up/leaf_down only when the ports hang off different leaves and the fabric is oversubscribed)
 #pragma once
 
 #include "cpsim/model/cluster.hpp"
