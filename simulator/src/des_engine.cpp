@@ -10,6 +10,7 @@
 #include "cpsim/simulator/collective_flows.hpp"
 #include "cpsim/simulator/fabric.hpp"
 #include "cpsim/simulator/replica_collapse.hpp"
+#include "sg_platform.hpp"
 
 #include <simgrid/s4u.hpp>
 #include <xbt/log.h>
@@ -18,7 +19,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <unordered_map>
 
 namespace sg4 = simgrid::s4u;
 
@@ -104,55 +104,10 @@ private:
 };
 
 void DesRun::build_platform() {
-  static int run_id = 0; // SimGrid names are process-wide
-  const std::string prefix = "r" + std::to_string(run_id++) + "_";
-  auto* zone = sg4::create_full_zone(prefix + "cluster");
-  int cores = 0; // enough cores that concurrent compute ops never share one (the analytic engine's model)
-  {
-    std::vector<int> per_stream(s_.streams.size(), 0);
-    for (const auto& prog : s_.ranks) {
-      std::vector<int> run(s_.streams.size(), 0), last_group(s_.streams.size(), -2);
-      for (const Op& op : prog.ops) {
-        auto st = size_t(op.stream);
-        run[st] = (op.group >= 0 && op.group == last_group[st]) ? run[st] + 1 : 1;
-        last_group[st] = op.group;
-        per_stream[st] = std::max(per_stream[st], run[st]);
-      }
-    }
-    for (int n : per_stream)
-      cores += n;
-  }
-  hosts_.resize(sim_.size() * size_t(W_));
-  for (size_t j = 0; j < sim_.size(); ++j)
-    for (int r = 0; r < W_; ++r) {
-      const int64_t g = gpu(int(j), r);
-      hosts_[j * size_t(W_) + size_t(r)] =
-          zone->create_host(prefix + "gpu" + std::to_string(g), kHostFlops)->set_core_count(std::max(1, cores))->seal();
-    }
-  std::unordered_map<int64_t, const sg4::Link*> links;
-  std::vector<int64_t> route;
-  std::vector<sg4::LinkInRoute> sg_route;
-  const std::vector<RankPair> pairs = flow_pairs(s_);
-  for (size_t j = 0; j < sim_.size(); ++j)
-    for (const RankPair& p : pairs) {
-      fabric_.route(gpu(int(j), p.src), gpu(int(j), p.dst), route);
-      if (route.empty())
-        continue; // same GPU: the flow completes at once
-      sg_route.clear();
-      for (int64_t l : route) {
-        auto [it, fresh] = links.emplace(l, nullptr);
-        if (fresh) {
-          FabricLink fl = fabric_.link(l);
-          it->second = zone->create_link(prefix + fl.name, fl.bandwidth_bytes_per_s)->set_latency(fl.latency_s)->seal();
-        }
-        sg_route.emplace_back(it->second);
-      }
-      zone->add_route(host(int(j), p.src)->get_netpoint(), host(int(j), p.dst)->get_netpoint(), nullptr, nullptr,
-                      sg_route, /*symmetrical=*/false);
-    }
-  zone->seal();
+  SgPlatform p = build_sg_platform(s_, fabric_, sim_, kHostFlops);
+  hosts_ = std::move(p.hosts);
   st_.hosts = int64_t(hosts_.size());
-  st_.links = int64_t(links.size());
+  st_.links = p.links;
 }
 
 int DesRun::new_slot() {
