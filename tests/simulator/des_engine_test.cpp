@@ -53,15 +53,15 @@ Json with_hardware(Json j, const std::function<void(Json&)>& edit) {
  * uplinks carry 8 x 10 / 4 = 20 GB/s. A ring of 4 ranks on 2 nodes crosses from rail 1 to rail 0
  * twice (1->2 and 3->0), so each replica puts 2 flows on the rail-1 leaf uplink.
  */
-Json shared_uplink_ring(int dp) {
-  Json j = test::scenario_json("ring", 4, {4 * 4096}, Json{{"kind", "full"}}, "fwd", 8, 8, 128, "dgx-h100:1");
+Json shared_uplink_ring(int dp, int nodes = 4, int leaf_ports = 8) {
+  Json j = test::scenario_json("ring", 4, {4 * 4096}, Json{{"kind", "full"}}, "fwd", 8, 8, 128, "dgx-h100:2");
   j["parallel"]["dp"] = dp;
-  return with_hardware(j, [](Json& h) {
+  return with_hardware(j, [&](Json& h) {
     h["gpus_per_node"] = 2;
-    h["nodes"] = 4;
+    h["nodes"] = nodes;
     h["intra_node"] = {{"bandwidth_GBps", 300}, {"latency_us", 2}};
     h["inter_node"] = {{"bandwidth_GBps", 10},   {"latency_us", 5},  {"nics_per_node", 2},
-                       {"topology", "rail_fat_tree"}, {"leaf_ports", 8}};
+                       {"topology", "rail_fat_tree"}, {"leaf_ports", leaf_ports}};
     h["fabric_oversubscription"] = 4.0;
   });
 }
@@ -126,6 +126,21 @@ TEST_CASE("simulator::des: one replica's two flows share the uplink but stay NIC
 
 TEST_CASE("simulator::des: two replicas on one uplink halve each flow (20 GB/s / 4 flows)") {
   check_shared_uplink(2, 5.0);
+}
+
+TEST_CASE("simulator::des: with replicas of different fates the slowest one is reported") {
+  // 6 nodes, units of 4 (uplink 4 x 10 / 4 = 10 GB/s): replicas 0 and 1 share unit 0's uplink
+  // (4 flows, 2.5 GB/s each), replica 2 is alone in unit 1 (2 flows, 5 GB/s each).
+  Scenario sc = test::make_scenario(shared_uplink_ring(3, 6, 4));
+  Schedule s = generate_schedule(sc);
+  RooflineKernelModel k(sc.cluster.gpu, sc.workload, s.tile_m, s.tile_n);
+  DesStats st;
+  SimResult d = run_des(s, sc.workload, sc.cluster, k, &st);
+  CHECK(st.classes == 2);
+  CHECK(st.simulated_replicas == 3);
+  CHECK((st.reported_replica == 0 || st.reported_replica == 1));
+  auto [inter_s, bytes] = first_send(d, s, 1);
+  CHECK(inter_s == Approx(5e-6 + double(bytes) / 2.5e9).epsilon(1e-6));
 }
 
 TEST_CASE("simulator::des: Ulysses all-to-all across nodes shares the NIC (hand-computed)") {

@@ -82,9 +82,9 @@ TEST_CASE("simulator::fabric: topology inputs the engine cannot build are named 
 
 TEST_CASE("simulator::replica_collapse: replicas sharing leaf uplinks are simulated together, others once") {
   // CP groups of 16 GPUs (2 DGX nodes); the ring's node-crossing hops go from rail 7 to rail 0.
-  auto collapse = [](const std::string& topology, int leaf_ports, double oversub = 2.0) {
+  auto collapse = [](const std::string& topology, int leaf_ports, double oversub = 2.0, int dp = 4) {
     Json j = test::scenario_json("ring", 16, {16 * 256}, Json{{"kind", "full"}}, "fwd", 8, 8, 128, "dgx-h100:8");
-    j["parallel"]["dp"] = 4;
+    j["parallel"]["dp"] = dp;
     Json h = scenario_to_json(test::make_scenario(j))["hardware"];
     h["inter_node"]["topology"] = topology;
     h["inter_node"]["leaf_ports"] = leaf_ports;
@@ -109,6 +109,11 @@ TEST_CASE("simulator::replica_collapse: replicas sharing leaf uplinks are simula
   ReplicaCollapse one = collapse("rail_fat_tree", 8);
   CHECK(one.components == 1);
   CHECK(one.simulated == std::vector<int>{0, 1, 2, 3});
+  // 3 replicas, 2 per unit: a pair and a lone replica are different kinds, both simulated
+  ReplicaCollapse odd = collapse("rail_fat_tree", 4, 2.0, 3);
+  CHECK(odd.components == 2);
+  CHECK(odd.classes == 2);
+  CHECK(odd.simulated == std::vector<int>{0, 1, 2});
   // without oversubscription the uplinks can never saturate and are left out: nothing is shared
   ReplicaCollapse full = collapse("rail_fat_tree", 8, 1.0);
   CHECK(full.components == 4);
