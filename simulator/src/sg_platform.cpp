@@ -13,11 +13,11 @@ namespace cpsim {
 
 namespace {
 /** Most ops a rank can have running at once: per stream, the largest group posted together. */
-int max_concurrent_ops(const Schedule& s) {
+int max_concurrent_ops(const Schedule &s) {
   std::vector<int> per_stream(s.streams.size(), 0);
-  for (const auto& prog : s.ranks) {
+  for (const auto &prog : s.ranks) {
     std::vector<int> run(s.streams.size(), 0), last_group(s.streams.size(), -2);
-    for (const Op& op : prog.ops) {
+    for (const Op &op : prog.ops) {
       auto st = size_t(op.stream);
       run[st] = (op.group >= 0 && op.group == last_group[st]) ? run[st] + 1 : 1;
       last_group[st] = op.group;
@@ -31,25 +31,26 @@ int max_concurrent_ops(const Schedule& s) {
 }
 } // namespace
 
-SgPlatform build_sg_platform(const Schedule& s, const Fabric& f, const std::vector<int>& replicas, double host_flops) {
+SgPlatform build_sg_platform(const Schedule &s, const Fabric &f, const std::vector<int> &replicas, double host_flops) {
   static int run_id = 0;
   const std::string prefix = "r" + std::to_string(run_id++) + "_";
   const size_t W = size_t(s.world);
-  auto* zone = sg4::create_full_zone(prefix + "cluster");
+  auto *zone = sg4::create_full_zone(prefix + "cluster");
   const int cores = max_concurrent_ops(s);
   SgPlatform p;
   p.hosts.resize(replicas.size() * W);
   for (size_t j = 0; j < replicas.size(); ++j)
     for (size_t r = 0; r < W; ++r) {
       const int64_t g = replica_gpu(s, replicas[j], int(r));
-      p.hosts[j * W + r] = zone->create_host(prefix + "gpu" + std::to_string(g), host_flops)->set_core_count(cores)->seal();
+      p.hosts[j * W + r] =
+          zone->create_host(prefix + "gpu" + std::to_string(g), host_flops)->set_core_count(cores)->seal();
     }
-  std::unordered_map<int64_t, const sg4::Link*> links;
+  std::unordered_map<int64_t, const sg4::Link *> links;
   std::vector<int64_t> route;
   std::vector<sg4::LinkInRoute> sg_route;
   const std::vector<RankPair> pairs = flow_pairs(s);
   for (size_t j = 0; j < replicas.size(); ++j)
-    for (const RankPair& pr : pairs) {
+    for (const RankPair &pr : pairs) {
       f.route(replica_gpu(s, replicas[j], pr.src), replica_gpu(s, replicas[j], pr.dst), route);
       if (route.empty())
         continue; // same GPU: the engine completes such a flow at once

@@ -14,12 +14,12 @@
 namespace cpsim {
 
 struct SgPlatform {
-  std::vector<simgrid::s4u::Host*> hosts; // [simulated replica index * world + rank]
+  std::vector<simgrid::s4u::Host *> hosts; // [simulated replica index * world + rank]
   int64_t links = 0;
 };
 
 /** Builds and seals the platform; hosts run `host_flops` per core, with one core per op the
  *  schedule can run at once on a rank, so concurrent compute ops never share a core. */
-SgPlatform build_sg_platform(const Schedule& s, const Fabric& f, const std::vector<int>& replicas, double host_flops);
+SgPlatform build_sg_platform(const Schedule &s, const Fabric &f, const std::vector<int> &replicas, double host_flops);
 
 } // namespace cpsim

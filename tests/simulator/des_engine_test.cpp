@@ -14,7 +14,7 @@ using namespace cpsim;
 
 namespace {
 /** Runs both engines and requires the same step, per-rank figures and per-op times within 1 %. */
-DesStats check_agreement(const Json& scenario) {
+DesStats check_agreement(const Json &scenario) {
   Scenario sc = test::make_scenario(scenario);
   Schedule s = generate_schedule(sc);
   RooflineKernelModel k(sc.cluster.gpu, sc.workload, s.tile_m, s.tile_n);
@@ -31,7 +31,7 @@ DesStats check_agreement(const Json& scenario) {
     CHECK(d.ranks[r].bytes_sent == a.ranks[r].bytes_sent);
   }
   REQUIRE(d.records.size() == a.records.size());
-  auto key = [](const OpRecord& x, const OpRecord& y) { return std::tie(x.rank, x.op) < std::tie(y.rank, y.op); };
+  auto key = [](const OpRecord &x, const OpRecord &y) { return std::tie(x.rank, x.op) < std::tie(y.rank, y.op); };
   std::sort(a.records.begin(), a.records.end(), key);
   std::sort(d.records.begin(), d.records.end(), key);
   for (size_t i = 0; i < a.records.size(); ++i) {
@@ -41,7 +41,7 @@ DesStats check_agreement(const Json& scenario) {
   return st;
 }
 
-Json with_hardware(Json j, const std::function<void(Json&)>& edit) {
+Json with_hardware(Json j, const std::function<void(Json &)> &edit) {
   Json h = scenario_to_json(test::make_scenario(j))["hardware"];
   edit(h);
   j["hardware"] = h;
@@ -56,20 +56,23 @@ Json with_hardware(Json j, const std::function<void(Json&)>& edit) {
 Json shared_uplink_ring(int dp, int nodes = 4, int leaf_ports = 8) {
   Json j = test::scenario_json("ring", 4, {4 * 4096}, Json{{"kind", "full"}}, "fwd", 8, 8, 128, "dgx-h100:2");
   j["parallel"]["dp"] = dp;
-  return with_hardware(j, [&](Json& h) {
+  return with_hardware(j, [&](Json &h) {
     h["gpus_per_node"] = 2;
     h["nodes"] = nodes;
     h["intra_node"] = {{"bandwidth_GBps", 300}, {"latency_us", 2}};
-    h["inter_node"] = {{"bandwidth_GBps", 10},   {"latency_us", 5},  {"nics_per_node", 2},
-                       {"topology", "rail_fat_tree"}, {"leaf_ports", leaf_ports}};
+    h["inter_node"] = {{"bandwidth_GBps", 10},
+                       {"latency_us", 5},
+                       {"nics_per_node", 2},
+                       {"topology", "rail_fat_tree"},
+                       {"leaf_ports", leaf_ports}};
     h["fabric_oversubscription"] = 4.0;
   });
 }
 
 /** Duration of rank `rank`'s first KV send (ring step 0, all ranks at once) and its bytes. */
-std::pair<double, int64_t> first_send(const SimResult& r, const Schedule& s, int rank) {
-  for (const OpRecord& rec : r.records) {
-    const Op& op = s.ranks[size_t(rec.rank)].ops[size_t(rec.op)];
+std::pair<double, int64_t> first_send(const SimResult &r, const Schedule &s, int rank) {
+  for (const OpRecord &rec : r.records) {
+    const Op &op = s.ranks[size_t(rec.rank)].ops[size_t(rec.op)];
     if (rec.rank == rank && op.kind == OpKind::SEND && op.label == "fwd kv send 0")
       return {rec.end_s - rec.start_s, op.bytes};
   }
@@ -83,8 +86,8 @@ void check_shared_uplink(int dp, double flow_GBps) {
   RooflineKernelModel k(sc.cluster.gpu, sc.workload, s.tile_m, s.tile_n);
   DesStats st;
   SimResult d = run_des(s, sc.workload, sc.cluster, k, &st);
-  CHECK(st.simulated_replicas == dp); // the replicas meet on the uplink: none is collapsed away
-  auto [inter_s, bytes] = first_send(d, s, 1);  // rank 1 -> rank 2 crosses the uplink
+  CHECK(st.simulated_replicas == dp);          // the replicas meet on the uplink: none is collapsed away
+  auto [inter_s, bytes] = first_send(d, s, 1); // rank 1 -> rank 2 crosses the uplink
   CHECK(inter_s == Approx(5e-6 + double(bytes) / (flow_GBps * 1e9)).epsilon(1e-6));
   auto [intra_s, intra_bytes] = first_send(d, s, 0); // rank 0 -> rank 1 stays on NVSwitch
   CHECK(intra_s == Approx(2e-6 + double(intra_bytes) / 300e9).epsilon(1e-6));
@@ -96,12 +99,12 @@ void check_shared_uplink(int dp, double flow_GBps) {
 
 TEST_CASE("simulator::des: ring forward on one node agrees with the analytic engine") {
   Json j = test::scenario_json("ring", 4, {4 * 4096}, Json{{"kind", "full"}}, "fwd", 8, 8, 128);
-  check_agreement(with_hardware(j, [](Json& h) { h["intra_node"]["bandwidth_GBps"] = 2.0; })); // comm-bound
+  check_agreement(with_hardware(j, [](Json &h) { h["intra_node"]["bandwidth_GBps"] = 2.0; })); // comm-bound
 }
 
 TEST_CASE("simulator::des: zigzag forward across two DGX nodes agrees with the analytic engine") {
-  check_agreement(test::scenario_json("zigzag", 16, {32 * 512}, Json{{"kind", "causal"}}, "fwd", 8, 8, 128,
-                                      "dgx-h100:2"));
+  check_agreement(
+      test::scenario_json("zigzag", 16, {32 * 512}, Json{{"kind", "causal"}}, "fwd", 8, 8, 128, "dgx-h100:2"));
 }
 
 TEST_CASE("simulator::des: ring all-gather collectives agree with the analytic engine") {
@@ -111,7 +114,7 @@ TEST_CASE("simulator::des: ring all-gather collectives agree with the analytic e
 TEST_CASE("simulator::des: replicas under their own leaves are simulated once and agree") {
   Json j = test::scenario_json("zigzag", 16, {32 * 512}, Json{{"kind", "causal"}}, "fwd", 8, 8, 128, "dgx-h100:8");
   j["parallel"]["dp"] = 4;
-  DesStats st = check_agreement(with_hardware(j, [](Json& h) {
+  DesStats st = check_agreement(with_hardware(j, [](Json &h) {
     h["inter_node"]["topology"] = "fat_tree";
     h["inter_node"]["leaf_ports"] = 16;
   }));
@@ -147,7 +150,7 @@ TEST_CASE("simulator::des: Ulysses all-to-all across nodes shares the NIC (hand-
   // 2 nodes x 2 GPUs, one 10 GB/s NIC per node; cp = 4: each rank sends bytes/4 to 3 peers, 2 of
   // them on the other node, so the NIC carries 4 equal flows at once: lat + 4 (bytes/4) / 10 GB/s.
   Json j = test::scenario_json("ulysses", 4, {4 * 1024}, Json{{"kind", "full"}}, "fwd", 8, 8, 128, "dgx-h100:1");
-  j = with_hardware(j, [](Json& h) {
+  j = with_hardware(j, [](Json &h) {
     h["gpus_per_node"] = 2;
     h["nodes"] = 2;
     h["intra_node"] = {{"bandwidth_GBps", 300}, {"latency_us", 2}};
@@ -158,8 +161,8 @@ TEST_CASE("simulator::des: Ulysses all-to-all across nodes shares the NIC (hand-
   RooflineKernelModel k(sc.cluster.gpu, sc.workload, s.tile_m, s.tile_n);
   SimResult d = run_des(s, sc.workload, sc.cluster, k);
   int checked = 0;
-  for (const OpRecord& rec : d.records) {
-    const Op& op = s.ranks[size_t(rec.rank)].ops[size_t(rec.op)];
+  for (const OpRecord &rec : d.records) {
+    const Op &op = s.ranks[size_t(rec.rank)].ops[size_t(rec.op)];
     if (op.kind != OpKind::COLLECTIVE || op.group >= 0)
       continue;
     // every collective runs alone (the schedule orders them), so the formula holds for each

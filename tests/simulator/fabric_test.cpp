@@ -11,7 +11,7 @@
 using namespace cpsim;
 
 namespace {
-ClusterSpec cluster(const std::string& hw, const std::string& topology, int leaf_ports, double oversub = 1.0) {
+ClusterSpec cluster(const std::string &hw, const std::string &topology, int leaf_ports, double oversub = 1.0) {
   Json j = test::scenario_json("ring", 1, {4096}, Json{{"kind", "full"}}, "fwd", 8, 8, 128, hw);
   Json h = scenario_to_json(test::make_scenario(j))["hardware"];
   h["inter_node"]["topology"] = topology;
@@ -20,7 +20,7 @@ ClusterSpec cluster(const std::string& hw, const std::string& topology, int leaf
   return cluster_from_json(h, "hardware");
 }
 
-std::vector<std::string> names(const Fabric& f, int64_t a, int64_t b) {
+std::vector<std::string> names(const Fabric &f, int64_t a, int64_t b) {
   std::vector<int64_t> ids;
   f.route(a, b, ids);
   std::vector<std::string> out;
@@ -66,9 +66,9 @@ TEST_CASE("simulator::fabric: topology inputs the engine cannot build are named 
   Json h = scenario_to_json(test::make_scenario(j))["hardware"];
   Json bad = h;
   bad["inter_node"]["topology"] = "torus";
-  CHECK_THROWS_WITH(cluster_from_json(bad, "hardware"),
-                    Catch::Contains("hardware.inter_node.topology") && Catch::Contains("torus") &&
-                        Catch::Contains("rail_fat_tree"));
+  CHECK_THROWS_WITH(cluster_from_json(bad, "hardware"), Catch::Contains("hardware.inter_node.topology") &&
+                                                            Catch::Contains("torus") &&
+                                                            Catch::Contains("rail_fat_tree"));
   bad = h;
   bad["inter_node"]["leaf_ports"] = 0;
   CHECK_THROWS_WITH(cluster_from_json(bad, "hardware"), Catch::Contains("hardware.inter_node.leaf_ports"));
@@ -82,7 +82,7 @@ TEST_CASE("simulator::fabric: topology inputs the engine cannot build are named 
 
 TEST_CASE("simulator::replica_collapse: replicas sharing leaf uplinks are simulated together, others once") {
   // CP groups of 16 GPUs (2 DGX nodes); the ring's node-crossing hops go from rail 7 to rail 0.
-  auto collapse = [](const std::string& topology, int leaf_ports, double oversub = 2.0, int dp = 4) {
+  auto collapse = [](const std::string &topology, int leaf_ports, double oversub = 2.0, int dp = 4) {
     Json j = test::scenario_json("ring", 16, {16 * 256}, Json{{"kind", "full"}}, "fwd", 8, 8, 128, "dgx-h100:8");
     j["parallel"]["dp"] = dp;
     Json h = scenario_to_json(test::make_scenario(j))["hardware"];
