@@ -46,17 +46,26 @@ int cmd_simulate(const SimulateOptions& o) {
   const Scenario& sc = in.scenario;
   RooflineKernelModel kernels(sc.cluster.gpu, sc.workload, in.schedule.tile_m, in.schedule.tile_n);
   SimResult r;
+  Json des_json; // what the discrete-event engine simulated, kept in the result file
   if (o.engine == "analytic") {
     r = run_analytic(in.schedule, sc.workload, sc.cluster, kernels);
   } else if (o.engine == "des") {
     DesStats st;
     r = run_des(in.schedule, sc.workload, sc.cluster, kernels, &st);
-    if (!o.quiet) // stderr, so that stdout is the same table whichever engine ran
-      std::fprintf(stderr,
-                   "des: %d replica(s) in %d contention component(s) of %d kind(s); simulated %d replica(s) "
-                   "(%lld hosts, %lld links, %lld flows, %lld compute ops); reporting replica %d\n",
-                   st.replicas, st.components, st.classes, st.simulated_replicas, (long long)st.hosts,
-                   (long long)st.links, (long long)st.flows, (long long)st.execs, st.reported_replica);
+    des_json = Json{{"replicas", st.replicas},         {"components", st.components},
+                    {"classes", st.classes},           {"simulated_replicas", st.simulated_replicas},
+                    {"reported_replica", st.reported_replica}, {"hosts", st.hosts},
+                    {"links", st.links},               {"flows", st.flows},
+                    {"compute_ops", st.execs},         {"setup_wall_s", st.setup_wall_s},
+                    {"run_wall_s", st.run_wall_s}};
+    // stderr, so that stdout is the same table whichever engine ran
+    std::fprintf(stderr,
+                 "des: %d replica(s) in %d contention component(s) of %d kind(s); simulated %d "
+                 "(%lld hosts, %lld links, %lld flows, %lld compute ops); reporting replica %d; "
+                 "setup %.3f s, event loop %.3f s\n",
+                 st.replicas, st.components, st.classes, st.simulated_replicas, (long long)st.hosts,
+                 (long long)st.links, (long long)st.flows, (long long)st.execs, st.reported_replica, st.setup_wall_s,
+                 st.run_wall_s);
   } else {
     throw UserError("--engine = \"" + o.engine + "\": unknown engine; known: analytic, des");
   }
@@ -75,6 +84,8 @@ int cmd_simulate(const SimulateOptions& o) {
     j["planning_time_s"] = in.planning_time_s;
     j["scenario"] = scenario_to_json(sc);
     j["memory_capacity_bytes"] = sc.cluster.gpu.memory_bytes;
+    if (!des_json.is_null())
+      j["des"] = des_json;
     save_json_file(o.json_out, j, 2);
   }
   if (!o.trace_out.empty())

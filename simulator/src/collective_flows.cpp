@@ -6,15 +6,15 @@
 
 namespace cpsim {
 
-std::vector<RankPair> flow_pairs(const Schedule& s) {
+std::vector<RankPair> flow_pairs(const Schedule &s) {
   std::vector<RankPair> pairs;
   std::vector<int> seen_tags;
-  for (const auto& prog : s.ranks)
-    for (const Op& op : prog.ops) {
+  for (const auto &prog : s.ranks)
+    for (const Op &op : prog.ops) {
       if (op.kind == OpKind::SEND) {
         pairs.push_back({prog.rank, op.peer});
       } else if (op.kind == OpKind::COLLECTIVE && op.coll_group.size() >= 2 && op.coll_group.front() == prog.rank) {
-        const auto& g = op.coll_group; // listed once, by the first member
+        const auto &g = op.coll_group; // listed once, by the first member
         const size_t n = g.size();
         if (op.coll == CollectiveKind::ALL_TO_ALL) {
           for (size_t i = 0; i < n; ++i)
@@ -35,9 +35,12 @@ std::vector<RankPair> flow_pairs(const Schedule& s) {
 int ring_steps(CollectiveKind kind, int n) {
   switch (kind) {
   case CollectiveKind::ALL_GATHER:
-  case CollectiveKind::REDUCE_SCATTER: return n - 1;
-  case CollectiveKind::ALL_REDUCE: return 2 * (n - 1);
-  case CollectiveKind::ALL_TO_ALL: return 0;
+  case CollectiveKind::REDUCE_SCATTER:
+    return n - 1;
+  case CollectiveKind::ALL_REDUCE:
+    return 2 * (n - 1);
+  case CollectiveKind::ALL_TO_ALL:
+    return 0;
   }
   return 0;
 }
@@ -45,9 +48,11 @@ int ring_steps(CollectiveKind kind, int n) {
 double step_bytes(CollectiveKind kind, int n, int64_t bytes) {
   switch (kind) {
   case CollectiveKind::ALL_GATHER:
-  case CollectiveKind::REDUCE_SCATTER: return double(bytes);
+  case CollectiveKind::REDUCE_SCATTER:
+    return double(bytes);
   case CollectiveKind::ALL_REDUCE:
-  case CollectiveKind::ALL_TO_ALL: return double(bytes) / n;
+  case CollectiveKind::ALL_TO_ALL:
+    return double(bytes) / n;
   }
   return 0;
 }

@@ -10,14 +10,15 @@
 #include "cpsim/simulator/collective_flows.hpp"
 #include "cpsim/simulator/fabric.hpp"
 #include "cpsim/simulator/replica_collapse.hpp"
+#include "sg_platform.hpp"
 
 #include <simgrid/s4u.hpp>
 #include <xbt/log.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <unordered_map>
 
 namespace sg4 = simgrid::s4u;
 
@@ -31,7 +32,7 @@ constexpr double kHostFlops = 1e9;
 /** One in-flight SimGrid activity and what its completion means. */
 struct Slot {
   enum Kind : int8_t { FREE, EXEC, P2P, COLL } kind = FREE;
-  int replica = 0; // index into the simulated replicas
+  int replica = 0;                    // index into the simulated replicas
   int r1 = 0, i1 = 0, r2 = 0, i2 = 0; // EXEC: (r1, i1); P2P: send (r1, i1), recv (r2, i2); COLL: run r1, flow i1
   sg4::ActivityPtr activity;
 };
@@ -46,22 +47,22 @@ struct CollRun {
 };
 
 class DesRun;
-DesRun* g_active = nullptr; // SimGrid's completion signal is process-wide; it dispatches here
+DesRun *g_active = nullptr; // SimGrid's completion signal is process-wide; it dispatches here
 
 class DesRun {
 public:
-  DesRun(const Schedule& s, const ClusterSpec& c, const KernelCostModel& k, DesStats& st)
+  DesRun(const Schedule &s, const ClusterSpec &c, const KernelCostModel &k, DesStats &st)
       : s_(s), g_(s), fabric_(c), kernels_(k), st_(st) {}
 
-  SimResult run(const Workload& w);
-  void on_completion(const sg4::Activity& a);
+  SimResult run(const Workload &w);
+  void on_completion(const sg4::Activity &a);
 
 private:
   size_t global(int replica, int rank, int op) const {
     return offset_[size_t(replica) * size_t(W_) + size_t(rank)] + size_t(op);
   }
   int64_t gpu(int replica, int rank) const { return replica_gpu(s_, sim_[size_t(replica)], rank); }
-  sg4::Host* host(int replica, int rank) const { return hosts_[size_t(replica) * size_t(W_) + size_t(rank)]; }
+  sg4::Host *host(int replica, int rank) const { return hosts_[size_t(replica) * size_t(W_) + size_t(rank)]; }
   static double now() { return sg4::Engine::get_clock(); }
 
   void build_platform();
@@ -72,21 +73,21 @@ private:
   void start_flow(int slot, int replica, int src_rank, int dst_rank, double bytes);
   void start_collective(int replica, int rank, int op);
   void start_coll_flow(int run, int flow);
-  void flow_done(const Slot& sl);
+  void flow_done(const Slot &sl);
 
-  const Schedule& s_;
+  const Schedule &s_;
   ExecutionGraph g_;
   Fabric fabric_;
-  const KernelCostModel& kernels_;
-  DesStats& st_;
+  const KernelCostModel &kernels_;
+  DesStats &st_;
   int W_ = 0;
   std::vector<int> sim_;       // simulated replica indices
   std::vector<size_t> offset_; // (replica, rank) -> first global op index
-  std::vector<sg4::Host*> hosts_;
+  std::vector<sg4::Host *> hosts_;
   std::vector<int> missing_;
   std::vector<uint8_t> armed_, done_;
   std::vector<double> start_, end_;
-  std::vector<int> coll_armed_; // by the global index of a collective's lowest-rank member op
+  std::vector<int> coll_armed_;   // by the global index of a collective's lowest-rank member op
   std::vector<double> compute_s_; // per (rank, op) of replica 0, the same in every replica
   struct Pending {
     int replica, rank, op;
@@ -103,59 +104,10 @@ private:
 };
 
 void DesRun::build_platform() {
-  static int run_id = 0; // SimGrid names are process-wide
-  const std::string prefix = "r" + std::to_string(run_id++) + "_";
-  auto* zone = sg4::create_full_zone(prefix + "cluster");
-  int cores = 0; // enough cores that concurrent compute ops never share one (the analytic engine's model)
-  {
-    std::vector<int> per_stream(s_.streams.size(), 0);
-    for (const auto& prog : s_.ranks) {
-      std::vector<int> run(s_.streams.size(), 0), last_group(s_.streams.size(), -2);
-      for (const Op& op : prog.ops) {
-        auto st = size_t(op.stream);
-        run[st] = (op.group >= 0 && op.group == last_group[st]) ? run[st] + 1 : 1;
-        last_group[st] = op.group;
-        per_stream[st] = std::max(per_stream[st], run[st]);
-      }
-    }
-    for (int n : per_stream)
-      cores += n;
-  }
-  hosts_.resize(sim_.size() * size_t(W_));
-  for (size_t j = 0; j < sim_.size(); ++j)
-    for (int r = 0; r < W_; ++r) {
-      const int64_t g = gpu(int(j), r);
-      if (g >= fabric_.gpus())
-        throw UserError("parallel.dp = " + std::to_string(s_.replicas) + ": replica " + std::to_string(sim_[j]) +
-                        " puts rank " + std::to_string(r) + " on GPU " + std::to_string(g) + " but the hardware has " +
-                        std::to_string(fabric_.gpus()));
-      hosts_[j * size_t(W_) + size_t(r)] =
-          zone->create_host(prefix + "gpu" + std::to_string(g), kHostFlops)->set_core_count(std::max(1, cores))->seal();
-    }
-  std::unordered_map<int64_t, const sg4::Link*> links;
-  std::vector<int64_t> route;
-  std::vector<sg4::LinkInRoute> sg_route;
-  const std::vector<RankPair> pairs = flow_pairs(s_);
-  for (size_t j = 0; j < sim_.size(); ++j)
-    for (const RankPair& p : pairs) {
-      fabric_.route(gpu(int(j), p.src), gpu(int(j), p.dst), route);
-      if (route.empty())
-        continue; // same GPU: the flow completes at once
-      sg_route.clear();
-      for (int64_t l : route) {
-        auto [it, fresh] = links.emplace(l, nullptr);
-        if (fresh) {
-          FabricLink fl = fabric_.link(l);
-          it->second = zone->create_link(prefix + fl.name, fl.bandwidth_bytes_per_s)->set_latency(fl.latency_s)->seal();
-        }
-        sg_route.emplace_back(it->second);
-      }
-      zone->add_route(host(int(j), p.src)->get_netpoint(), host(int(j), p.dst)->get_netpoint(), nullptr, nullptr,
-                      sg_route, /*symmetrical=*/false);
-    }
-  zone->seal();
+  SgPlatform p = build_sg_platform(s_, fabric_, sim_, kHostFlops);
+  hosts_ = std::move(p.hosts);
   st_.hosts = int64_t(hosts_.size());
-  st_.links = int64_t(links.size());
+  st_.links = p.links;
 }
 
 int DesRun::new_slot() {
@@ -179,13 +131,13 @@ void DesRun::start_flow(int slot, int replica, int src_rank, int dst_rank, doubl
   }
   sg4::CommPtr c = sg4::Comm::sendto_init(host(replica, src_rank), host(replica, dst_rank));
   c->set_payload_size(uint64_t(std::llround(std::max(0.0, bytes))));
-  c->set_data(reinterpret_cast<void*>(intptr_t(slot)));
+  c->set_data(reinterpret_cast<void *>(intptr_t(slot)));
   slots_[size_t(slot)].activity = c;
   c->start();
 }
 
 void DesRun::ready(int j, int r, int i) {
-  const Op& op = s_.ranks[size_t(r)].ops[size_t(i)];
+  const Op &op = s_.ranks[size_t(r)].ops[size_t(i)];
   const size_t gi = global(j, r, i);
   switch (op.kind) {
   case OpKind::ATTENTION:
@@ -202,7 +154,7 @@ void DesRun::ready(int j, int r, int i) {
     sg4::ExecPtr e = sg4::Exec::init();
     e->set_flops_amount(dur * kHostFlops);
     e->set_host(host(j, r));
-    e->set_data(reinterpret_cast<void*>(intptr_t(sl)));
+    e->set_data(reinterpret_cast<void *>(intptr_t(sl)));
     slots_[size_t(sl)].activity = e;
     e->start();
     return;
@@ -222,7 +174,7 @@ void DesRun::ready(int j, int r, int i) {
   }
   case OpKind::COLLECTIVE: {
     armed_[gi] = 1;
-    const auto& members = g_.partners(r, i);
+    const auto &members = g_.partners(r, i);
     const OpRef lead = members.front();
     if (++coll_armed_[global(j, lead.rank, lead.op)] == int(members.size()))
       start_collective(j, r, i);
@@ -232,7 +184,7 @@ void DesRun::ready(int j, int r, int i) {
 }
 
 void DesRun::start_collective(int j, int r, int i) {
-  const Op& op = s_.ranks[size_t(r)].ops[size_t(i)];
+  const Op &op = s_.ranks[size_t(r)].ops[size_t(i)];
   const int n = int(op.coll_group.size());
   int id;
   if (free_runs_.empty()) {
@@ -242,7 +194,7 @@ void DesRun::start_collective(int j, int r, int i) {
     id = free_runs_.back();
     free_runs_.pop_back();
   }
-  CollRun& run = runs_[size_t(id)];
+  CollRun &run = runs_[size_t(id)];
   run.replica = j;
   run.rank = r;
   run.op = i;
@@ -250,7 +202,7 @@ void DesRun::start_collective(int j, int r, int i) {
   run.steps = ring_steps(op.coll, n);
   run.start_s = now();
   run.flow_bytes = step_bytes(op.coll, n, op.bytes);
-  for (const OpRef& m : g_.partners(r, i))
+  for (const OpRef &m : g_.partners(r, i))
     start_[global(j, m.rank, m.op)] = run.start_s;
   if (op.coll == CollectiveKind::ALL_TO_ALL) {
     run.remaining = int64_t(n) * (n - 1);
@@ -268,8 +220,8 @@ void DesRun::start_collective(int j, int r, int i) {
 }
 
 void DesRun::start_coll_flow(int id, int flow) {
-  const CollRun& run = runs_[size_t(id)];
-  const Op& op = s_.ranks[size_t(run.rank)].ops[size_t(run.op)];
+  const CollRun &run = runs_[size_t(id)];
+  const Op &op = s_.ranks[size_t(run.rank)].ops[size_t(run.op)];
   int src, dst;
   if (op.coll == CollectiveKind::ALL_TO_ALL) {
     src = op.coll_group[size_t(flow / run.n)];
@@ -284,14 +236,14 @@ void DesRun::start_coll_flow(int id, int flow) {
   start_flow(sl, run.replica, src, dst, run.flow_bytes);
 }
 
-void DesRun::flow_done(const Slot& sl) {
+void DesRun::flow_done(const Slot &sl) {
   if (sl.kind == Slot::P2P) {
     const double st = start_[global(sl.replica, sl.r1, sl.i1)];
     finish(sl.replica, sl.r1, sl.i1, st, now());
     finish(sl.replica, sl.r2, sl.i2, st, now());
     return;
   }
-  CollRun& run = runs_[size_t(sl.r1)];
+  CollRun &run = runs_[size_t(sl.r1)];
   const int flow = sl.i1;
   if (!run.waiting.empty()) { // ring: release the member's next step and its successor's
     const int step = flow / run.n, m = flow % run.n;
@@ -308,7 +260,7 @@ void DesRun::flow_done(const Slot& sl) {
   const double st = run.start_s;
   const std::vector<OpRef> members = g_.partners(run.rank, run.op);
   free_runs_.push_back(sl.r1);
-  for (const OpRef& m : members)
+  for (const OpRef &m : members)
     finish(j, m.rank, m.op, st, now());
 }
 
@@ -332,7 +284,7 @@ void DesRun::drain() {
   }
 }
 
-void DesRun::on_completion(const sg4::Activity& a) {
+void DesRun::on_completion(const sg4::Activity &a) {
   if (depth_ == 0)
     graveyard_.clear();
   ++depth_;
@@ -351,8 +303,14 @@ void DesRun::on_completion(const sg4::Activity& a) {
   --depth_;
 }
 
-SimResult DesRun::run(const Workload& w) {
+SimResult DesRun::run(const Workload &w) {
   W_ = s_.world;
+  for (int k = 0; k < std::max(1, s_.replicas); ++k)
+    for (int r = 0; r < W_; ++r)
+      if (int64_t g = replica_gpu(s_, k, r); g < 0 || g >= fabric_.gpus())
+        throw UserError("parallel.dp = " + std::to_string(s_.replicas) + ": replica " + std::to_string(k) +
+                        " puts rank " + std::to_string(r) + " on GPU " + std::to_string(g) + " but the hardware has " +
+                        std::to_string(fabric_.gpus()) + " GPUs");
   const std::vector<RankPair> pairs = flow_pairs(s_);
   ReplicaCollapse col = collapse_replicas(s_, fabric_, pairs);
   sim_ = col.simulated;
@@ -378,8 +336,8 @@ SimResult DesRun::run(const Workload& w) {
   coll_armed_.assign(total, 0);
   compute_s_.assign(per_replica, 0.0);
   for (int r = 0; r < W_; ++r)
-    for (const Op& op : s_.ranks[size_t(r)].ops) {
-      double& d = compute_s_[offset_[size_t(r)] + size_t(op.id)];
+    for (const Op &op : s_.ranks[size_t(r)].ops) {
+      double &d = compute_s_[offset_[size_t(r)] + size_t(op.id)];
       if (op.kind == OpKind::ATTENTION)
         d = kernels_.attention_s(op);
       else if (op.kind == OpKind::MERGE)
@@ -387,11 +345,11 @@ SimResult DesRun::run(const Workload& w) {
     }
 
   // Quiet unless asked: SimGrid logs at INFO by default (CPSIM_SIMGRID_LOG=root.thres:info to see it).
-  const char* log = std::getenv("CPSIM_SIMGRID_LOG");
+  const char *log = std::getenv("CPSIM_SIMGRID_LOG");
   xbt_log_control_set(log ? log : "root.thres:critical");
   int argc = 1;
   char arg0[] = "cpsim";
-  char* argv[] = {arg0, nullptr};
+  char *argv[] = {arg0, nullptr};
   sg4::Engine engine(&argc, argv);
   xbt_log_control_set(log ? log : "root.thres:critical");
   static bool configured = false;
@@ -400,7 +358,18 @@ SimResult DesRun::run(const Workload& w) {
     sg4::Engine::set_config("network/model:CM02");
     sg4::Engine::set_config("network/crosstraffic:0");
     sg4::Engine::set_config("network/TCP-gamma:0");
-    sg4::Activity::on_completion_cb([](const sg4::Activity& a) {
+    // Expert override for experiments (e.g. "network/optim:Full"): space-separated key:value.
+    if (const char *extra = std::getenv("CPSIM_SIMGRID_CFG")) {
+      std::string all = extra, item;
+      for (size_t b = 0; b < all.size();) {
+        size_t e = all.find(' ', b);
+        item = all.substr(b, e == std::string::npos ? std::string::npos : e - b);
+        if (!item.empty())
+          sg4::Engine::set_config(item);
+        b = e == std::string::npos ? all.size() : e + 1;
+      }
+    }
+    sg4::Activity::on_completion_cb([](const sg4::Activity &a) {
       if (g_active != nullptr)
         g_active->on_completion(a);
     });
@@ -412,24 +381,26 @@ SimResult DesRun::run(const Workload& w) {
   t0_ = now();
   for (size_t j = 0; j < sim_.size(); ++j)
     for (int r = 0; r < W_; ++r)
-      for (const Op& op : s_.ranks[size_t(r)].ops) {
+      for (const Op &op : s_.ranks[size_t(r)].ops) {
         int m = int(g_.preds(r, op.id).size());
         missing_[global(int(j), r, op.id)] = m;
         if (m == 0)
           work_.push_back({int(j), r, op.id});
       }
   std::reverse(work_.begin(), work_.end()); // start in rank order; only matters for ties
+  const auto wall0 = std::chrono::steady_clock::now();
   drain();
   engine.run();
+  st_.run_wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
   g_active = nullptr;
   graveyard_.clear();
-  for (auto& sl : slots_)
+  for (auto &sl : slots_)
     sl.activity = nullptr;
 
   if (finished_ != total) {
     for (size_t j = 0; j < sim_.size(); ++j)
       for (int r = 0; r < W_; ++r)
-        for (const Op& op : s_.ranks[size_t(r)].ops)
+        for (const Op &op : s_.ranks[size_t(r)].ops)
           if (!done_[global(int(j), r, op.id)])
             throw UserError("plan deadlocks: rank " + std::to_string(r) + " op " + std::to_string(op.id) + " (" +
                             to_string(op.kind) + " '" + op.label + "') can never start; " +
@@ -451,7 +422,7 @@ SimResult DesRun::run(const Workload& w) {
   std::vector<OpRecord> records;
   records.reserve(per_replica);
   for (int r = 0; r < W_; ++r)
-    for (const Op& op : s_.ranks[size_t(r)].ops) {
+    for (const Op &op : s_.ranks[size_t(r)].ops) {
       const size_t gi = global(int(worst), r, op.id);
       records.push_back({r, op.id, start_[gi] - t0_, end_[gi] - t0_});
     }
@@ -460,11 +431,15 @@ SimResult DesRun::run(const Workload& w) {
 
 } // namespace
 
-SimResult run_des(const Schedule& s, const Workload& w, const ClusterSpec& c, const KernelCostModel& kernels,
-                  DesStats* stats) {
+SimResult run_des(const Schedule &s, const Workload &w, const ClusterSpec &c, const KernelCostModel &kernels,
+                  DesStats *stats) {
   DesStats local;
-  DesRun run(s, c, kernels, stats ? *stats : local);
-  return run.run(w);
+  DesStats &st = stats ? *stats : local;
+  const auto t0 = std::chrono::steady_clock::now();
+  DesRun run(s, c, kernels, st);
+  SimResult r = run.run(w);
+  st.setup_wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() - st.run_wall_s;
+  return r;
 }
 
 } // namespace cpsim

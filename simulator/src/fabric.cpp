@@ -6,7 +6,7 @@
 
 namespace cpsim {
 
-Fabric::Fabric(const ClusterSpec& c) : c_(c) {
+Fabric::Fabric(const ClusterSpec &c) : c_(c) {
   const int gpn = c.gpus_per_node, nics = c.inter_node.nics_per_node;
   if (gpn % nics == 0) { // several GPUs share one NIC (p4d: 2 per NIC)
     ports_per_node_ = nics;
@@ -37,7 +37,7 @@ int64_t Fabric::leaf_of(int64_t gpu) const {
   return (node / c_.leaf_ports) * ports_per_node_ + rail;
 }
 
-void Fabric::route(int64_t a, int64_t b, std::vector<int64_t>& out) const {
+void Fabric::route(int64_t a, int64_t b, std::vector<int64_t> &out) const {
   out.clear();
   CPSIM_ASSERT(a >= 0 && b >= 0 && a < gpus() && b < gpus(), "route outside the cluster");
   if (a == b)
@@ -49,7 +49,10 @@ void Fabric::route(int64_t a, int64_t b, std::vector<int64_t>& out) const {
   }
   out.push_back(id(NIC_UP, port_of(a)));
   const int64_t la = leaf_of(a), lb = leaf_of(b);
-  if (la != lb) {
+  // Without oversubscription a leaf uplink carries at most what its leaf_ports NIC ports can feed
+  // it, so it can never be the bottleneck: leaving it out changes no rate and keeps flows of
+  // different leaves from being coupled in one sharing system (and replicas from one component).
+  if (la != lb && c_.fabric_oversubscription > 1.0) {
     out.push_back(id(LEAF_UP, la));
     out.push_back(id(LEAF_DOWN, lb));
   }
@@ -62,13 +65,20 @@ FabricLink Fabric::link(int64_t link_id) const {
   const double leaf_bytes_per_s = double(c_.leaf_ports) * port_bytes_per_s_ / c_.fabric_oversubscription;
   // a route's latency sits on its first link, so a route's total is the description's figure
   switch (kind) {
-  case NVL_UP: return {"nvl_up" + std::to_string(index), c_.intra_node.bandwidth_bytes_per_s, c_.intra_node.latency_s};
-  case NVL_DOWN: return {"nvl_down" + std::to_string(index), c_.intra_node.bandwidth_bytes_per_s, 0.0};
-  case NIC_UP: return {"nic_up" + std::to_string(index), port_bytes_per_s_, c_.inter_node.latency_s};
-  case NIC_DOWN: return {"nic_down" + std::to_string(index), port_bytes_per_s_, 0.0};
-  case LEAF_UP: return {"leaf_up" + std::to_string(index), leaf_bytes_per_s, 0.0};
-  case LEAF_DOWN: return {"leaf_down" + std::to_string(index), leaf_bytes_per_s, 0.0};
-  case KINDS: break;
+  case NVL_UP:
+    return {"nvl_up" + std::to_string(index), c_.intra_node.bandwidth_bytes_per_s, c_.intra_node.latency_s};
+  case NVL_DOWN:
+    return {"nvl_down" + std::to_string(index), c_.intra_node.bandwidth_bytes_per_s, 0.0};
+  case NIC_UP:
+    return {"nic_up" + std::to_string(index), port_bytes_per_s_, c_.inter_node.latency_s};
+  case NIC_DOWN:
+    return {"nic_down" + std::to_string(index), port_bytes_per_s_, 0.0};
+  case LEAF_UP:
+    return {"leaf_up" + std::to_string(index), leaf_bytes_per_s, 0.0};
+  case LEAF_DOWN:
+    return {"leaf_down" + std::to_string(index), leaf_bytes_per_s, 0.0};
+  case KINDS:
+    break;
   }
   CPSIM_ASSERT(false, "bad link id");
   return {};

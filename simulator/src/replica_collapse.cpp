@@ -9,12 +9,12 @@
 
 namespace cpsim {
 
-int64_t replica_gpu(const Schedule& s, int replica, int rank) {
+int64_t replica_gpu(const Schedule &s, int replica, int rank) {
   return int64_t(s.placement[size_t(rank)]) + int64_t(replica) * s.replica_stride;
 }
 
 namespace {
-int find_root(std::vector<int>& parent, int x) {
+int find_root(std::vector<int> &parent, int x) {
   while (parent[size_t(x)] != x) {
     parent[size_t(x)] = parent[size_t(parent[size_t(x)])];
     x = parent[size_t(x)];
@@ -23,14 +23,14 @@ int find_root(std::vector<int>& parent, int x) {
 }
 } // namespace
 
-ReplicaCollapse collapse_replicas(const Schedule& s, const Fabric& f, const std::vector<RankPair>& pairs) {
+ReplicaCollapse collapse_replicas(const Schedule &s, const Fabric &f, const std::vector<RankPair> &pairs) {
   const int R = std::max(1, s.replicas);
   std::vector<int> parent(static_cast<size_t>(R));
   std::iota(parent.begin(), parent.end(), 0);
   std::unordered_map<int64_t, int> owner; // link -> a replica crossing it
   std::vector<int64_t> route;
   for (int k = 0; k < R; ++k)
-    for (const RankPair& p : pairs) {
+    for (const RankPair &p : pairs) {
       f.route(replica_gpu(s, k, p.src), replica_gpu(s, k, p.dst), route);
       for (int64_t l : route) {
         auto [it, fresh] = owner.emplace(l, k);
@@ -48,12 +48,12 @@ ReplicaCollapse collapse_replicas(const Schedule& s, const Fabric& f, const std:
   ReplicaCollapse out;
   out.components = static_cast<int>(components.size());
   std::map<std::vector<int64_t>, int> classes; // signature -> representative root
-  for (const auto& [root, members] : components) {
+  for (const auto &[root, members] : components) {
     std::vector<int64_t> sig;
     std::unordered_map<int64_t, int64_t> local;
     std::vector<int64_t> order;
     for (int k : members) {
-      for (const RankPair& p : pairs) {
+      for (const RankPair &p : pairs) {
         f.route(replica_gpu(s, k, p.src), replica_gpu(s, k, p.dst), route);
         for (int64_t l : route) {
           auto [it, fresh] = local.emplace(l, int64_t(order.size()));

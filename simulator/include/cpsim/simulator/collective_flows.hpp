@@ -16,11 +16,11 @@ namespace cpsim {
 struct RankPair {
   int src = 0;
   int dst = 0;
-  auto operator<=>(const RankPair&) const = default;
+  auto operator<=>(const RankPair &) const = default;
 };
 
 /** Every distinct (src, dst) pair of logical ranks that some flow of the schedule uses, sorted. */
-std::vector<RankPair> flow_pairs(const Schedule& s);
+std::vector<RankPair> flow_pairs(const Schedule &s);
 
 /** Steps of the ring algorithm for a ring collective of n members (0 for all-to-all). */
 int ring_steps(CollectiveKind kind, int n);

@@ -21,6 +21,8 @@ struct DesStats {
   int classes = 1;            // distinct components
   int reported_replica = 0;   // the replica whose records the result holds (the slowest simulated)
   int64_t hosts = 0, links = 0, flows = 0, execs = 0;
+  double setup_wall_s = 0; // execution graph, collapse and platform construction (wall clock)
+  double run_wall_s = 0;   // SimGrid's event loop (wall clock)
 };
 
 /**
@@ -29,7 +31,7 @@ struct DesStats {
  * SimGrid keeps global state: run this at most once per process that also checks simulated times
  * against the analytic engine (the result's times are relative to the engine's start anyway).
  */
-SimResult run_des(const Schedule& s, const Workload& w, const ClusterSpec& c, const KernelCostModel& kernels,
-                  DesStats* stats = nullptr);
+SimResult run_des(const Schedule &s, const Workload &w, const ClusterSpec &c, const KernelCostModel &kernels,
+                  DesStats *stats = nullptr);
 
 } // namespace cpsim

@@ -6,7 +6,7 @@
 //
 //   GPU a --nvl_up(a)--> [NVSwitch] --nvl_down(b)--> GPU b                      same node
 //   GPU a --nic_up(port a)--> leaf --leaf_up--> [spine] --leaf_down--> leaf --nic_down(port b)--> GPU b
-//                         (leaf_up/leaf_down only when the two ports hang off different leaves)
+//        (leaf_up/leaf_down only when the ports hang off different leaves and the fabric is oversubscribed)
 #pragma once
 
 #include "cpsim/model/cluster.hpp"
@@ -26,7 +26,7 @@ struct FabricLink {
 class Fabric {
 public:
   /** Checks the hardware's topology keys; UserError naming the key when the fabric cannot be built. */
-  explicit Fabric(const ClusterSpec& c);
+  explicit Fabric(const ClusterSpec &c);
 
   int64_t gpus() const { return int64_t(c_.gpus_per_node) * c_.nodes; }
   /** NIC ports per node the engine models (a port is one NIC, or a GPU's share of several). */
@@ -36,7 +36,7 @@ public:
   int64_t leaf_of(int64_t gpu) const;
 
   /** Link ids a flow from GPU a to GPU b crosses, in order (cleared first; empty when a == b). */
-  void route(int64_t gpu_a, int64_t gpu_b, std::vector<int64_t>& out) const;
+  void route(int64_t gpu_a, int64_t gpu_b, std::vector<int64_t> &out) const;
   /** Name, bandwidth and latency of a link id returned by route(). */
   FabricLink link(int64_t id) const;
 

@@ -19,8 +19,8 @@ struct ReplicaCollapse {
 };
 
 /** GPU index of logical rank r in replica k. */
-int64_t replica_gpu(const Schedule& s, int replica, int rank);
+int64_t replica_gpu(const Schedule &s, int replica, int rank);
 
-ReplicaCollapse collapse_replicas(const Schedule& s, const Fabric& f, const std::vector<RankPair>& pairs);
+ReplicaCollapse collapse_replicas(const Schedule &s, const Fabric &f, const std::vector<RankPair> &pairs);
 
 } // namespace cpsim
