@@ -3,6 +3,8 @@
 
 #include "inputs.hpp"
 
+#include "cpsim/calibrate/calibrated_models.hpp"
+#include "cpsim/calibrate/profile.hpp"
 #include "cpsim/hardware/hardware_catalog.hpp"
 #include "cpsim/model/kernel_cost.hpp"
 #include "cpsim/model/schedule_generator.hpp"
@@ -32,6 +34,10 @@ void check_memory_fits(const SimResult& r, const Scenario& sc) {
 
 int cmd_plan(const PlanOptions& o) {
   LoadedInput in = load_input(o.input);
+  if (!o.profile.empty()) {
+    calib::load_profile(o.profile); // a bad profile fails now, not at simulate time
+    in.scenario.profile = std::filesystem::absolute(o.profile).lexically_normal().string();
+  }
   save_json_file(o.output, plan_to_json(in), -1);
   std::size_t ops = 0;
   for (const auto& r : in.schedule.ranks)
@@ -44,13 +50,15 @@ int cmd_plan(const PlanOptions& o) {
 int cmd_simulate(const SimulateOptions& o) {
   LoadedInput in = load_input(o.input);
   const Scenario& sc = in.scenario;
-  RooflineKernelModel kernels(sc.cluster.gpu, sc.workload, in.schedule.tile_m, in.schedule.tile_n);
+  calib::CostModels models =
+      calib::make_cost_models(o.profile.empty() ? sc.profile : o.profile, sc.cluster, sc.workload, in.schedule);
   SimResult r;
   if (o.engine == "analytic") {
-    r = run_analytic(in.schedule, sc.workload, sc.cluster, kernels);
+    r = run_analytic(in.schedule, sc.workload, *models.kernels, *models.comm);
   } else if (o.engine == "des") {
+    // the discrete-event engine prices compute with the (calibrated) kernel model, the network with its fabric
     DesStats st;
-    r = run_des(in.schedule, sc.workload, sc.cluster, kernels, &st);
+    r = run_des(in.schedule, sc.workload, sc.cluster, *models.kernels, &st);
     if (!o.quiet) // stderr, so that stdout is the same table whichever engine ran
       std::fprintf(stderr,
                    "des: %d replica(s) in %d contention component(s) of %d kind(s); simulated %d replica(s) "
@@ -67,6 +75,11 @@ int cmd_simulate(const SimulateOptions& o) {
                 in.schedule.scheme.c_str(), to_string(in.schedule.pass).c_str(), in.schedule.world,
                 sc.cluster.name.c_str());
     std::fputs(result_table(r).c_str(), stdout);
+    if (models.profile)
+      std::printf("cost model: profile %s (%s, %s)\n", models.profile_path.c_str(), models.profile->gpu_name.c_str(),
+                  models.profile->date_utc.c_str());
+    for (const auto& n : models.notes->lines())
+      std::printf("note: outside calibration: %s\n", n.c_str());
   }
   if (!o.json_out.empty()) {
     Json j = result_to_json(r, in.schedule);
@@ -75,6 +88,7 @@ int cmd_simulate(const SimulateOptions& o) {
     j["planning_time_s"] = in.planning_time_s;
     j["scenario"] = scenario_to_json(sc);
     j["memory_capacity_bytes"] = sc.cluster.gpu.memory_bytes;
+    j["cost_model"] = models.to_json();
     save_json_file(o.json_out, j, 2);
   }
   if (!o.trace_out.empty())
