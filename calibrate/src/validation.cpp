@@ -49,8 +49,8 @@ void add_scenario(ValidationReport& rep, const std::string& scenario, const Sche
     const int op = int(r.get_int("op", 0, int64_t(prog.size()) - 1));
     const Op& o = prog[size_t(op)];
     if (r.has("label") && r.raw("label") != o.label)
-      bad("op " + std::to_string(op) + " of rank " + std::to_string(rank) + " is '" + json_value_text(r.raw("label")) +
-          "' there but '" + o.label + "' in the plan");
+      bad("op " + std::to_string(op) + " of rank " + std::to_string(rank) + " is " + json_value_text(r.raw("label")) +
+          " there but '" + o.label + "' in the plan");
     const double m = r.get_number("median_s");
     if (!(m > 0))
       bad("op " + std::to_string(op) + " of rank " + std::to_string(rank) + " has median_s " + std::to_string(m) + " (must be > 0)");
