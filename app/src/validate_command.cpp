@@ -132,7 +132,9 @@ int cmd_validate(const ValidateOptions& o) {
   const std::string script = o.plot_script.empty() ? std::string(CPSIM_SOURCE_DIR) + "/scripts/plot_validation.py" : o.plot_script;
   if (!fs::exists(script))
     throw UserError("--plot-script = \"" + script + "\": no such file (the PNG is drawn by it; the CSV was written)");
-  int rc = run_child({"python3", script, csv, png}, out_dir + "/plot.log");
+  // matplotlib is a Debian package: the system interpreter has it even where another python3 comes first in PATH
+  const std::string python = fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+  int rc = run_child({python, script, csv, png}, out_dir + "/plot.log");
   if (rc != 0)
     throw UserError("the plot script failed with code " + std::to_string(rc) + " (log: " + out_dir +
                     "/plot.log); the CSV and JSON were written");
