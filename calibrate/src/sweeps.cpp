@@ -255,6 +255,9 @@ std::vector<CalibrationPlan> calibration_plans(const ClusterSpec& c, const Sweep
       for (int64_t s : {1024, 4096, 16384, 32768})
         for (const Json& m : {full, causal, window, sparse, fine})
           plans.push_back(kernel_plan(c, s, 16, d, m));
+      // long sequences with many heads: the sizes of the steps of 2-GPU CP runs at 128k..256k tokens
+      for (const Json& m : {full, causal, sparse})
+        plans.push_back(kernel_plan(c, 65536, 32, d, m));
       // small grids: fewer CTAs than SMs, where wave quantisation shows
       for (int64_t s : {1024, 4096, 16384})
         for (int h : {1, 2})
