@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 
 namespace cpsim {
 
@@ -71,16 +72,26 @@ calib::RawMeasurements run_sweeps(const CalibrateOptions& o, const ClusterSpec& 
   fs::create_directories(dir + "/measured");
   fs::create_directories(dir + "/logs");
   const std::string exe = self_exe();
+  // failures are summarised per sweep: one line saying how many plans of it failed and why the first did
+  std::map<std::string, std::pair<int, std::string>> failed;
+  std::map<std::string, int> planned;
   for (size_t i = 0; i < plans.size(); ++i) {
     const auto& p = plans[i];
     progress(i, plans.size(), p.name);
+    ++planned[p.sweep];
+    auto fail = [&](const std::string& why) {
+      auto& f = failed[p.sweep];
+      if (f.first++ == 0)
+        f.second = "plan " + p.name + ": " + why;
+    };
     try {
       backend::make_exec_plan(p.schedule, p.scenario.workload);
     } catch (const UserError& e) {
-      raw.not_calibrated.push_back(p.sweep + " (plan " + p.name + "): the backend cannot execute it: " + e.what());
+      fail(std::string("the backend cannot execute it: ") + e.what());
       continue;
     }
     const std::string plan_file = dir + "/plans/" + p.name + ".json", out = dir + "/measured/" + p.name + ".json";
+    const std::string log = dir + "/logs/" + p.name + ".log";
     LoadedInput in;
     in.scenario = p.scenario;
     in.scenario.source = scenario_to_json(p.scenario);
@@ -88,10 +99,9 @@ calib::RawMeasurements run_sweeps(const CalibrateOptions& o, const ClusterSpec& 
     save_json_file(plan_file, plan_to_json(in), -1);
     int rc = run_child({exe, "run", plan_file, "--json", out, "--warmup", std::to_string(o.warmup), "--reps",
                         std::to_string(o.reps), "--profile-reps", "0", "-q"},
-                       dir + "/logs/" + p.name + ".log");
+                       log);
     if (rc != 0) {
-      raw.not_calibrated.push_back(p.sweep + " (plan " + p.name + "): cpsim run exited with code " +
-                                   std::to_string(rc) + ", log " + dir + "/logs/" + p.name + ".log");
+      fail("cpsim run exited with code " + std::to_string(rc) + " (log " + log + ")");
       continue;
     }
     Json m = load_json_file(out);
@@ -101,11 +111,12 @@ calib::RawMeasurements run_sweeps(const CalibrateOptions& o, const ClusterSpec& 
     }
     calib::add_samples(p, m, raw);
   }
+  for (const auto& [sweep, f] : failed)
+    raw.not_calibrated.push_back(sweep + ": " + std::to_string(f.first) + " of " + std::to_string(planned[sweep]) +
+                                 " plans did not run; first: " + f.second);
   progress(plans.size(), plans.size(), "done");
   if (raw.gpu_name.empty() || raw.sm_count <= 0)
     throw UserError("no calibration plan ran (see " + dir + "/logs/): nothing was measured");
-  // the same failure for every plan of a sweep is one fact: keep the list readable
-  std::sort(raw.not_calibrated.begin(), raw.not_calibrated.end());
   return raw;
 }
 } // namespace
