@@ -4,6 +4,7 @@
 #include "inputs.hpp"
 
 #include "cpsim/calibrate/calibrated_models.hpp"
+#include "cpsim/calibrate/predict.hpp"
 #include "cpsim/calibrate/profile.hpp"
 #include "cpsim/hardware/hardware_catalog.hpp"
 #include "cpsim/model/kernel_cost.hpp"
@@ -54,7 +55,7 @@ int cmd_simulate(const SimulateOptions& o) {
       calib::make_cost_models(o.profile.empty() ? sc.profile : o.profile, sc.cluster, sc.workload, in.schedule);
   SimResult r;
   if (o.engine == "analytic") {
-    r = run_analytic(in.schedule, sc.workload, *models.kernels, *models.comm);
+    r = calib::predict(in.schedule, sc.workload, models);
   } else if (o.engine == "des") {
     // the discrete-event engine prices compute with the (calibrated) kernel model, the network with its fabric
     DesStats st;
@@ -79,7 +80,7 @@ int cmd_simulate(const SimulateOptions& o) {
       std::printf("cost model: profile %s (%s, %s)\n", models.profile_path.c_str(), models.profile->gpu_name.c_str(),
                   models.profile->date_utc.c_str());
     for (const auto& n : models.notes->lines())
-      std::printf("note: outside calibration: %s\n", n.c_str());
+      std::printf("calibration note: %s\n", n.c_str());
   }
   if (!o.json_out.empty()) {
     Json j = result_to_json(r, in.schedule);

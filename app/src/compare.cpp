@@ -5,6 +5,7 @@
 #include "inputs.hpp"
 
 #include "cpsim/calibrate/calibrated_models.hpp"
+#include "cpsim/calibrate/predict.hpp"
 #include "cpsim/model/errors.hpp"
 #include "cpsim/model/kernel_cost.hpp"
 #include "cpsim/model/schedule_generator.hpp"
@@ -47,7 +48,7 @@ CompareEntry run_one(const Scenario& base, const MaskGeometry& mask, const Schem
   calib::CostModels models = calib::make_cost_models(sc.profile, sc.cluster, sc.workload, s);
   SimResult r;
   try {
-    r = run_analytic(s, sc.workload, *models.kernels, *models.comm);
+    r = calib::predict(s, sc.workload, models);
   } catch (const UserError& err) { // a plan the engine cannot run is a bug to show, not a fit problem
     e.reason = std::string("simulation failed: ") + err.what();
     return e;
@@ -140,7 +141,7 @@ std::string comparison_table(const Comparison& c, const Scenario& sc) {
   }
   for (size_t i = 0; i < c.ranked.size(); ++i)
     for (const auto& n : c.ranked[i].notes)
-      os << "note (#" << i + 1 << " " << c.ranked[i].scheme << "): outside calibration: " << n << "\n";
+      os << "calibration note (#" << i + 1 << " " << c.ranked[i].scheme << "): " << n << "\n";
   if (!c.not_applicable.empty()) {
     os << "not applicable:\n";
     for (const CompareEntry& e : c.not_applicable)

@@ -7,6 +7,7 @@
 #include "inputs.hpp"
 
 #include "cpsim/calibrate/calibrated_models.hpp"
+#include "cpsim/calibrate/predict.hpp"
 #include "cpsim/calibrate/validation.hpp"
 #include "cpsim/hardware/hardware_catalog.hpp"
 #include "cpsim/model/errors.hpp"
@@ -111,7 +112,7 @@ int cmd_validate(const ValidateOptions& o) {
     Schedule s = generate_schedule(c.scenario);
     calib::CostModels models =
         calib::make_cost_models(o.profile.empty() ? c.scenario.profile : o.profile, c.scenario.cluster, c.scenario.workload, s);
-    SimResult r = run_analytic(s, c.scenario.workload, *models.kernels, *models.comm);
+    SimResult r = calib::predict(s, c.scenario.workload, models);
     calib::add_scenario(rep, c.scenario.name, s, r, c.measured, c.measured_path);
     for (const auto& n : models.notes->lines())
       rep.notes.push_back(c.scenario.name + ": " + n);

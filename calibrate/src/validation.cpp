@@ -115,7 +115,7 @@ std::string validation_table(const ValidationReport& rep) {
     os << line;
   }
   for (const auto& n : rep.notes)
-    os << "note: outside calibration: " << n << "\n";
+    os << "calibration note: " << n << "\n";
   return os.str();
 }
 

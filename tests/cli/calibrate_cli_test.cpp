@@ -115,7 +115,7 @@ TEST_CASE("cli: simulate --profile uses the profile and notes what lies outside 
   Run r = test::run_cpsim("simulate " + write_scenario("big", 65536) + " --profile " + prof + " --json " + json);
   INFO(r.out);
   REQUIRE(r.code == 0);
-  CHECK_THAT(r.out, Contains("cost model: profile " + prof) && Contains("note: outside calibration: fwd attention (head_dim 64): tiles x heads") &&
+  CHECK_THAT(r.out, Contains("cost model: profile " + prof) && Contains("calibration note: fwd attention (head_dim 64): tiles x heads") &&
                         Contains("outside the calibrated"));
   Json j = load_json_file(json);
   CHECK(j["cost_model"]["profile"] == prof);
@@ -151,7 +151,7 @@ TEST_CASE("cli: the profile travels in the scenario key and in plans") {
   CHECK(missing.code == 2);
   Run cmp = test::run_cpsim("compare " + write_scenario("cmp", 65536) + " --profile " + prof);
   REQUIRE(cmp.code == 0);
-  CHECK_THAT(cmp.out, Contains("outside calibration"));
+  CHECK_THAT(cmp.out, Contains("calibration note (#1") && Contains("outside the calibrated"));
 }
 
 TEST_CASE("cli: validate --measured prints, and writes CSV, JSON and PNG with the errors of the step") {
