@@ -16,6 +16,6 @@ struct CalibrateOptions {
   int warmup = 3;
   int reps = 10;
 };
-int cmd_calibrate(const CalibrateOptions& o);
+int cmd_calibrate(const CalibrateOptions &o);
 
 } // namespace cpsim

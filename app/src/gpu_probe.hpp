@@ -10,11 +10,11 @@ namespace cpsim {
 struct GpuProbe {
   bool backend = false; // built with the CUDA/NCCL backend
   int devices = 0;
-  std::string why;      // empty when devices > 0
+  std::string why; // empty when devices > 0
 };
 
 GpuProbe probe_gpus();
 /** UserError naming the command and the cause unless a GPU can be used. */
-void require_gpus(const std::string& command, const std::string& alternative);
+void require_gpus(const std::string &command, const std::string &alternative);
 
 } // namespace cpsim

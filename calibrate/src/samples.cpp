@@ -9,16 +9,20 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
 
-Json kernel_json(const KernelSample& s) {
-  return {{"plan", s.plan},           {"mask", s.mask},
+Json kernel_json(const KernelSample &s) {
+  return {{"plan", s.plan},
+          {"mask", s.mask},
           {"direction", s.x.dir == Direction::FORWARD ? "fwd" : "bwd"},
-          {"head_dim", s.x.head_dim}, {"ctas", s.x.ctas},
-          {"full_tiles", s.x.full_tiles}, {"partial_tiles", s.x.partial_tiles},
-          {"bytes", s.x.bytes},       {"tokens", s.x.tokens},
+          {"head_dim", s.x.head_dim},
+          {"ctas", s.x.ctas},
+          {"full_tiles", s.x.full_tiles},
+          {"partial_tiles", s.x.partial_tiles},
+          {"bytes", s.x.bytes},
+          {"tokens", s.x.tokens},
           {"measured_s", s.measured_s}};
 }
 
-KernelSample read_kernel(const Json& j, const std::string& path) {
+KernelSample read_kernel(const Json &j, const std::string &path) {
   JsonObjectReader r(j, path);
   KernelSample s;
   s.plan = r.get_string("plan");
@@ -37,7 +41,7 @@ KernelSample read_kernel(const Json& j, const std::string& path) {
   return s;
 }
 
-CommSample read_comm(const Json& j, const std::string& path) {
+CommSample read_comm(const Json &j, const std::string &path) {
   JsonObjectReader r(j, path);
   CommSample s;
   s.plan = r.get_string("plan");
@@ -51,7 +55,7 @@ CommSample read_comm(const Json& j, const std::string& path) {
   return s;
 }
 
-OverlapSample read_overlap(const Json& j, const std::string& path) {
+OverlapSample read_overlap(const Json &j, const std::string &path) {
   JsonObjectReader r(j, path);
   OverlapSample s;
   s.plan = r.get_string("plan");
@@ -63,9 +67,8 @@ OverlapSample read_overlap(const Json& j, const std::string& path) {
   return s;
 }
 
-template <class T, class F>
-std::vector<T> read_array(JsonObjectReader& r, const std::string& key, F read) {
-  const Json& a = r.raw(key);
+template <class T, class F> std::vector<T> read_array(JsonObjectReader &r, const std::string &key, F read) {
+  const Json &a = r.raw(key);
   if (!a.is_array())
     r.fail(key, "must be an array");
   std::vector<T> out;
@@ -75,24 +78,42 @@ std::vector<T> read_array(JsonObjectReader& r, const std::string& key, F read) {
 }
 } // namespace
 
-Json raw_to_json(const RawMeasurements& r) {
+Json raw_to_json(const RawMeasurements &r) {
   Json ks = Json::array(), cs = Json::array(), os = Json::array();
-  for (const auto& s : r.kernels)
+  for (const auto &s : r.kernels)
     ks.push_back(kernel_json(s));
-  for (const auto& s : r.comms)
-    cs.push_back({{"plan", s.plan}, {"link", s.link}, {"op", s.op}, {"group", s.group}, {"bytes", s.bytes},
-                  {"bytes_sent", s.bytes_sent}, {"measured_s", s.measured_s}});
-  for (const auto& s : r.overlaps)
-    os.push_back({{"plan", s.plan}, {"compute_alone_s", s.compute_alone_s},
-                  {"compute_overlapped_s", s.compute_overlapped_s}, {"comm_alone_s", s.comm_alone_s},
+  for (const auto &s : r.comms)
+    cs.push_back({{"plan", s.plan},
+                  {"link", s.link},
+                  {"op", s.op},
+                  {"group", s.group},
+                  {"bytes", s.bytes},
+                  {"bytes_sent", s.bytes_sent},
+                  {"measured_s", s.measured_s}});
+  for (const auto &s : r.overlaps)
+    os.push_back({{"plan", s.plan},
+                  {"compute_alone_s", s.compute_alone_s},
+                  {"compute_overlapped_s", s.compute_overlapped_s},
+                  {"comm_alone_s", s.comm_alone_s},
                   {"comm_overlapped_s", s.comm_overlapped_s}});
-  return {{"format", kRawFormat}, {"version", 1},        {"gpu_name", r.gpu_name}, {"sm_count", r.sm_count},
-          {"gpus", r.gpus},       {"hardware", r.hardware}, {"hardware_gpu", r.hardware_gpu}, {"date_utc", r.date_utc}, {"git_sha", r.git_sha},
-          {"tile_m", r.tile_m},   {"tile_n", r.tile_n},   {"kernel_samples", ks},   {"comm_samples", cs},
-          {"overlap_samples", os}, {"not_calibrated", r.not_calibrated}};
+  return {{"format", kRawFormat},
+          {"version", 1},
+          {"gpu_name", r.gpu_name},
+          {"sm_count", r.sm_count},
+          {"gpus", r.gpus},
+          {"hardware", r.hardware},
+          {"hardware_gpu", r.hardware_gpu},
+          {"date_utc", r.date_utc},
+          {"git_sha", r.git_sha},
+          {"tile_m", r.tile_m},
+          {"tile_n", r.tile_n},
+          {"kernel_samples", ks},
+          {"comm_samples", cs},
+          {"overlap_samples", os},
+          {"not_calibrated", r.not_calibrated}};
 }
 
-RawMeasurements raw_from_json(const Json& j, const std::string& where) {
+RawMeasurements raw_from_json(const Json &j, const std::string &where) {
   try {
     JsonObjectReader r(j, "");
     if (r.get_string("format") != kRawFormat)
@@ -111,22 +132,22 @@ RawMeasurements raw_from_json(const Json& j, const std::string& where) {
     m.kernels = read_array<KernelSample>(r, "kernel_samples", read_kernel);
     m.comms = read_array<CommSample>(r, "comm_samples", read_comm);
     m.overlaps = read_array<OverlapSample>(r, "overlap_samples", read_overlap);
-    const Json& nc = r.raw("not_calibrated");
+    const Json &nc = r.raw("not_calibrated");
     if (!nc.is_array())
       r.fail("not_calibrated", "must be an array of strings");
-    for (const auto& s : nc) {
+    for (const auto &s : nc) {
       if (!s.is_string())
         r.fail("not_calibrated", "must be an array of strings");
       m.not_calibrated.push_back(s.get<std::string>());
     }
     r.finish();
     return m;
-  } catch (const UserError& e) {
+  } catch (const UserError &e) {
     throw UserError(where + ": " + e.what());
   }
 }
 
-RawMeasurements load_raw(const std::string& path) {
+RawMeasurements load_raw(const std::string &path) {
   return raw_from_json(load_json_file(path), "raw measurements '" + path + "'");
 }
 

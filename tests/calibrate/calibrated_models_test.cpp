@@ -27,8 +27,8 @@ Op full_op(int64_t q, int64_t k, int heads, int64_t full, int64_t partial, Direc
   return op;
 }
 
-bool has_line(const RangeNotes& n, const std::string& a, const std::string& b = "") {
-  for (const auto& l : n.lines())
+bool has_line(const RangeNotes &n, const std::string &a, const std::string &b = "") {
+  for (const auto &l : n.lines())
     if (l.find(a) != std::string::npos && l.find(b) != std::string::npos)
       return true;
   return false;
@@ -42,7 +42,7 @@ TEST_CASE("calibrate::kernel model: CTAs, waves and tiles by hand") {
   CalibratedKernelModel m(p, sc.cluster.gpu, sc.workload, 128, 128, notes);
   // 256 x 256 full, 4 heads: 2 query tiles x 4 heads = 8 CTAs (one wave of 264 slots), 4 tiles x 4 heads = 16 tiles
   Op op = full_op(256, 256, 4, 4, 0);
-  const KernelFit& f = p.kernels[0];
+  const KernelFit &f = p.kernels[0];
   double compute = 1 * (f.cta_s + 16 * f.tile_full_s / 8);
   double bytes = (2.0 * 256 * 4 + 2.0 * 256 * 4) * 64 * 2;
   CHECK(m.attention_s(op) == Approx(f.launch_s + std::max(compute, bytes / f.hbm_bytes_per_s)));
@@ -69,12 +69,14 @@ TEST_CASE("calibrate::kernel model: out-of-range inputs and missing families are
   CalibratedKernelModel m(p, sc.cluster.gpu, sc.workload, 128, 128, notes);
   Op big = full_op(128 * 64, 128, 4, 64, 0);
   double scaled = m.attention_s(big);
-  CHECK(has_line(notes, "fwd attention (head_dim 96)", "tiles x heads 256..256 outside the calibrated [1, 100] (1 ops)"));
+  CHECK(
+      has_line(notes, "fwd attention (head_dim 96)", "tiles x heads 256..256 outside the calibrated [1, 100] (1 ops)"));
   CHECK(has_line(notes, "head_dim not calibrated, tile times scaled from head_dim 64"));
   // tile times scale with head_dim: 96 / 64
   KernelFit f = p.kernels[0];
   double bytes = (2.0 * 8192 * 4 + 2.0 * 128 * 4) * 96 * 2;
-  CHECK(scaled == Approx(f.launch_s + std::max(1 * (f.cta_s + 256 * f.tile_full_s * 1.5 / 256), bytes / f.hbm_bytes_per_s)));
+  CHECK(scaled ==
+        Approx(f.launch_s + std::max(1 * (f.cta_s + 256 * f.tile_full_s * 1.5 / 256), bytes / f.hbm_bytes_per_s)));
   m.attention_s(full_op(128, 128, 4, 1, 0, Direction::BACKWARD));
   CHECK(has_line(notes, "bwd attention (head_dim 96): not calibrated in the profile, roofline used"));
   Json j = notes.to_json();

@@ -19,7 +19,7 @@ using Catch::Contains;
 using test::Run;
 
 namespace {
-std::string tmp(const std::string& name) {
+std::string tmp(const std::string &name) {
   auto d = std::filesystem::temp_directory_path() / ("cpsim_calib_cli_" + std::to_string(::getpid()));
   std::filesystem::create_directories(d);
   return (d / name).string();
@@ -67,10 +67,11 @@ std::string write_raw() {
   return path;
 }
 
-std::string write_scenario(const std::string& name, int64_t tokens) {
+std::string write_scenario(const std::string &name, int64_t tokens) {
   std::string path = tmp(name + ".json");
   std::ofstream(path) << R"({"name": ")" << name << R"(", "hardware": "h100-sxm-8",
-    "workload": {"seq_lens": [)" << tokens << R"(], "heads": 4, "kv_heads": 4, "head_dim": 64, "dtype": "bf16", "mask": "causal"},
+    "workload": {"seq_lens": [)"
+                      << tokens << R"(], "heads": 4, "kv_heads": 4, "head_dim": 64, "dtype": "bf16", "mask": "causal"},
     "parallel": {"scheme": "ring", "cp": 2}, "pass": "fwd_bwd"})";
   return path;
 }
@@ -115,12 +116,13 @@ TEST_CASE("cli: simulate --profile uses the profile and notes what lies outside 
   Run r = test::run_cpsim("simulate " + write_scenario("big", 65536) + " --profile " + prof + " --json " + json);
   INFO(r.out);
   REQUIRE(r.code == 0);
-  CHECK_THAT(r.out, Contains("cost model: profile " + prof) && Contains("calibration note: fwd attention (head_dim 64): tiles x heads") &&
+  CHECK_THAT(r.out, Contains("cost model: profile " + prof) &&
+                        Contains("calibration note: fwd attention (head_dim 64): tiles x heads") &&
                         Contains("outside the calibrated"));
   Json j = load_json_file(json);
   CHECK(j["cost_model"]["profile"] == prof);
   bool tiles_note = false;
-  for (const auto& n : j["cost_model"]["notes"])
+  for (const auto &n : j["cost_model"]["notes"])
     tiles_note |= n.value("quantity", "") == "tiles x heads";
   CHECK(tiles_note);
   // without a profile the roofline answers and says so
@@ -147,7 +149,8 @@ TEST_CASE("cli: the profile travels in the scenario key and in plans") {
   CHECK(load_json_file(plan)["scenario"]["profile"].get<std::string>().find("p_key.json") != std::string::npos);
   Run s = test::run_cpsim("simulate " + plan);
   CHECK_THAT(s.out, Contains("cost model: profile"));
-  Run missing = test::run_cpsim("plan " + write_scenario("planned2", 2048) + " --profile " + tmp("nope.json") + " -o " + plan);
+  Run missing =
+      test::run_cpsim("plan " + write_scenario("planned2", 2048) + " --profile " + tmp("nope.json") + " -o " + plan);
   CHECK(missing.code == 2);
   Run cmp = test::run_cpsim("compare " + write_scenario("cmp", 65536) + " --profile " + prof);
   REQUIRE(cmp.code == 0);
@@ -162,8 +165,8 @@ TEST_CASE("cli: validate --measured prints, and writes CSV, JSON and PNG with th
   Json pj = load_json_file(plan);
   // a measured file as `cpsim run --json` writes it: every op 100 us, the step 10 ms
   Json ops = Json::array();
-  for (const auto& rank : pj["schedule"]["ranks"])
-    for (const auto& op : rank["ops"])
+  for (const auto &rank : pj["schedule"]["ranks"])
+    for (const auto &op : rank["ops"])
       ops.push_back({{"rank", rank["rank"]}, {"op", op["id"]}, {"label", op["label"]}, {"median_s", 1e-4}});
   std::string meas = tmp("val_measured.json"), dir = tmp("val_out");
   save_json_file(meas, Json{{"scenario", pj["scenario"]}, {"step_time_s", 0.01}, {"ops", ops}}, 1);
@@ -187,7 +190,8 @@ TEST_CASE("cli: validate --measured prints, and writes CSV, JSON and PNG with th
   // the scenarios can also come from the measured files alone
   Run alone = test::run_cpsim("validate --measured " + meas + " --out-dir " + dir);
   CHECK(alone.code == 0);
-  Run unpaired = test::run_cpsim("validate " + write_scenario("other", 2048) + " --measured " + meas + " --out-dir " + dir);
+  Run unpaired =
+      test::run_cpsim("validate " + write_scenario("other", 2048) + " --measured " + meas + " --out-dir " + dir);
   CHECK(unpaired.code == 2);
   CHECK_THAT(unpaired.out, Contains("no --measured file measures it"));
 }

@@ -46,7 +46,7 @@ struct SweepOptions {
 };
 
 /** Every plan of the sweeps for this hardware (its GPU and intra-node link). */
-std::vector<CalibrationPlan> calibration_plans(const ClusterSpec& c, const SweepOptions& o);
+std::vector<CalibrationPlan> calibration_plans(const ClusterSpec &c, const SweepOptions &o);
 
 /** Message sizes of the communication sweeps: 1 KiB .. 1 GiB, x4 (quick: x16). */
 std::vector<int64_t> comm_sizes(bool quick);
@@ -55,6 +55,6 @@ std::vector<int64_t> comm_sizes(bool quick);
  * Adds the samples of one executed plan to `raw`, reading per-op medians from the measured result
  * (`cpsim run --json`: its ops[] with rank, op, median_s). UserError naming the plan and op when an op is missing.
  */
-void add_samples(const CalibrationPlan& plan, const Json& measured, RawMeasurements& raw);
+void add_samples(const CalibrationPlan &plan, const Json &measured, RawMeasurements &raw);
 
 } // namespace cpsim::calib
