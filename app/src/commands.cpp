@@ -60,6 +60,8 @@ int cmd_simulate(const SimulateOptions& o) {
     // the discrete-event engine prices compute with the (calibrated) kernel model, the network with its fabric
     DesStats st;
     r = run_des(in.schedule, sc.workload, sc.cluster, *models.kernels, &st);
+    if (models.profile)
+      models.notes->note("des engine: communication is priced by its fabric model; the profile prices compute only");
     if (!o.quiet) // stderr, so that stdout is the same table whichever engine ran
       std::fprintf(stderr,
                    "des: %d replica(s) in %d contention component(s) of %d kind(s); simulated %d replica(s) "
