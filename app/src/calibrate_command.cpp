@@ -24,7 +24,7 @@ namespace cpsim {
 namespace {
 namespace fs = std::filesystem;
 
-void progress(size_t done, size_t total, const std::string &what) {
+void progress(size_t done, size_t total, const std::string& what) {
   const int width = 30;
   int filled = total ? int(double(done) / double(total) * width) : width;
   std::fprintf(stderr, "\r[%s%s] %3zu/%zu %-48.48s", std::string(size_t(filled), '#').c_str(),
@@ -34,16 +34,16 @@ void progress(size_t done, size_t total, const std::string &what) {
   std::fflush(stderr);
 }
 
-void print_profile(const calib::Profile &p) {
+void print_profile(const calib::Profile& p) {
   std::printf("profile %s: %s, %d SMs, %d GPU(s), hardware %s, %s, git %s\n", p.name.c_str(), p.gpu_name.c_str(),
               p.sm_count, p.gpus, p.hardware.c_str(), p.date_utc.c_str(), p.git_sha.c_str());
-  for (const auto &k : p.kernels)
+  for (const auto& k : p.kernels)
     std::printf("  attention %s d=%-3d launch %.2f us  cta %.3f us  tile %.3f us (partial %.3f us)  %d CTA/SM  "
                 "hbm %.0f GB/s (%s)  in-sample |err| median %.1f%% p95 %.1f%% (n=%d)\n",
                 to_string(k.dir).c_str(), k.head_dim, k.launch_s * 1e6, k.cta_s * 1e6, k.tile_full_s * 1e6,
                 k.tile_partial_s * 1e6, k.ctas_per_sm, k.hbm_bytes_per_s / 1e9, k.hbm_source.c_str(),
                 100 * k.quality.median_abs_rel_err, 100 * k.quality.p95_abs_rel_err, k.quality.samples);
-  for (const auto &c : p.comms)
+  for (const auto& c : p.comms)
     std::printf("  %-14s %-10s latency %.2f us  bandwidth %.1f GB/s  bytes %.3g..%.3g  in-sample |err| median "
                 "%.1f%% p95 %.1f%% (n=%d)\n",
                 c.op.c_str(), c.link.c_str(), c.latency_s * 1e6, c.bandwidth_bytes_per_s / 1e9, c.bytes.min,
@@ -51,22 +51,29 @@ void print_profile(const calib::Profile &p) {
   if (p.has_overlap)
     std::printf("  overlap: attention x%.3f beside NCCL traffic, traffic x%.3f beside attention (n=%d)\n",
                 p.overlap.compute_slowdown, p.overlap.comm_slowdown, p.overlap.samples);
-  for (const auto &n : p.not_calibrated)
+  for (const auto& n : p.not_calibrated)
     std::printf("  not calibrated: %s\n", n.c_str());
 }
 
-calib::RawMeasurements run_sweeps(const CalibrateOptions &o, const ClusterSpec &c, int gpus, const std::string &dir) {
+calib::RawMeasurements run_sweeps(const CalibrateOptions& o, const ClusterSpec& c, int gpus, const std::string& dir) {
   calib::RawMeasurements raw;
   raw.hardware = o.hardware;
   raw.hardware_gpu = c.gpu.name;
   raw.gpus = gpus;
   raw.date_utc = utc_date_time();
   raw.git_sha = git_sha();
-  const auto plans = calib::calibration_plans(c, {gpus, o.quick});
+  calib::SweepOptions so;
+  so.gpus = gpus;
+  so.quick = o.quick;
+  calib::select_sweeps(so, o.sweeps);
+  const auto plans = calib::calibration_plans(c, so);
   raw.tile_m = plans.empty() ? 128 : plans.front().schedule.tile_m;
   raw.tile_n = plans.empty() ? 128 : plans.front().schedule.tile_n;
   if (gpus < 2)
     raw.not_calibrated.push_back("communication and overlap: one GPU only");
+  for (const auto& [on, group] : {std::pair{so.kernel, "kernel"}, {so.comm, "comm"}, {so.overlap, "overlap"}})
+    if (!on)
+      raw.not_calibrated.push_back(std::string(group) + ": not selected (--sweeps " + o.sweeps + ")");
   raw.not_calibrated.push_back("inter_node links: calibrate runs on the GPUs of one node");
   fs::create_directories(dir + "/plans");
   fs::create_directories(dir + "/measured");
@@ -76,17 +83,17 @@ calib::RawMeasurements run_sweeps(const CalibrateOptions &o, const ClusterSpec &
   std::map<std::string, std::pair<int, std::string>> failed;
   std::map<std::string, int> planned;
   for (size_t i = 0; i < plans.size(); ++i) {
-    const auto &p = plans[i];
+    const auto& p = plans[i];
     progress(i, plans.size(), p.name);
     ++planned[p.sweep];
-    auto fail = [&](const std::string &why) {
-      auto &f = failed[p.sweep];
+    auto fail = [&](const std::string& why) {
+      auto& f = failed[p.sweep];
       if (f.first++ == 0)
         f.second = "plan " + p.name + ": " + why;
     };
     try {
       backend::make_exec_plan(p.schedule, p.scenario.workload);
-    } catch (const UserError &e) {
+    } catch (const UserError& e) {
       fail(std::string("the backend cannot execute it: ") + e.what());
       continue;
     }
@@ -111,7 +118,7 @@ calib::RawMeasurements run_sweeps(const CalibrateOptions &o, const ClusterSpec &
     }
     calib::add_samples(p, m, raw);
   }
-  for (const auto &[sweep, f] : failed)
+  for (const auto& [sweep, f] : failed)
     raw.not_calibrated.push_back(sweep + ": " + std::to_string(f.first) + " of " + std::to_string(planned[sweep]) +
                                  " plans did not run; first: " + f.second);
   progress(plans.size(), plans.size(), "done");
@@ -121,7 +128,7 @@ calib::RawMeasurements run_sweeps(const CalibrateOptions &o, const ClusterSpec &
 }
 } // namespace
 
-int cmd_calibrate(const CalibrateOptions &o) {
+int cmd_calibrate(const CalibrateOptions& o) {
   if (o.out.empty())
     throw UserError("--out: the profile file to write is required (hardware/profiles/<name>.json)");
   calib::RawMeasurements raw;
@@ -130,6 +137,8 @@ int cmd_calibrate(const CalibrateOptions &o) {
     raw = calib::load_raw(o.from_raw);
     raw_file = o.from_raw;
   } else {
+    calib::SweepOptions check;
+    calib::select_sweeps(check, o.sweeps); // a bad list is the user's error whatever the machine
     require_gpus("calibrate", "use --from-raw FILE to fit measurements recorded on a GPU machine");
     if (o.hardware.empty())
       throw UserError("--hardware: name the built-in description of this machine (cpsim hardware lists them), "

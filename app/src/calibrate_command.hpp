@@ -13,9 +13,10 @@ struct CalibrateOptions {
   std::string raw_dir;  // where plans, measured results, logs and raw.json go (GPU path)
   int gpus = 0;         // 0: every visible GPU, up to the hardware's GPUs per node
   bool quick = false;
+  std::string sweeps = "kernel,comm,overlap";
   int warmup = 3;
   int reps = 10;
 };
-int cmd_calibrate(const CalibrateOptions &o);
+int cmd_calibrate(const CalibrateOptions& o);
 
 } // namespace cpsim

@@ -13,14 +13,14 @@
 
 namespace cpsim {
 
-int run_child(const std::vector<std::string> &argv, const std::string &log_path) {
+int run_child(const std::vector<std::string>& argv, const std::string& log_path) {
   CPSIM_ASSERT(!argv.empty(), "run_child without a program");
   int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0)
     throw UserError("cannot open log file '" + log_path + "': " + std::strerror(errno));
-  std::vector<char *> args;
-  for (const auto &a : argv)
-    args.push_back(const_cast<char *>(a.c_str()));
+  std::vector<char*> args;
+  for (const auto& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   pid_t pid = ::fork();
   if (pid < 0) {
@@ -31,7 +31,7 @@ int run_child(const std::vector<std::string> &argv, const std::string &log_path)
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     ::execvp(args[0], args.data());
-    const char *msg = "exec failed\n";
+    const char* msg = "exec failed\n";
     (void)!::write(2, msg, std::strlen(msg));
     ::_exit(127);
   }
@@ -47,7 +47,7 @@ std::string self_exe() {
 }
 
 namespace {
-std::string format_now(const char *fmt) {
+std::string format_now(const char* fmt) {
   std::time_t t = std::time(nullptr);
   std::tm tm{};
   gmtime_r(&t, &tm);

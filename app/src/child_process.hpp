@@ -9,7 +9,7 @@
 namespace cpsim {
 
 /** Runs argv (argv[0] a path) with stdout and stderr appended to log_path; returns its exit code, or 128 + signal. */
-int run_child(const std::vector<std::string> &argv, const std::string &log_path);
+int run_child(const std::vector<std::string>& argv, const std::string& log_path);
 
 /** This executable's path (to start `cpsim run` children). */
 std::string self_exe();

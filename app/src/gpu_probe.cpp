@@ -29,7 +29,7 @@ GpuProbe probe_gpus() {
   return p;
 }
 
-void require_gpus(const std::string &command, const std::string &alternative) {
+void require_gpus(const std::string& command, const std::string& alternative) {
   GpuProbe p = probe_gpus();
   if (p.devices > 0)
     return;

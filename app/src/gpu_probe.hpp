@@ -15,6 +15,6 @@ struct GpuProbe {
 
 GpuProbe probe_gpus();
 /** UserError naming the command and the cause unless a GPU can be used. */
-void require_gpus(const std::string &command, const std::string &alternative);
+void require_gpus(const std::string& command, const std::string& alternative);
 
 } // namespace cpsim

@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
   ca->add_option("--raw-dir", cal.raw_dir, "Folder for plans, measured results, logs and raw.json (default results/calibration/<UTC>_<hardware>)");
   ca->add_option("--gpus", cal.gpus, "GPUs to use (default: all visible, up to the node's)");
   ca->add_flag("--quick", cal.quick, "A small sweep grid (a first look, a smoke test)");
+  ca->add_option("--sweeps", cal.sweeps, "Sweep groups to run: any of kernel,comm,overlap")->capture_default_str();
   ca->add_option("--warmup", cal.warmup, "Untimed repetitions of each plan")->capture_default_str();
   ca->add_option("--reps", cal.reps, "Timed repetitions of each plan (medians are fitted)")->capture_default_str();
 

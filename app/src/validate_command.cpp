@@ -25,12 +25,12 @@ namespace cpsim {
 namespace {
 namespace fs = std::filesystem;
 
-std::vector<std::string> scenario_files(const std::vector<std::string> &inputs) {
+std::vector<std::string> scenario_files(const std::vector<std::string>& inputs) {
   std::vector<std::string> files;
-  for (const auto &in : inputs) {
+  for (const auto& in : inputs) {
     if (fs::is_directory(in)) {
       std::vector<std::string> here;
-      for (const auto &e : fs::directory_iterator(in))
+      for (const auto& e : fs::directory_iterator(in))
         if (e.is_regular_file() && e.path().extension() == ".json")
           here.push_back(e.path().string());
       if (here.empty())
@@ -50,7 +50,7 @@ struct Case {
   Json measured;
 };
 
-void write_text(const std::string &path, const std::string &text) {
+void write_text(const std::string& path, const std::string& text) {
   std::ofstream f(path);
   f << text;
   if (!f)
@@ -58,12 +58,12 @@ void write_text(const std::string &path, const std::string &text) {
 }
 } // namespace
 
-int cmd_validate(const ValidateOptions &o) {
+int cmd_validate(const ValidateOptions& o) {
   std::vector<Case> cases;
   const std::string out_dir = o.out_dir.empty() ? "results/validation/" + utc_stamp() : o.out_dir;
   if (!o.measured.empty()) {
     std::map<std::string, std::pair<std::string, Json>> by_name;
-    for (const auto &m : o.measured) {
+    for (const auto& m : o.measured) {
       Json j = load_json_file(m);
       if (!j.is_object() || !j.contains("scenario") || !j["scenario"].is_object())
         throw UserError("--measured '" + m + "': no \"scenario\" object (is it `cpsim run --json` output?)");
@@ -74,12 +74,12 @@ int cmd_validate(const ValidateOptions &o) {
       by_name[name] = {m, std::move(j)};
     }
     if (o.inputs.empty()) {
-      for (auto &[name, mj] : by_name)
+      for (auto& [name, mj] : by_name)
         cases.push_back(
             {scenario_from_json(mj.second["scenario"], builtin_hardware, fs::path(mj.first).parent_path().string()),
              mj.first, mj.second});
     } else {
-      for (const auto &f : scenario_files(o.inputs)) {
+      for (const auto& f : scenario_files(o.inputs)) {
         Scenario sc = load_scenario(f);
         auto it = by_name.find(sc.name);
         if (it == by_name.end())
@@ -110,13 +110,13 @@ int cmd_validate(const ValidateOptions &o) {
   }
 
   calib::ValidationReport rep;
-  for (const auto &c : cases) {
+  for (const auto& c : cases) {
     Schedule s = generate_schedule(c.scenario);
     calib::CostModels models = calib::make_cost_models(o.profile.empty() ? c.scenario.profile : o.profile,
                                                        c.scenario.cluster, c.scenario.workload, s);
     SimResult r = calib::predict(s, c.scenario.workload, models);
     calib::add_scenario(rep, c.scenario.name, s, r, c.measured, c.measured_path);
-    for (const auto &n : models.notes->lines())
+    for (const auto& n : models.notes->lines())
       rep.notes.push_back(c.scenario.name + ": " + n);
   }
 

@@ -16,6 +16,6 @@ struct ValidateOptions {
   int warmup = 3;
   int reps = 10;
 };
-int cmd_validate(const ValidateOptions &o);
+int cmd_validate(const ValidateOptions& o);
 
 } // namespace cpsim

@@ -15,13 +15,13 @@ std::string family_name(Direction d, int head_dim) {
 }
 } // namespace
 
-CalibratedKernelModel::CalibratedKernelModel(const Profile &p, const GpuSpec &gpu, const Workload &w, int64_t tile_m,
-                                             int64_t tile_n, RangeNotes &notes)
+CalibratedKernelModel::CalibratedKernelModel(const Profile& p, const GpuSpec& gpu, const Workload& w, int64_t tile_m,
+                                             int64_t tile_n, RangeNotes& notes)
     : p_(p), w_(w), tile_m_(tile_m), tile_n_(tile_n), roofline_(gpu, w, tile_m, tile_n), notes_(notes) {}
 
-double CalibratedKernelModel::attention_s(const Op &op) const {
-  const KernelFit *best = nullptr;
-  for (const auto &k : p_.kernels)
+double CalibratedKernelModel::attention_s(const Op& op) const {
+  const KernelFit* best = nullptr;
+  for (const auto& k : p_.kernels)
     if (k.dir == op.dir && (!best || std::abs(k.head_dim - w_.head_dim) < std::abs(best->head_dim - w_.head_dim)))
       best = &k;
   const std::string subject = family_name(op.dir, w_.head_dim);
@@ -47,17 +47,17 @@ double CalibratedKernelModel::attention_s(const Op &op) const {
   return kernel_time_s(f, x, p_.sm_count);
 }
 
-double CalibratedKernelModel::merge_s(const Op &op) const {
+double CalibratedKernelModel::merge_s(const Op& op) const {
   notes_.note("merge ops: not calibrated in the profile, roofline used");
   return roofline_.merge_s(op);
 }
 
-CalibratedCommModel::CalibratedCommModel(const Profile &p, const ClusterSpec &c, std::vector<int> placement,
-                                         RangeNotes &notes)
+CalibratedCommModel::CalibratedCommModel(const Profile& p, const ClusterSpec& c, std::vector<int> placement,
+                                         RangeNotes& notes)
     : p_(p), roofline_(c, std::move(placement)), notes_(notes) {}
 
-const CommFit *CalibratedCommModel::find(const std::string &link, const std::string &op) const {
-  for (const auto &f : p_.comms)
+const CommFit* CalibratedCommModel::find(const std::string& link, const std::string& op) const {
+  for (const auto& f : p_.comms)
     if (f.link == link && f.op == op)
       return &f;
   notes_.note(op + " over " + link + ": not calibrated in the profile, roofline used");
@@ -65,19 +65,19 @@ const CommFit *CalibratedCommModel::find(const std::string &link, const std::str
 }
 
 double CalibratedCommModel::p2p_s(int src, int dst, int64_t bytes) const {
-  const CommFit *f = find(link_name(roofline_.same_node(src, dst)), "p2p");
+  const CommFit* f = find(link_name(roofline_.same_node(src, dst)), "p2p");
   if (!f)
     return roofline_.p2p_s(src, dst, bytes);
   notes_.check("p2p over " + f->link, "bytes", double(bytes), f->bytes);
   return comm_time_s(*f, 2, bytes);
 }
 
-double CalibratedCommModel::collective_s(CollectiveKind kind, const std::vector<int> &group, int64_t bytes) const {
+double CalibratedCommModel::collective_s(CollectiveKind kind, const std::vector<int>& group, int64_t bytes) const {
   bool local = true;
   for (int r : group)
     local = local && roofline_.same_node(group.front(), r);
   const std::string op = to_string(kind);
-  const CommFit *f = find(link_name(local), op);
+  const CommFit* f = find(link_name(local), op);
   if (!f)
     return roofline_.collective_s(kind, group, bytes);
   const int n = int(group.size());
@@ -94,8 +94,8 @@ Json CostModels::to_json() const {
           {"date_utc", profile->date_utc}, {"git_sha", profile->git_sha}, {"notes", notes->to_json()}};
 }
 
-CostModels make_cost_models(const std::string &profile_path, const ClusterSpec &c, const Workload &w,
-                            const Schedule &s) {
+CostModels make_cost_models(const std::string& profile_path, const ClusterSpec& c, const Workload& w,
+                            const Schedule& s) {
   CostModels m;
   m.notes = std::make_unique<RangeNotes>();
   if (profile_path.empty()) {
@@ -105,7 +105,7 @@ CostModels make_cost_models(const std::string &profile_path, const ClusterSpec &
   }
   m.profile = std::make_unique<Profile>(load_profile(profile_path));
   m.profile_path = profile_path;
-  const Profile &p = *m.profile;
+  const Profile& p = *m.profile;
   if (p.hardware_gpu != c.gpu.name)
     m.notes->note("profile measured on '" + p.gpu_name + "' (hardware '" + p.hardware + "', GPU '" + p.hardware_gpu +
                   "') but the scenario's GPU is '" + c.gpu.name + "'");

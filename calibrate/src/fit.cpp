@@ -19,7 +19,7 @@ namespace {
  * min || diag(1/y) (A x - y) || with x >= 0: the relative error of every sample counts alike.
  * Active set: solve on the free columns, pin the most negative coefficient to zero, repeat.
  */
-Eigen::VectorXd nnls_relative(const Eigen::MatrixXd &a, const Eigen::VectorXd &y) {
+Eigen::VectorXd nnls_relative(const Eigen::MatrixXd& a, const Eigen::VectorXd& y) {
   const Eigen::Index p = a.cols();
   Eigen::VectorXd wy = Eigen::VectorXd::Ones(y.size());
   Eigen::MatrixXd wa = a;
@@ -55,7 +55,7 @@ Eigen::VectorXd nnls_relative(const Eigen::MatrixXd &a, const Eigen::VectorXd &y
   }
 }
 
-FitQuality quality_of(const std::vector<double> &predicted, const std::vector<double> &measured) {
+FitQuality quality_of(const std::vector<double>& predicted, const std::vector<double>& measured) {
   std::vector<double> e;
   for (size_t i = 0; i < predicted.size(); ++i)
     e.push_back(std::abs(rel_err(predicted[i], measured[i])));
@@ -68,8 +68,7 @@ struct KernelCandidate {
 };
 
 /** Fits one family for a given occupancy, alternating between the compute fit and the memory-bound set. */
-KernelCandidate fit_family(const std::vector<const KernelSample *> &ss, int sm_count, int ctas_per_sm,
-                           double spec_hbm) {
+KernelCandidate fit_family(const std::vector<const KernelSample*>& ss, int sm_count, int ctas_per_sm, double spec_hbm) {
   const Eigen::Index n = Eigen::Index(ss.size());
   KernelFit f;
   f.ctas_per_sm = ctas_per_sm;
@@ -78,13 +77,13 @@ KernelCandidate fit_family(const std::vector<const KernelSample *> &ss, int sm_c
   Eigen::MatrixXd feat(n, 4);
   Eigen::VectorXd y(n);
   for (Eigen::Index i = 0; i < n; ++i) {
-    const KernelFeatures &x = ss[size_t(i)]->x;
+    const KernelFeatures& x = ss[size_t(i)]->x;
     double waves = double(kernel_waves(x.ctas, sm_count, ctas_per_sm));
     feat.row(i) << 1.0, waves, waves * double(x.full_tiles) / double(x.ctas),
         waves * double(x.partial_tiles) / double(x.ctas);
     y(i) = ss[size_t(i)]->measured_s;
   }
-  auto predict = [&](const KernelFit &k, Eigen::Index i) { return kernel_time_s(k, ss[size_t(i)]->x, sm_count); };
+  auto predict = [&](const KernelFit& k, Eigen::Index i) { return kernel_time_s(k, ss[size_t(i)]->x, sm_count); };
   std::vector<bool> memory_bound(size_t(n), false);
   for (int iter = 0; iter < 20; ++iter) {
     std::vector<Eigen::Index> rows;
@@ -141,15 +140,15 @@ KernelCandidate fit_family(const std::vector<const KernelSample *> &ss, int sm_c
 
 } // namespace
 
-std::vector<KernelFit> fit_kernels(const std::vector<KernelSample> &samples, int sm_count, double spec_hbm) {
+std::vector<KernelFit> fit_kernels(const std::vector<KernelSample>& samples, int sm_count, double spec_hbm) {
   CPSIM_ASSERT(sm_count > 0 && spec_hbm > 0, "kernel fit needs the SM count and a data-sheet HBM bandwidth");
-  std::map<std::pair<int, int>, std::vector<const KernelSample *>> families;
-  for (const auto &s : samples)
+  std::map<std::pair<int, int>, std::vector<const KernelSample*>> families;
+  for (const auto& s : samples)
     families[{int(s.x.dir), s.x.head_dim}].push_back(&s);
   std::vector<KernelFit> out;
-  for (const auto &[key, ss] : families) {
+  for (const auto& [key, ss] : families) {
     std::set<std::tuple<int64_t, int64_t, int64_t>> distinct;
-    for (const auto *s : ss)
+    for (const auto* s : ss)
       distinct.insert({s->x.ctas, s->x.full_tiles, s->x.partial_tiles});
     const std::string what = to_string(Direction(key.first)) + " attention, head_dim " + std::to_string(key.second);
     if (distinct.size() < 4)
@@ -169,7 +168,7 @@ std::vector<KernelFit> fit_kernels(const std::vector<KernelSample> &samples, int
     f.head_dim = key.second;
     f.tiles = f.ctas = f.tokens = f.partial_fraction = Range::none();
     std::vector<double> pred, meas;
-    for (const auto *s : ss) {
+    for (const auto* s : ss) {
       int64_t tiles = s->x.full_tiles + s->x.partial_tiles;
       f.tiles.extend(double(tiles));
       f.ctas.extend(double(s->x.ctas));
@@ -186,10 +185,10 @@ std::vector<KernelFit> fit_kernels(const std::vector<KernelSample> &samples, int
   return out;
 }
 
-double comm_time_s(const CommFit &f, int group, int64_t bytes_sent) {
+double comm_time_s(const CommFit& f, int group, int64_t bytes_sent) {
   const double steps = f.op == "p2p" ? 1.0 : double(group - 1);
   double t = steps * f.latency_s + double(bytes_sent) / f.bandwidth_bytes_per_s;
-  const auto &c = f.correction;
+  const auto& c = f.correction;
   if (c.empty())
     return t;
   const double b = double(bytes_sent);
@@ -204,15 +203,15 @@ double comm_time_s(const CommFit &f, int group, int64_t bytes_sent) {
   return t * (c[i - 1].second + u * (c[i].second - c[i - 1].second));
 }
 
-std::vector<CommFit> fit_comms(const std::vector<CommSample> &samples) {
-  std::map<std::pair<std::string, std::string>, std::vector<const CommSample *>> groups;
-  for (const auto &s : samples)
+std::vector<CommFit> fit_comms(const std::vector<CommSample>& samples) {
+  std::map<std::pair<std::string, std::string>, std::vector<const CommSample*>> groups;
+  for (const auto& s : samples)
     groups[{s.link, s.op}].push_back(&s);
   std::vector<CommFit> out;
-  for (const auto &[key, ss] : groups) {
+  for (const auto& [key, ss] : groups) {
     const std::string what = key.second + " over " + key.first;
     std::set<int64_t> sizes;
-    for (const auto *s : ss)
+    for (const auto* s : ss)
       sizes.insert(s->bytes_sent);
     if (sizes.size() < 2)
       throw UserError("communication samples for " + what + ": one message size only, the fit needs two or more");
@@ -220,7 +219,7 @@ std::vector<CommFit> fit_comms(const std::vector<CommSample> &samples) {
     Eigen::MatrixXd a(n, 2);
     Eigen::VectorXd y(n);
     for (Eigen::Index i = 0; i < n; ++i) {
-      const CommSample &s = *ss[size_t(i)];
+      const CommSample& s = *ss[size_t(i)];
       a.row(i) << (s.op == "p2p" ? 1.0 : double(s.group - 1)), double(s.bytes_sent);
       y(i) = s.measured_s;
     }
@@ -235,15 +234,15 @@ std::vector<CommFit> fit_comms(const std::vector<CommSample> &samples) {
     f.bandwidth_bytes_per_s = 1.0 / p(1);
     f.bytes = f.group = Range::none();
     std::map<int64_t, std::vector<double>> ratio;
-    for (const auto *s : ss) {
+    for (const auto* s : ss) {
       ratio[s->bytes_sent].push_back(s->measured_s / comm_time_s(f, s->group, s->bytes_sent));
       f.bytes.extend(double(s->bytes_sent));
       f.group.extend(double(s->group));
     }
-    for (const auto &[b, r] : ratio)
+    for (const auto& [b, r] : ratio)
       f.correction.push_back({double(b), median(r)});
     std::vector<double> pred, meas;
-    for (const auto *s : ss) {
+    for (const auto* s : ss) {
       pred.push_back(comm_time_s(f, s->group, s->bytes_sent));
       meas.push_back(s->measured_s);
     }
@@ -253,17 +252,17 @@ std::vector<CommFit> fit_comms(const std::vector<CommSample> &samples) {
   return out;
 }
 
-OverlapFit fit_overlap(const std::vector<OverlapSample> &samples) {
+OverlapFit fit_overlap(const std::vector<OverlapSample>& samples) {
   CPSIM_ASSERT(!samples.empty(), "overlap fit of no samples");
   std::vector<double> comp, comm;
-  for (const auto &s : samples) {
+  for (const auto& s : samples) {
     comp.push_back(s.compute_overlapped_s / s.compute_alone_s);
     comm.push_back(s.comm_overlapped_s / s.comm_alone_s);
   }
   return {median(comp), median(comm), int(samples.size())};
 }
 
-Profile fit_profile(const RawMeasurements &raw, double spec_hbm_bytes_per_s) {
+Profile fit_profile(const RawMeasurements& raw, double spec_hbm_bytes_per_s) {
   Profile p;
   p.gpu_name = raw.gpu_name;
   p.sm_count = raw.sm_count;

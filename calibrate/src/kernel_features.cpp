@@ -7,14 +7,14 @@
 
 namespace cpsim::calib {
 
-KernelFeatures kernel_features(const Op &op, const Workload &w, int64_t tile_m, int64_t tile_n) {
+KernelFeatures kernel_features(const Op& op, const Workload& w, int64_t tile_m, int64_t tile_n) {
   CPSIM_ASSERT(op.kind == OpKind::ATTENTION, "kernel features of a non-attention op");
   KernelFeatures x;
   x.dir = op.dir;
   x.head_dim = w.head_dim;
   const int64_t h = op.heads();
   int64_t q_rows = 0, k_rows = 0, blocks = 0;
-  for (const auto &s : op.segments) {
+  for (const auto& s : op.segments) {
     q_rows += s.q.size();
     k_rows += s.k.size();
     // flash-attn launches one CTA per query tile forward and per key tile backward
@@ -36,7 +36,7 @@ int64_t kernel_waves(int64_t ctas, int sm_count, int ctas_per_sm) {
   return std::max<int64_t>(1, (ctas + slots - 1) / slots);
 }
 
-double kernel_compute_s(const KernelFit &f, const KernelFeatures &x, int sm_count) {
+double kernel_compute_s(const KernelFit& f, const KernelFeatures& x, int sm_count) {
   if (x.ctas <= 0)
     return 0;
   const double waves = double(kernel_waves(x.ctas, sm_count, f.ctas_per_sm));
@@ -45,7 +45,7 @@ double kernel_compute_s(const KernelFit &f, const KernelFeatures &x, int sm_coun
   return waves * (f.cta_s + work_per_cta);
 }
 
-double kernel_time_s(const KernelFit &f, const KernelFeatures &x, int sm_count) {
+double kernel_time_s(const KernelFit& f, const KernelFeatures& x, int sm_count) {
   const double memory_s = f.hbm_bytes_per_s > 0 ? x.bytes / f.hbm_bytes_per_s : 0;
   return f.launch_s + std::max(kernel_compute_s(f, x, sm_count), memory_s);
 }

@@ -30,15 +30,15 @@ std::string comm_op_name(OpKind kind, CollectiveKind coll) {
 namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-Json range_json(const Range &r) {
+Json range_json(const Range& r) {
   return Json::array({r.min, r.max});
 }
-Json quality_json(const FitQuality &q) {
+Json quality_json(const FitQuality& q) {
   return {{"samples", q.samples}, {"median_abs_rel_err", q.median_abs_rel_err}, {"p95_abs_rel_err", q.p95_abs_rel_err}};
 }
 
-Range read_range(JsonObjectReader &r, const std::string &key, double lo) {
-  const Json &v = r.raw(key);
+Range read_range(JsonObjectReader& r, const std::string& key, double lo) {
+  const Json& v = r.raw(key);
   if (!v.is_array() || v.size() != 2 || !v[0].is_number() || !v[1].is_number())
     r.fail(key, "must be [min, max] (two numbers)");
   Range out{v[0].get<double>(), v[1].get<double>()};
@@ -47,7 +47,7 @@ Range read_range(JsonObjectReader &r, const std::string &key, double lo) {
   return out;
 }
 
-FitQuality read_quality(JsonObjectReader &parent) {
+FitQuality read_quality(JsonObjectReader& parent) {
   JsonObjectReader r = parent.get_object("fit_quality");
   FitQuality q;
   q.samples = int(r.get_int("samples", 1, 1 << 30));
@@ -57,7 +57,7 @@ FitQuality read_quality(JsonObjectReader &parent) {
   return q;
 }
 
-KernelFit read_kernel(const Json &j, const std::string &path) {
+KernelFit read_kernel(const Json& j, const std::string& path) {
   JsonObjectReader r(j, path);
   KernelFit f;
   f.dir = r.get_enum("direction", {"fwd", "bwd"}) == "fwd" ? Direction::FORWARD : Direction::BACKWARD;
@@ -80,18 +80,18 @@ KernelFit read_kernel(const Json &j, const std::string &path) {
   return f;
 }
 
-CommFit read_comm(const Json &j, const std::string &path) {
+CommFit read_comm(const Json& j, const std::string& path) {
   JsonObjectReader r(j, path);
   CommFit f;
   f.link = r.get_enum("link", {"intra_node", "inter_node"});
   f.op = r.get_enum("op", {"p2p", "all_gather", "reduce_scatter", "all_to_all", "all_reduce"});
   f.latency_s = r.get_number("latency_s", 0, 1.0);
   f.bandwidth_bytes_per_s = r.get_number("bandwidth_bytes_per_s", 1e3, 1e15);
-  const Json &c = r.raw("correction");
+  const Json& c = r.raw("correction");
   if (!c.is_array())
     r.fail("correction", "must be an array of [bytes_sent, factor] pairs");
   double last = -1;
-  for (const auto &e : c) {
+  for (const auto& e : c) {
     if (!e.is_array() || e.size() != 2 || !e[0].is_number() || !e[1].is_number())
       r.fail("correction", "every entry must be [bytes_sent, factor]");
     double b = e[0].get<double>(), k = e[1].get<double>();
@@ -109,9 +109,9 @@ CommFit read_comm(const Json &j, const std::string &path) {
 }
 } // namespace
 
-Json profile_to_json(const Profile &p) {
+Json profile_to_json(const Profile& p) {
   Json kernels = Json::array(), comms = Json::array();
-  for (const auto &k : p.kernels)
+  for (const auto& k : p.kernels)
     kernels.push_back({{"direction", k.dir == Direction::FORWARD ? "fwd" : "bwd"},
                        {"head_dim", k.head_dim},
                        {"launch_s", k.launch_s},
@@ -126,9 +126,9 @@ Json profile_to_json(const Profile &p) {
                        {"tokens", range_json(k.tokens)},
                        {"partial_fraction", range_json(k.partial_fraction)},
                        {"fit_quality", quality_json(k.quality)}});
-  for (const auto &c : p.comms) {
+  for (const auto& c : p.comms) {
     Json corr = Json::array();
-    for (const auto &[b, k] : c.correction)
+    for (const auto& [b, k] : c.correction)
       corr.push_back({b, k});
     comms.push_back({{"link", c.link},
                      {"op", c.op},
@@ -163,11 +163,11 @@ Json profile_to_json(const Profile &p) {
   return j;
 }
 
-Profile profile_from_json(const Json &j, const std::string &where) {
+Profile profile_from_json(const Json& j, const std::string& where) {
   if (!j.is_object())
     throw UserError(where + ": a profile must be a JSON object");
   JsonObjectReader r(j, "");
-  auto fail = [&](const std::string &key, const std::string &why) { throw UserError(where + ": " + key + ": " + why); };
+  auto fail = [&](const std::string& key, const std::string& why) { throw UserError(where + ": " + key + ": " + why); };
   try {
     if (r.get_string("format") != kProfileFormat)
       r.fail("format", std::string("a profile must have format \"") + kProfileFormat + "\"");
@@ -185,23 +185,23 @@ Profile profile_from_json(const Json &j, const std::string &where) {
     p.raw_file = r.get_string_or("raw_file", "");
     p.tile_m = r.get_int("tile_m", 16, 1024);
     p.tile_n = r.get_int("tile_n", 16, 1024);
-    const Json &ks = r.raw("kernels");
+    const Json& ks = r.raw("kernels");
     if (!ks.is_array())
       r.fail("kernels", "must be an array");
     for (size_t i = 0; i < ks.size(); ++i) {
       KernelFit k = read_kernel(ks[i], "kernels[" + std::to_string(i) + "]");
-      for (const auto &o : p.kernels)
+      for (const auto& o : p.kernels)
         if (o.dir == k.dir && o.head_dim == k.head_dim)
           fail("kernels[" + std::to_string(i) + "]",
                "a second entry for direction " + to_string(k.dir) + ", head_dim " + std::to_string(k.head_dim));
       p.kernels.push_back(k);
     }
-    const Json &cs = r.raw("comms");
+    const Json& cs = r.raw("comms");
     if (!cs.is_array())
       r.fail("comms", "must be an array");
     for (size_t i = 0; i < cs.size(); ++i) {
       CommFit c = read_comm(cs[i], "comms[" + std::to_string(i) + "]");
-      for (const auto &o : p.comms)
+      for (const auto& o : p.comms)
         if (o.link == c.link && o.op == c.op)
           fail("comms[" + std::to_string(i) + "]", "a second entry for " + c.op + " over " + c.link);
       p.comms.push_back(c);
@@ -216,17 +216,17 @@ Profile profile_from_json(const Json &j, const std::string &where) {
       p.overlap.samples = int(o.get_int("samples", 1, 1 << 30));
       o.finish();
     }
-    const Json &nc = r.raw("not_calibrated");
+    const Json& nc = r.raw("not_calibrated");
     if (!nc.is_array())
       r.fail("not_calibrated", "must be an array of strings");
-    for (const auto &s : nc) {
+    for (const auto& s : nc) {
       if (!s.is_string())
         r.fail("not_calibrated", "must be an array of strings");
       p.not_calibrated.push_back(s.get<std::string>());
     }
     r.finish();
     return p;
-  } catch (const UserError &e) {
+  } catch (const UserError& e) {
     std::string m = e.what();
     if (m.rfind(where, 0) == 0)
       throw;
@@ -234,7 +234,7 @@ Profile profile_from_json(const Json &j, const std::string &where) {
   }
 }
 
-Profile load_profile(const std::string &path) {
+Profile load_profile(const std::string& path) {
   return profile_from_json(load_json_file(path), "profile '" + path + "'");
 }
 

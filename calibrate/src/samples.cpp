@@ -9,7 +9,7 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
 
-Json kernel_json(const KernelSample &s) {
+Json kernel_json(const KernelSample& s) {
   return {{"plan", s.plan},
           {"mask", s.mask},
           {"direction", s.x.dir == Direction::FORWARD ? "fwd" : "bwd"},
@@ -22,7 +22,7 @@ Json kernel_json(const KernelSample &s) {
           {"measured_s", s.measured_s}};
 }
 
-KernelSample read_kernel(const Json &j, const std::string &path) {
+KernelSample read_kernel(const Json& j, const std::string& path) {
   JsonObjectReader r(j, path);
   KernelSample s;
   s.plan = r.get_string("plan");
@@ -41,7 +41,7 @@ KernelSample read_kernel(const Json &j, const std::string &path) {
   return s;
 }
 
-CommSample read_comm(const Json &j, const std::string &path) {
+CommSample read_comm(const Json& j, const std::string& path) {
   JsonObjectReader r(j, path);
   CommSample s;
   s.plan = r.get_string("plan");
@@ -55,7 +55,7 @@ CommSample read_comm(const Json &j, const std::string &path) {
   return s;
 }
 
-OverlapSample read_overlap(const Json &j, const std::string &path) {
+OverlapSample read_overlap(const Json& j, const std::string& path) {
   JsonObjectReader r(j, path);
   OverlapSample s;
   s.plan = r.get_string("plan");
@@ -67,8 +67,8 @@ OverlapSample read_overlap(const Json &j, const std::string &path) {
   return s;
 }
 
-template <class T, class F> std::vector<T> read_array(JsonObjectReader &r, const std::string &key, F read) {
-  const Json &a = r.raw(key);
+template <class T, class F> std::vector<T> read_array(JsonObjectReader& r, const std::string& key, F read) {
+  const Json& a = r.raw(key);
   if (!a.is_array())
     r.fail(key, "must be an array");
   std::vector<T> out;
@@ -78,11 +78,11 @@ template <class T, class F> std::vector<T> read_array(JsonObjectReader &r, const
 }
 } // namespace
 
-Json raw_to_json(const RawMeasurements &r) {
+Json raw_to_json(const RawMeasurements& r) {
   Json ks = Json::array(), cs = Json::array(), os = Json::array();
-  for (const auto &s : r.kernels)
+  for (const auto& s : r.kernels)
     ks.push_back(kernel_json(s));
-  for (const auto &s : r.comms)
+  for (const auto& s : r.comms)
     cs.push_back({{"plan", s.plan},
                   {"link", s.link},
                   {"op", s.op},
@@ -90,7 +90,7 @@ Json raw_to_json(const RawMeasurements &r) {
                   {"bytes", s.bytes},
                   {"bytes_sent", s.bytes_sent},
                   {"measured_s", s.measured_s}});
-  for (const auto &s : r.overlaps)
+  for (const auto& s : r.overlaps)
     os.push_back({{"plan", s.plan},
                   {"compute_alone_s", s.compute_alone_s},
                   {"compute_overlapped_s", s.compute_overlapped_s},
@@ -113,7 +113,7 @@ Json raw_to_json(const RawMeasurements &r) {
           {"not_calibrated", r.not_calibrated}};
 }
 
-RawMeasurements raw_from_json(const Json &j, const std::string &where) {
+RawMeasurements raw_from_json(const Json& j, const std::string& where) {
   try {
     JsonObjectReader r(j, "");
     if (r.get_string("format") != kRawFormat)
@@ -132,22 +132,22 @@ RawMeasurements raw_from_json(const Json &j, const std::string &where) {
     m.kernels = read_array<KernelSample>(r, "kernel_samples", read_kernel);
     m.comms = read_array<CommSample>(r, "comm_samples", read_comm);
     m.overlaps = read_array<OverlapSample>(r, "overlap_samples", read_overlap);
-    const Json &nc = r.raw("not_calibrated");
+    const Json& nc = r.raw("not_calibrated");
     if (!nc.is_array())
       r.fail("not_calibrated", "must be an array of strings");
-    for (const auto &s : nc) {
+    for (const auto& s : nc) {
       if (!s.is_string())
         r.fail("not_calibrated", "must be an array of strings");
       m.not_calibrated.push_back(s.get<std::string>());
     }
     r.finish();
     return m;
-  } catch (const UserError &e) {
+  } catch (const UserError& e) {
     throw UserError(where + ": " + e.what());
   }
 }
 
-RawMeasurements load_raw(const std::string &path) {
+RawMeasurements load_raw(const std::string& path) {
   return raw_from_json(load_json_file(path), "raw measurements '" + path + "'");
 }
 

@@ -18,15 +18,15 @@ constexpr int kCommHeads = 8;    // divisible by every all-to-all group size swe
 constexpr int kCommHeadDim = 64; // with 8 heads, one bf16 row is exactly 1 KiB
 constexpr int64_t kRowBytes = int64_t(kCommHeads) * kCommHeadDim * 2;
 
-Scenario make_scenario(const ClusterSpec &c, const std::string &name, Json workload, const std::string &scheme, int cp,
-                       const std::string &pass) {
+Scenario make_scenario(const ClusterSpec& c, const std::string& name, Json workload, const std::string& scheme, int cp,
+                       const std::string& pass) {
   Json j{{"name", name},
          {"hardware", cluster_to_json(c)},
          {"workload", std::move(workload)},
          {"parallel", {{"scheme", scheme}, {"cp", cp}}},
          {"pass", pass}};
   return scenario_from_json(
-      j, [](const std::string &n) -> Json { throw UserError("no hardware named " + n); }, "");
+      j, [](const std::string& n) -> Json { throw UserError("no hardware named " + n); }, "");
 }
 
 Json workload_json(std::vector<int64_t> seq_lens, int heads, int kv_heads, int head_dim, Json mask) {
@@ -38,7 +38,7 @@ Json workload_json(std::vector<int64_t> seq_lens, int heads, int kv_heads, int h
           {"mask", std::move(mask)}};
 }
 
-std::string mask_label(const Json &m) {
+std::string mask_label(const Json& m) {
   std::string k = m.at("kind").get<std::string>();
   if (k == "sliding_window")
     return k + std::to_string(m.at("window").get<int64_t>());
@@ -48,7 +48,7 @@ std::string mask_label(const Json &m) {
   return k;
 }
 
-CalibrationPlan kernel_plan(const ClusterSpec &c, int64_t seq, int heads, int head_dim, const Json &mask) {
+CalibrationPlan kernel_plan(const ClusterSpec& c, int64_t seq, int heads, int head_dim, const Json& mask) {
   CalibrationPlan p;
   p.name = "kernel_s" + std::to_string(seq) + "_h" + std::to_string(heads) + "_d" + std::to_string(head_dim) + "_" +
            mask_label(mask);
@@ -56,8 +56,8 @@ CalibrationPlan kernel_plan(const ClusterSpec &c, int64_t seq, int heads, int he
   p.scenario = make_scenario(c, p.name, workload_json({seq}, heads, std::max(1, heads / 2), head_dim, mask), "ring", 1,
                              "fwd_bwd");
   p.schedule = generate_schedule(p.scenario);
-  const auto &ops = p.schedule.ranks[0].ops;
-  for (const auto &op : ops)
+  const auto& ops = p.schedule.ranks[0].ops;
+  for (const auto& op : ops)
     if (op.kind == OpKind::ATTENTION) {
       KernelProbe k;
       k.ops = {{0, op.id}};
@@ -69,7 +69,7 @@ CalibrationPlan kernel_plan(const ClusterSpec &c, int64_t seq, int heads, int he
   return p;
 }
 
-Buffer rows_buffer(const std::string &name, int64_t first_row, int64_t rows, int head_begin, int head_end) {
+Buffer rows_buffer(const std::string& name, int64_t first_row, int64_t rows, int head_begin, int head_end) {
   Buffer b;
   b.name = name;
   b.tensor = "k"; // one plane of [rows][heads][head_dim]
@@ -81,7 +81,7 @@ Buffer rows_buffer(const std::string &name, int64_t first_row, int64_t rows, int
 }
 
 /** Send/recv from rank 0 to rank 1 for every size, one after another. */
-CalibrationPlan p2p_plan(const ClusterSpec &c, const std::vector<int64_t> &sizes) {
+CalibrationPlan p2p_plan(const ClusterSpec& c, const std::vector<int64_t>& sizes) {
   CalibrationPlan p;
   p.name = "p2p_intra_node";
   p.sweep = "p2p";
@@ -114,7 +114,7 @@ CalibrationPlan p2p_plan(const ClusterSpec &c, const std::vector<int64_t> &sizes
 }
 
 /** One collective kind over ranks 0..n-1 for every size; `bytes` as the IR defines it per kind. */
-CalibrationPlan collective_plan(const ClusterSpec &c, CollectiveKind kind, int n, const std::vector<int64_t> &sizes) {
+CalibrationPlan collective_plan(const ClusterSpec& c, CollectiveKind kind, int n, const std::vector<int64_t>& sizes) {
   CalibrationPlan p;
   p.sweep = to_string(kind);
   p.name = p.sweep + "_n" + std::to_string(n);
@@ -171,7 +171,7 @@ CalibrationPlan collective_plan(const ClusterSpec &c, CollectiveKind kind, int n
  * Two ranks, each: attention alone; an exchange of `bytes` alone; then the same attention and the
  * same exchange at once (both wait only for the first exchange, on different streams).
  */
-CalibrationPlan overlap_plan(const ClusterSpec &c, int64_t seq, int64_t bytes) {
+CalibrationPlan overlap_plan(const ClusterSpec& c, int64_t seq, int64_t bytes) {
   CalibrationPlan p;
   p.name = "overlap_s" + std::to_string(seq) + "_b" + std::to_string(bytes);
   p.sweep = "overlap";
@@ -186,7 +186,7 @@ CalibrationPlan overlap_plan(const ClusterSpec &c, int64_t seq, int64_t bytes) {
   OverlapProbe pr;
   const std::vector<AttnSegment> segs{{0, {0, seq, 1}, {0, seq, 1}}};
   for (int r = 0; r < 2; ++r) {
-    auto buf = [&](const std::string &name, const std::string &tensor, int seq_index, int64_t n, double per_row) {
+    auto buf = [&](const std::string& name, const std::string& tensor, int seq_index, int64_t n, double per_row) {
       Buffer x;
       x.name = name;
       x.tensor = tensor;
@@ -201,7 +201,7 @@ CalibrationPlan overlap_plan(const ClusterSpec &c, int64_t seq, int64_t bytes) {
     buf("kv", "kv", 0, seq, 2 * row);
     buf("o", "o", 0, seq, row);
     buf("lse", "lse", 0, seq, double(heads) * 4);
-    for (const char *n : {"tx0", "rx0", "tx1", "rx1"})
+    for (const char* n : {"tx0", "rx0", "tx1", "rx1"})
       buf(n, "k", 1, rows, row);
     const int peer = 1 - r;
     int a0 = b.attention(r, compute, {}, Direction::FORWARD, 0, heads, segs, "attn alone", {"q", "kv"}, {"o", "lse"});
@@ -224,9 +224,9 @@ CalibrationPlan overlap_plan(const ClusterSpec &c, int64_t seq, int64_t bytes) {
   return p;
 }
 
-double slowest(const CalibrationPlan &plan, const std::map<std::pair<int, int>, double> &med, const OpSet &ops) {
+double slowest(const CalibrationPlan& plan, const std::map<std::pair<int, int>, double>& med, const OpSet& ops) {
   double t = 0;
-  for (const auto &k : ops) {
+  for (const auto& k : ops) {
     auto it = med.find(k);
     if (it == med.end())
       throw UserError("measured result of calibration plan '" + plan.name + "' has no time for rank " +
@@ -248,33 +248,34 @@ std::vector<int64_t> comm_sizes(bool quick) {
   return s;
 }
 
-std::vector<CalibrationPlan> calibration_plans(const ClusterSpec &c, const SweepOptions &o) {
+std::vector<CalibrationPlan> calibration_plans(const ClusterSpec& c, const SweepOptions& o) {
   std::vector<CalibrationPlan> plans;
   const Json full{{"kind", "full"}}, causal{{"kind", "causal"}};
   const Json window{{"kind", "sliding_window"}, {"window", 1024}};
   const Json sparse{{"kind", "block_sparse"}, {"block", 128}, {"density", 0.3}, {"seed", 1}, {"causal", true}};
   const Json fine{{"kind", "block_sparse"}, {"block", 64}, {"density", 0.5}, {"seed", 2}}; // partly masked tiles
-  if (o.quick) {
+  if (!o.kernel) {
+  } else if (o.quick) {
     for (int64_t s : {1024, 8192})
-      for (const Json &m : {full, causal, fine})
+      for (const Json& m : {full, causal, fine})
         for (int h : {1, 16})
           plans.push_back(kernel_plan(c, s, h, 128, m));
   } else {
     for (int d : {64, 128}) {
       for (int64_t s : {1024, 4096, 16384, 32768})
-        for (const Json &m : {full, causal, window, sparse, fine})
+        for (const Json& m : {full, causal, window, sparse, fine})
           plans.push_back(kernel_plan(c, s, 16, d, m));
       // long sequences with many heads: the sizes of the steps of 2-GPU CP runs at 128k..256k tokens
-      for (const Json &m : {full, causal, sparse})
+      for (const Json& m : {full, causal, sparse})
         plans.push_back(kernel_plan(c, 65536, 32, d, m));
       // small grids: fewer CTAs than SMs, where wave quantisation shows
       for (int64_t s : {1024, 4096, 16384})
         for (int h : {1, 2})
-          for (const Json &m : {full, causal})
+          for (const Json& m : {full, causal})
             plans.push_back(kernel_plan(c, s, h, d, m));
     }
   }
-  if (o.gpus >= 2) {
+  if (o.gpus >= 2 && o.comm) {
     const auto sizes = comm_sizes(o.quick);
     plans.push_back(p2p_plan(c, sizes));
     std::vector<int> ns{2};
@@ -283,32 +284,53 @@ std::vector<CalibrationPlan> calibration_plans(const ClusterSpec &c, const Sweep
     for (int n : ns)
       for (CollectiveKind k : {CollectiveKind::ALL_GATHER, CollectiveKind::REDUCE_SCATTER, CollectiveKind::ALL_TO_ALL})
         plans.push_back(collective_plan(c, k, n, sizes));
+  }
+  if (o.gpus >= 2 && o.overlap)
     for (int64_t bytes : {int64_t(256) << 20, int64_t(1) << 30})
       plans.push_back(overlap_plan(c, 16384, bytes));
-  }
   return plans;
 }
 
-void add_samples(const CalibrationPlan &plan, const Json &measured, RawMeasurements &raw) {
+void select_sweeps(SweepOptions& o, const std::string& list) {
+  o.kernel = o.comm = o.overlap = false;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t end = list.find(',', start);
+    const std::string g = list.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (g == "kernel")
+      o.kernel = true;
+    else if (g == "comm")
+      o.comm = true;
+    else if (g == "overlap")
+      o.overlap = true;
+    else
+      throw UserError("--sweeps = \"" + list + "\": unknown group '" + g + "'; known: kernel, comm, overlap");
+    if (end == std::string::npos)
+      break;
+    start = end + 1;
+  }
+}
+
+void add_samples(const CalibrationPlan& plan, const Json& measured, RawMeasurements& raw) {
   std::map<std::pair<int, int>, double> med;
   if (!measured.is_object() || !measured.contains("ops") || !measured.at("ops").is_array())
     throw UserError("measured result of calibration plan '" + plan.name +
                     "' has no ops[] (is it `cpsim run --json` output?)");
-  for (const auto &o : measured.at("ops")) {
+  for (const auto& o : measured.at("ops")) {
     JsonObjectReader r(o, "ops[]");
     med[{int(r.get_int("rank", 0)), int(r.get_int("op", 0))}] = r.get_number("median_s", 0);
   }
-  for (const auto &k : plan.kernels) {
+  for (const auto& k : plan.kernels) {
     KernelSample s = k.sample;
     s.measured_s = slowest(plan, med, k.ops);
     raw.kernels.push_back(s);
   }
-  for (const auto &c : plan.comms) {
+  for (const auto& c : plan.comms) {
     CommSample s = c.sample;
     s.measured_s = slowest(plan, med, c.ops);
     raw.comms.push_back(s);
   }
-  for (const auto &o : plan.overlaps)
+  for (const auto& o : plan.overlaps)
     raw.overlaps.push_back({plan.name, slowest(plan, med, o.compute_alone), slowest(plan, med, o.compute_overlapped),
                             slowest(plan, med, o.comm_alone), slowest(plan, med, o.comm_overlapped)});
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Calibration and validation on a lent GPU machine, in two halves (like run_backend.sh):
 #   here:   scripts/gpu/run_backend.sh pack                      builds cpsim with the backend into gpu-pack/backend
-#   device: scripts/gpu/run_calibrate.sh calibrate HW [--quick]  sweeps -> $OUT/<HW>.json (profile) + raw measurements
+#   device: scripts/gpu/run_calibrate.sh calibrate HW [--quick] [--sweeps comm]  sweeps -> $OUT/<HW>.json + raw
 #           scripts/gpu/run_calibrate.sh validate HW PROFILE     validation scenarios -> $OUT/validation_<HW>/
 # HW is a built-in description of the machine (h100-sxm-1, h200-sxm-2, ...). Everything lands in $OUT
 # as one tarball plus the small files, since few files come back from the device; the profile records

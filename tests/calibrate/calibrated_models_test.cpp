@@ -27,8 +27,8 @@ Op full_op(int64_t q, int64_t k, int heads, int64_t full, int64_t partial, Direc
   return op;
 }
 
-bool has_line(const RangeNotes &n, const std::string &a, const std::string &b = "") {
-  for (const auto &l : n.lines())
+bool has_line(const RangeNotes& n, const std::string& a, const std::string& b = "") {
+  for (const auto& l : n.lines())
     if (l.find(a) != std::string::npos && l.find(b) != std::string::npos)
       return true;
   return false;
@@ -42,7 +42,7 @@ TEST_CASE("calibrate::kernel model: CTAs, waves and tiles by hand") {
   CalibratedKernelModel m(p, sc.cluster.gpu, sc.workload, 128, 128, notes);
   // 256 x 256 full, 4 heads: 2 query tiles x 4 heads = 8 CTAs (one wave of 264 slots), 4 tiles x 4 heads = 16 tiles
   Op op = full_op(256, 256, 4, 4, 0);
-  const KernelFit &f = p.kernels[0];
+  const KernelFit& f = p.kernels[0];
   double compute = 1 * (f.cta_s + 16 * f.tile_full_s / 8);
   double bytes = (2.0 * 256 * 4 + 2.0 * 256 * 4) * 64 * 2;
   CHECK(m.attention_s(op) == Approx(f.launch_s + std::max(compute, bytes / f.hbm_bytes_per_s)));

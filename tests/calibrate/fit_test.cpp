@@ -15,7 +15,7 @@ namespace {
 constexpr int kSms = 132;
 
 /** A grid of op shapes: small grids (waves < 1), many waves, masked fractions, some memory-heavy. */
-std::vector<KernelSample> synth_kernels(const KernelFit &truth, double noise, unsigned seed) {
+std::vector<KernelSample> synth_kernels(const KernelFit& truth, double noise, unsigned seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<double> n01(0, 1);
   std::vector<KernelSample> out;
@@ -51,7 +51,7 @@ TEST_CASE("calibrate::fit_kernels: exact synthetic measurements give back the pa
   const KernelFit truth = truth_kernel();
   auto fits = fit_kernels(synth_kernels(truth, 0, 1), kSms, 3.35e12);
   REQUIRE(fits.size() == 1);
-  const KernelFit &f = fits[0];
+  const KernelFit& f = fits[0];
   CHECK(f.dir == Direction::FORWARD);
   CHECK(f.head_dim == 128);
   CHECK(f.ctas_per_sm == truth.ctas_per_sm);
@@ -71,7 +71,7 @@ TEST_CASE("calibrate::fit_kernels: 1 % noise is recovered within tolerance") {
   const KernelFit truth = truth_kernel();
   auto fits = fit_kernels(synth_kernels(truth, 0.01, 7), kSms, 3.35e12);
   REQUIRE(fits.size() == 1);
-  const KernelFit &f = fits[0];
+  const KernelFit& f = fits[0];
   CHECK(f.ctas_per_sm == truth.ctas_per_sm);
   CHECK(f.tile_full_s == Approx(truth.tile_full_s).epsilon(0.03));
   CHECK(f.tile_partial_s == Approx(truth.tile_partial_s).epsilon(0.05));
@@ -122,8 +122,8 @@ TEST_CASE("calibrate::fit_comms: alpha-beta per link and op, group sizes through
   }
   auto fits = fit_comms(ss);
   REQUIRE(fits.size() == 2);
-  const CommFit &a = fits[0].op == "all_gather" ? fits[0] : fits[1];
-  const CommFit &p = fits[0].op == "p2p" ? fits[0] : fits[1];
+  const CommFit& a = fits[0].op == "all_gather" ? fits[0] : fits[1];
+  const CommFit& p = fits[0].op == "p2p" ? fits[0] : fits[1];
   CHECK(p.latency_s == Approx(8e-6).epsilon(0.05));
   CHECK(p.bandwidth_bytes_per_s == Approx(300e9).epsilon(0.03));
   CHECK(a.latency_s == Approx(12e-6).epsilon(0.05));
@@ -132,7 +132,7 @@ TEST_CASE("calibrate::fit_comms: alpha-beta per link and op, group sizes through
   CHECK(a.group.max == 8);
   CHECK(p.bytes.min == 1024);
   CHECK(p.bytes.max == double(int64_t(1) << 30));
-  for (const auto &[b, k] : p.correction)
+  for (const auto& [b, k] : p.correction)
     CHECK(k == Approx(1).epsilon(0.04));
   CHECK(p.quality.p95_abs_rel_err < 0.03);
 }
@@ -145,7 +145,7 @@ TEST_CASE("calibrate::fit_comms: the correction table absorbs what alpha-beta ca
     ss.push_back({"p", "intra_node", "p2p", 2, b, b, slow * comm_time_s(truth, 2, b)});
   }
   CommFit f = fit_comms(ss).at(0);
-  for (const auto &s : ss)
+  for (const auto& s : ss)
     CHECK(comm_time_s(f, 2, s.bytes_sent) == Approx(s.measured_s).epsilon(1e-9));
   CHECK(f.quality.p95_abs_rel_err < 1e-9);
   // between two measured sizes the factor is interpolated in log bytes

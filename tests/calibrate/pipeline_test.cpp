@@ -15,13 +15,13 @@ using namespace cpsim::calib;
 
 namespace {
 /** What `cpsim run --json` would report if the GPU behaved exactly like `truth`. */
-Json fake_measured(const CalibrationPlan &p, const Profile &truth, const ClusterSpec &c) {
+Json fake_measured(const CalibrationPlan& p, const Profile& truth, const ClusterSpec& c) {
   RangeNotes notes;
   CalibratedKernelModel k(truth, c.gpu, p.scenario.workload, p.schedule.tile_m, p.schedule.tile_n, notes);
   CalibratedCommModel m(truth, c, p.schedule.placement, notes);
   Json ops = Json::array();
-  for (const auto &rank : p.schedule.ranks)
-    for (const auto &op : rank.ops) {
+  for (const auto& rank : p.schedule.ranks)
+    for (const auto& op : rank.ops) {
       double t = 0;
       switch (op.kind) {
       case OpKind::ATTENTION:
@@ -58,7 +58,7 @@ TEST_CASE("calibrate: sweep plans -> measured medians -> raw file -> fit recover
   truth.kernels[1].tile_full_s = 5e-6;
   truth.kernels[1].tile_partial_s = 6e-6;
   truth.kernels[1].ctas_per_sm = 1;
-  for (auto &k : truth.kernels)
+  for (auto& k : truth.kernels)
     k.hbm_bytes_per_s = c.gpu.hbm_bytes_per_s;
   truth.comms = {test::comm_fit("p2p", 8e-6, 300e9), test::comm_fit("all_gather", 10e-6, 250e9),
                  test::comm_fit("all_to_all", 12e-6, 200e9)};
@@ -70,7 +70,7 @@ TEST_CASE("calibrate: sweep plans -> measured medians -> raw file -> fit recover
   raw.hardware = "h100-sxm-8";
   raw.hardware_gpu = c.gpu.name;
   raw.gpus = 2;
-  for (const auto &p : calibration_plans(c, {2, true})) {
+  for (const auto& p : calibration_plans(c, {2, true})) {
     if (p.sweep == "reduce_scatter")
       continue; // the backend refuses these; calibrate lists them as not calibrated
     add_samples(p, fake_measured(p, truth, c), raw);
@@ -93,10 +93,10 @@ TEST_CASE("calibrate: sweep plans -> measured medians -> raw file -> fit recover
     CHECK(f.quality.p95_abs_rel_err < 1e-6);
   }
   REQUIRE(fit.comms.size() == 3);
-  for (const auto &f : fit.comms) {
+  for (const auto& f : fit.comms) {
     INFO(f.op);
-    const CommFit *t = nullptr;
-    for (const auto &x : truth.comms)
+    const CommFit* t = nullptr;
+    for (const auto& x : truth.comms)
       if (x.op == f.op)
         t = &x;
     REQUIRE(t);

@@ -24,7 +24,7 @@ struct Beside {
     int compute = b.add_stream("compute", StreamKind::COMPUTE);
     int comm = b.add_stream("comm", StreamKind::COMM);
     for (int r = 0; r < 2; ++r) {
-      for (const char *n : {"tx", "rx"}) {
+      for (const char* n : {"tx", "rx"}) {
         Buffer x;
         x.name = n;
         x.tensor = "k";
@@ -38,7 +38,7 @@ struct Beside {
     }
     s = b.finish();
   }
-  CostModels models(const Profile &p) {
+  CostModels models(const Profile& p) {
     CostModels m;
     m.profile = std::make_unique<Profile>(p);
     m.notes = std::make_unique<RangeNotes>();
@@ -46,8 +46,8 @@ struct Beside {
     m.comm = std::make_unique<CalibratedCommModel>(*m.profile, sc.cluster, s.placement, *m.notes);
     return m;
   }
-  double attn_s(const SimResult &r) const {
-    for (const auto &rec : r.records)
+  double attn_s(const SimResult& r) const {
+    for (const auto& rec : r.records)
       if (rec.rank == 0 && s.ranks[0].ops[size_t(rec.op)].kind == OpKind::ATTENTION)
         return rec.end_s - rec.start_s;
     return -1;
@@ -67,7 +67,7 @@ TEST_CASE("calibrate::predict: an attention op wholly beside a transfer is slowe
   SimResult r = predict(t.s, t.sc.workload, slowed);
   CHECK(t.attn_s(r) == Approx(1.2 * alone));
   bool noted = false;
-  for (const auto &l : slowed.notes->lines())
+  for (const auto& l : slowed.notes->lines())
     noted |= l.find("overlap: 2 attention ops run beside communication, slowed by up to 20.0 %") != std::string::npos;
   CHECK(noted);
 }
@@ -81,7 +81,7 @@ TEST_CASE("calibrate::predict: partial cover settles at d = A (1 + 0.2 C / d)") 
   SimResult base = predict(t.s, t.sc.workload, plain);
   const double a = t.attn_s(base);
   double c = 0;
-  for (const auto &rec : base.records)
+  for (const auto& rec : base.records)
     if (rec.rank == 0 && t.s.ranks[0].ops[size_t(rec.op)].kind == OpKind::SEND)
       c = rec.end_s - rec.start_s;
   REQUIRE(c < a);

@@ -24,7 +24,7 @@ inline calib::KernelFit kernel_fit(Direction dir, int head_dim) {
   return k;
 }
 
-inline calib::CommFit comm_fit(const std::string &op, double latency_s, double bw) {
+inline calib::CommFit comm_fit(const std::string& op, double latency_s, double bw) {
   calib::CommFit c;
   c.link = "intra_node";
   c.op = op;

@@ -27,36 +27,36 @@ TEST_CASE("calibrate::profile: JSON round trip keeps every field") {
 
 TEST_CASE("calibrate::profile: bad profiles are named errors") {
   const Json good = profile_to_json(test::test_profile());
-  auto fails = [&](const std::function<void(Json &)> &edit, const std::string &expect) {
+  auto fails = [&](const std::function<void(Json&)>& edit, const std::string& expect) {
     Json j = good;
     edit(j);
     CHECK_THROWS_WITH(profile_from_json(j, "profile 'p.json'"),
                       Catch::Contains("profile 'p.json'") && Catch::Contains(expect));
   };
-  fails([](Json &j) { j["format"] = "cpsim-plan"; }, "format");
-  fails([](Json &j) { j.erase("gpu_name"); }, "gpu_name' is missing");
-  fails([](Json &j) { j["colour"] = "red"; }, "colour");
-  fails([](Json &j) { j["kernels"][0]["tile_full_s"] = 0; }, "kernels[0].tile_full_s");
-  fails([](Json &j) { j["kernels"][0]["launch_s"] = -1; }, "kernels[0].launch_s");
-  fails([](Json &j) { j["kernels"][0]["direction"] = "sideways"; }, "kernels[0].direction");
-  fails([](Json &j) { j["kernels"][0]["tiles"] = Json::array({5, 1}); }, "kernels[0].tiles");
-  fails([](Json &j) { j["kernels"][1] = j["kernels"][0]; }, "a second entry for direction fwd, head_dim 64");
-  fails([](Json &j) { j["comms"][0]["bandwidth_bytes_per_s"] = 0; }, "comms[0].bandwidth_bytes_per_s");
-  fails([](Json &j) { j["comms"][0]["link"] = "pcie"; }, "comms[0].link");
+  fails([](Json& j) { j["format"] = "cpsim-plan"; }, "format");
+  fails([](Json& j) { j.erase("gpu_name"); }, "gpu_name' is missing");
+  fails([](Json& j) { j["colour"] = "red"; }, "colour");
+  fails([](Json& j) { j["kernels"][0]["tile_full_s"] = 0; }, "kernels[0].tile_full_s");
+  fails([](Json& j) { j["kernels"][0]["launch_s"] = -1; }, "kernels[0].launch_s");
+  fails([](Json& j) { j["kernels"][0]["direction"] = "sideways"; }, "kernels[0].direction");
+  fails([](Json& j) { j["kernels"][0]["tiles"] = Json::array({5, 1}); }, "kernels[0].tiles");
+  fails([](Json& j) { j["kernels"][1] = j["kernels"][0]; }, "a second entry for direction fwd, head_dim 64");
+  fails([](Json& j) { j["comms"][0]["bandwidth_bytes_per_s"] = 0; }, "comms[0].bandwidth_bytes_per_s");
+  fails([](Json& j) { j["comms"][0]["link"] = "pcie"; }, "comms[0].link");
   fails(
-      [](Json &j) {
+      [](Json& j) {
         j["comms"][0]["correction"] = Json::array({Json::array({2048, 1.0}), Json::array({1024, 1.0})});
       },
       "bytes must increase");
-  fails([](Json &j) { j["comms"][0]["group"] = Json::array({1, 2}); }, "comms[0].group");
-  fails([](Json &j) { j["overlap"]["compute_slowdown"] = 0.1; }, "overlap.compute_slowdown");
+  fails([](Json& j) { j["comms"][0]["group"] = Json::array({1, 2}); }, "comms[0].group");
+  fails([](Json& j) { j["overlap"]["compute_slowdown"] = 0.1; }, "overlap.compute_slowdown");
   fails(
-      [](Json &j) {
+      [](Json& j) {
         j["kernels"] = Json::array();
         j["comms"] = Json::array();
       },
       "calibrates nothing");
-  fails([](Json &j) { j["kernels"][0]["fit_quality"].erase("samples"); }, "kernels[0].fit_quality.samples");
+  fails([](Json& j) { j["kernels"][0]["fit_quality"].erase("samples"); }, "kernels[0].fit_quality.samples");
 }
 
 TEST_CASE("calibrate::profile: load_profile names a missing file") {

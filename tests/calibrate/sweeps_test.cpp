@@ -31,7 +31,7 @@ TEST_CASE("calibrate::comm_sizes: 1 KiB to 1 GiB") {
 TEST_CASE("calibrate::calibration_plans: one GPU gives kernel plans only, each one fwd and one bwd kernel") {
   auto plans = calibration_plans(h100(), {1, true});
   REQUIRE(plans.size() == 12);
-  for (const auto &p : plans) {
+  for (const auto& p : plans) {
     CHECK(p.sweep == "kernel");
     REQUIRE(p.kernels.size() == 2);
     CHECK(p.kernels[0].sample.x.dir == Direction::FORWARD);
@@ -40,7 +40,7 @@ TEST_CASE("calibrate::calibration_plans: one GPU gives kernel plans only, each o
   }
   // the block-sparse layout with 64-token blocks leaves partly masked 128x128 tiles
   bool partial = false;
-  for (const auto &p : plans)
+  for (const auto& p : plans)
     partial |= p.kernels[0].sample.x.partial_tiles > 0 && p.kernels[0].sample.mask == "block_sparse";
   CHECK(partial);
 }
@@ -48,7 +48,7 @@ TEST_CASE("calibrate::calibration_plans: one GPU gives kernel plans only, each o
 TEST_CASE("calibrate::calibration_plans: communication and overlap on two GPUs pass the backend's checks") {
   auto plans = calibration_plans(h100(), {2, true});
   std::set<std::string> sweeps;
-  for (const auto &p : plans) {
+  for (const auto& p : plans) {
     if (p.sweep == "kernel")
       continue;
     sweeps.insert(p.sweep);
@@ -68,9 +68,9 @@ TEST_CASE("calibrate::calibration_plans: communication and overlap on two GPUs p
 
 TEST_CASE("calibrate::add_samples: the slowest op of a probe's set is the sample; a missing op is named") {
   auto plans = calibration_plans(h100(), {2, true});
-  const CalibrationPlan *p2p = nullptr;
-  const CalibrationPlan *ov = nullptr;
-  for (const auto &p : plans) {
+  const CalibrationPlan* p2p = nullptr;
+  const CalibrationPlan* ov = nullptr;
+  for (const auto& p : plans) {
     if (p.sweep == "p2p")
       p2p = &p;
     if (p.sweep == "overlap" && !ov)
@@ -79,8 +79,8 @@ TEST_CASE("calibrate::add_samples: the slowest op of a probe's set is the sample
   REQUIRE(p2p);
   REQUIRE(ov);
   Json ops = Json::array();
-  for (const auto &pr : p2p->comms) // send on rank 0 takes 1 us less than the matching receive on rank 1
-    for (const auto &[rank, op] : pr.ops)
+  for (const auto& pr : p2p->comms) // send on rank 0 takes 1 us less than the matching receive on rank 1
+    for (const auto& [rank, op] : pr.ops)
       ops.push_back(
           {{"rank", rank}, {"op", op}, {"median_s", double(pr.sample.bytes) / 1e11 + (rank == 1 ? 1e-6 : 0)}});
   RawMeasurements raw;
@@ -93,9 +93,9 @@ TEST_CASE("calibrate::add_samples: the slowest op of a probe's set is the sample
                     Catch::Contains("p2p_intra_node") && Catch::Contains("rank 1"));
 
   Json ov_ops = Json::array();
-  const auto &pr = ov->overlaps.at(0);
-  auto put = [&](const OpSet &set, double t) {
-    for (const auto &[rank, op] : set)
+  const auto& pr = ov->overlaps.at(0);
+  auto put = [&](const OpSet& set, double t) {
+    for (const auto& [rank, op] : set)
       ov_ops.push_back({{"rank", rank}, {"op", op}, {"median_s", t + 1e-5 * rank}});
   };
   put(pr.compute_alone, 1e-3);
@@ -106,4 +106,18 @@ TEST_CASE("calibrate::add_samples: the slowest op of a probe's set is the sample
   REQUIRE(raw.overlaps.size() == 1);
   CHECK(raw.overlaps[0].compute_alone_s == Approx(1.01e-3));
   CHECK(raw.overlaps[0].comm_overlapped_s == Approx(2.51e-3));
+}
+
+TEST_CASE("calibrate::select_sweeps: groups by name; an unknown one is named") {
+  SweepOptions o;
+  o.gpus = 2;
+  o.quick = true;
+  select_sweeps(o, "comm");
+  auto plans = calibration_plans(h100(), o);
+  for (const auto& p : plans)
+    CHECK((p.sweep != "kernel" && p.sweep != "overlap"));
+  CHECK(plans.size() == 4); // p2p, all_gather, reduce_scatter, all_to_all over 2 GPUs
+  select_sweeps(o, "kernel,overlap");
+  CHECK((o.kernel && o.overlap && !o.comm));
+  CHECK_THROWS_WITH(select_sweeps(o, "kernel,gemm"), Catch::Contains("--sweeps") && Catch::Contains("'gemm'"));
 }

@@ -24,11 +24,11 @@ struct Fixture {
   /** attention measured at pred / 1.25 (+25 %), p2p at pred / 0.8 (-20 %), merges exact; step at 2 x pred (-50 %). */
   Json measured() const {
     std::map<std::pair<int, int>, double> d;
-    for (const auto &r : pred.records)
+    for (const auto& r : pred.records)
       d[{r.rank, r.op}] = r.end_s - r.start_s;
     Json ops = Json::array();
-    for (const auto &p : s.ranks)
-      for (const auto &op : p.ops) {
+    for (const auto& p : s.ranks)
+      for (const auto& op : p.ops) {
         double t = d.at({p.rank, op.id});
         double m = op.kind == OpKind::ATTENTION ? t / 1.25 : (op.kind == OpKind::MERGE ? t : t / 0.8);
         ops.push_back({{"rank", p.rank}, {"op", op.id}, {"label", op.label}, {"median_s", m}});
@@ -37,8 +37,8 @@ struct Fixture {
   }
 };
 
-const ValidationRow &row(const ValidationReport &r, const std::string &level, const std::string &item) {
-  for (const auto &x : r.rows)
+const ValidationRow& row(const ValidationReport& r, const std::string& level, const std::string& item) {
+  for (const auto& x : r.rows)
     if (x.level == level && x.item == item)
       return x;
   FAIL("no row " + level + " / " + item);
@@ -55,7 +55,7 @@ TEST_CASE("calibrate::validation: per-step, per-kind and per-op errors computed 
   CHECK(row(rep, "kind", "attention fwd").rel_err == Approx(0.25));
   CHECK(row(rep, "kind", "p2p").rel_err == Approx(-0.2));
   int ops = 0;
-  for (const auto &x : rep.rows)
+  for (const auto& x : rep.rows)
     if (x.level == "op") {
       ++ops;
       CHECK(std::abs(x.rel_err) == Approx(x.item.rfind("attention", 0) == 0 ? 0.25
@@ -69,7 +69,7 @@ TEST_CASE("calibrate::validation: per-step, per-kind and per-op errors computed 
   REQUIRE(sums.front().level == "step");
   CHECK(sums.front().median_abs == Approx(0.5));
   CHECK(sums.front().p95_abs == Approx(0.5));
-  for (const auto &s : sums)
+  for (const auto& s : sums)
     if (s.item == "attention fwd") {
       CHECK(s.median_abs == Approx(0.25));
       CHECK(s.p95_abs == Approx(0.25));

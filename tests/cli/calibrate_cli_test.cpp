@@ -19,7 +19,7 @@ using Catch::Contains;
 using test::Run;
 
 namespace {
-std::string tmp(const std::string &name) {
+std::string tmp(const std::string& name) {
   auto d = std::filesystem::temp_directory_path() / ("cpsim_calib_cli_" + std::to_string(::getpid()));
   std::filesystem::create_directories(d);
   return (d / name).string();
@@ -67,7 +67,7 @@ std::string write_raw() {
   return path;
 }
 
-std::string write_scenario(const std::string &name, int64_t tokens) {
+std::string write_scenario(const std::string& name, int64_t tokens) {
   std::string path = tmp(name + ".json");
   std::ofstream(path) << R"({"name": ")" << name << R"(", "hardware": "h100-sxm-8",
     "workload": {"seq_lens": [)"
@@ -104,6 +104,9 @@ TEST_CASE("cli: calibrate and validate refuse the GPU path with exit 2 and the c
   Run v = test::run_cpsim("validate " + write_scenario("v", 1024));
   CHECK(v.code == 2);
   CHECK_THAT(v.out, Contains("'cpsim validate' runs on GPUs") && Contains("--measured"));
+  Run sweeps = test::run_cpsim("calibrate --out " + tmp("never.json") + " --hardware h100-sxm-8 --sweeps comm,gemm");
+  CHECK(sweeps.code == 2);
+  CHECK_THAT(sweeps.out, Contains("unknown group 'gemm'"));
   Run bad = test::run_cpsim("calibrate --from-raw " + tmp("missing_raw.json") + " --out " + tmp("x.json"));
   CHECK(bad.code == 2);
   CHECK_THAT(bad.out, Contains("missing_raw.json"));
@@ -122,7 +125,7 @@ TEST_CASE("cli: simulate --profile uses the profile and notes what lies outside 
   Json j = load_json_file(json);
   CHECK(j["cost_model"]["profile"] == prof);
   bool tiles_note = false;
-  for (const auto &n : j["cost_model"]["notes"])
+  for (const auto& n : j["cost_model"]["notes"])
     tiles_note |= n.value("quantity", "") == "tiles x heads";
   CHECK(tiles_note);
   // without a profile the roofline answers and says so
@@ -165,8 +168,8 @@ TEST_CASE("cli: validate --measured prints, and writes CSV, JSON and PNG with th
   Json pj = load_json_file(plan);
   // a measured file as `cpsim run --json` writes it: every op 100 us, the step 10 ms
   Json ops = Json::array();
-  for (const auto &rank : pj["schedule"]["ranks"])
-    for (const auto &op : rank["ops"])
+  for (const auto& rank : pj["schedule"]["ranks"])
+    for (const auto& op : rank["ops"])
       ops.push_back({{"rank", rank["rank"]}, {"op", op["id"]}, {"label", op["label"]}, {"median_s", 1e-4}});
   std::string meas = tmp("val_measured.json"), dir = tmp("val_out");
   save_json_file(meas, Json{{"scenario", pj["scenario"]}, {"step_time_s", 0.01}, {"ops", ops}}, 1);

@@ -15,30 +15,30 @@ namespace cpsim::calib {
 
 class CalibratedKernelModel final : public KernelCostModel {
 public:
-  CalibratedKernelModel(const Profile &p, const GpuSpec &gpu, const Workload &w, int64_t tile_m, int64_t tile_n,
-                        RangeNotes &notes);
-  double attention_s(const Op &op) const override;
-  double merge_s(const Op &op) const override;
+  CalibratedKernelModel(const Profile& p, const GpuSpec& gpu, const Workload& w, int64_t tile_m, int64_t tile_n,
+                        RangeNotes& notes);
+  double attention_s(const Op& op) const override;
+  double merge_s(const Op& op) const override;
 
 private:
-  const Profile &p_;
+  const Profile& p_;
   Workload w_;
   int64_t tile_m_, tile_n_;
   RooflineKernelModel roofline_;
-  RangeNotes &notes_;
+  RangeNotes& notes_;
 };
 
 class CalibratedCommModel final : public CommTimeModel {
 public:
-  CalibratedCommModel(const Profile &p, const ClusterSpec &c, std::vector<int> placement, RangeNotes &notes);
+  CalibratedCommModel(const Profile& p, const ClusterSpec& c, std::vector<int> placement, RangeNotes& notes);
   double p2p_s(int src, int dst, int64_t bytes) const override;
-  double collective_s(CollectiveKind kind, const std::vector<int> &group, int64_t bytes) const override;
+  double collective_s(CollectiveKind kind, const std::vector<int>& group, int64_t bytes) const override;
 
 private:
-  const CommFit *find(const std::string &link, const std::string &op) const;
-  const Profile &p_;
+  const CommFit* find(const std::string& link, const std::string& op) const;
+  const Profile& p_;
   CommCostModel roofline_;
-  RangeNotes &notes_;
+  RangeNotes& notes_;
 };
 
 /** The models an engine needs for one schedule: calibrated when a profile is given, else roofline. */
@@ -53,7 +53,7 @@ struct CostModels {
 };
 
 /** Notes about the profile against the scenario's hardware (GPU name, SM count, tile shape) are added here. */
-CostModels make_cost_models(const std::string &profile_path, const ClusterSpec &c, const Workload &w,
-                            const Schedule &s);
+CostModels make_cost_models(const std::string& profile_path, const ClusterSpec& c, const Workload& w,
+                            const Schedule& s);
 
 } // namespace cpsim::calib

@@ -11,15 +11,15 @@
 namespace cpsim::calib {
 
 /** One KernelFit per (direction, head_dim) present; UserError when a family has too few distinct samples. */
-std::vector<KernelFit> fit_kernels(const std::vector<KernelSample> &samples, int sm_count, double spec_hbm_bytes_per_s);
+std::vector<KernelFit> fit_kernels(const std::vector<KernelSample>& samples, int sm_count, double spec_hbm_bytes_per_s);
 /** One CommFit per (link, op) present; UserError when times do not grow with size (no bandwidth). */
-std::vector<CommFit> fit_comms(const std::vector<CommSample> &samples);
-OverlapFit fit_overlap(const std::vector<OverlapSample> &samples);
+std::vector<CommFit> fit_comms(const std::vector<CommSample>& samples);
+OverlapFit fit_overlap(const std::vector<OverlapSample>& samples);
 
 /** Everything: raw measurements -> profile (metadata copied; `name`, `source` from the caller). */
-Profile fit_profile(const RawMeasurements &raw, double spec_hbm_bytes_per_s);
+Profile fit_profile(const RawMeasurements& raw, double spec_hbm_bytes_per_s);
 
 /** Prediction of a communication sample by its fit (shared with the calibrated comm model). */
-double comm_time_s(const CommFit &f, int group, int64_t bytes_sent);
+double comm_time_s(const CommFit& f, int group, int64_t bytes_sent);
 
 } // namespace cpsim::calib

@@ -21,14 +21,14 @@ struct KernelFeatures {
   int64_t tokens = 0;        // query rows
 };
 
-KernelFeatures kernel_features(const Op &op, const Workload &w, int64_t tile_m, int64_t tile_n);
+KernelFeatures kernel_features(const Op& op, const Workload& w, int64_t tile_m, int64_t tile_n);
 
 /** Waves of `ctas` CTAs over sm_count x ctas_per_sm resident slots (at least one). */
 int64_t kernel_waves(int64_t ctas, int sm_count, int ctas_per_sm);
 
 /** The model of KernelFit's comment, without launch: the part that scales with the grid. */
-double kernel_compute_s(const KernelFit &f, const KernelFeatures &x, int sm_count);
+double kernel_compute_s(const KernelFit& f, const KernelFeatures& x, int sm_count);
 /** Full prediction: launch + max(compute, memory). */
-double kernel_time_s(const KernelFit &f, const KernelFeatures &x, int sm_count);
+double kernel_time_s(const KernelFit& f, const KernelFeatures& x, int sm_count);
 
 } // namespace cpsim::calib

@@ -11,6 +11,6 @@
 
 namespace cpsim::calib {
 
-SimResult predict(const Schedule &s, const Workload &w, const CostModels &m);
+SimResult predict(const Schedule& s, const Workload& w, const CostModels& m);
 
 } // namespace cpsim::calib

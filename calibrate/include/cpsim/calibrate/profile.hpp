@@ -98,13 +98,13 @@ struct Profile {
   std::vector<std::string> not_calibrated; // sweeps that could not run here, with the reason
 };
 
-inline constexpr const char *kProfileFormat = "cpsim-profile";
+inline constexpr const char* kProfileFormat = "cpsim-profile";
 
-Json profile_to_json(const Profile &p);
+Json profile_to_json(const Profile& p);
 /** Strict: unknown keys, wrong types, non-positive times or bandwidths, empty ranges -> UserError naming the key. */
-Profile profile_from_json(const Json &j, const std::string &where);
+Profile profile_from_json(const Json& j, const std::string& where);
 /** Loads and validates a profile file; UserError naming the file on any problem. */
-Profile load_profile(const std::string &path);
+Profile load_profile(const std::string& path);
 
 std::string link_name(bool same_node);
 std::string comm_op_name(OpKind kind, CollectiveKind coll);

@@ -15,9 +15,9 @@ namespace cpsim::calib {
 class RangeNotes {
 public:
   /** Records `value` of `quantity` for `subject` if it lies outside `covered`. */
-  void check(const std::string &subject, const std::string &quantity, double value, const Range &covered);
+  void check(const std::string& subject, const std::string& quantity, double value, const Range& covered);
   /** A note with no range (a fallback, a mismatch); repeated notes count once per call. */
-  void note(const std::string &text);
+  void note(const std::string& text);
 
   bool empty() const { return ranges_.empty() && notes_.empty(); }
   /** One line per note, sorted, e.g. "fwd attention (head_dim 128): tiles 5e+06..9e+06 outside the calibrated [1e+02,

@@ -54,11 +54,11 @@ struct RawMeasurements {
   std::vector<std::string> not_calibrated;
 };
 
-inline constexpr const char *kRawFormat = "cpsim-calibration-raw";
+inline constexpr const char* kRawFormat = "cpsim-calibration-raw";
 
-Json raw_to_json(const RawMeasurements &r);
+Json raw_to_json(const RawMeasurements& r);
 /** Strict reading; UserError naming the sample and key. */
-RawMeasurements raw_from_json(const Json &j, const std::string &where);
-RawMeasurements load_raw(const std::string &path);
+RawMeasurements raw_from_json(const Json& j, const std::string& where);
+RawMeasurements load_raw(const std::string& path);
 
 } // namespace cpsim::calib

@@ -43,10 +43,17 @@ struct CalibrationPlan {
 struct SweepOptions {
   int gpus = 1;       // local GPUs the sweeps may use (communication needs two)
   bool quick = false; // a small grid (minutes), for a first look or a smoke test
+  // which groups run: kernel (attention ops), comm (p2p and collectives), overlap
+  bool kernel = true;
+  bool comm = true;
+  bool overlap = true;
 };
 
+/** Sets the groups of `o` from "kernel,comm,overlap" (any subset); UserError naming an unknown group. */
+void select_sweeps(SweepOptions& o, const std::string& list);
+
 /** Every plan of the sweeps for this hardware (its GPU and intra-node link). */
-std::vector<CalibrationPlan> calibration_plans(const ClusterSpec &c, const SweepOptions &o);
+std::vector<CalibrationPlan> calibration_plans(const ClusterSpec& c, const SweepOptions& o);
 
 /** Message sizes of the communication sweeps: 1 KiB .. 1 GiB, x4 (quick: x16). */
 std::vector<int64_t> comm_sizes(bool quick);
@@ -55,6 +62,6 @@ std::vector<int64_t> comm_sizes(bool quick);
  * Adds the samples of one executed plan to `raw`, reading per-op medians from the measured result
  * (`cpsim run --json`: its ops[] with rank, op, median_s). UserError naming the plan and op when an op is missing.
  */
-void add_samples(const CalibrationPlan &plan, const Json &measured, RawMeasurements &raw);
+void add_samples(const CalibrationPlan& plan, const Json& measured, RawMeasurements& raw);
 
 } // namespace cpsim::calib

@@ -38,21 +38,21 @@ struct ValidationReport {
 };
 
 /** The kind an op is reported under: "attention fwd|bwd", "merge fwd|bwd", "p2p", or the collective's name. */
-std::string op_kind_name(const Op &op);
+std::string op_kind_name(const Op& op);
 
 /**
  * Adds one scenario: its step, one row per op kind (sums over all ranks' ops) and one per op.
  * UserError when the measured file does not belong to this plan (op count or labels differ) or
  * holds a non-positive time.
  */
-void add_scenario(ValidationReport &rep, const std::string &scenario, const Schedule &s, const SimResult &predicted,
-                  const Json &measured, const std::string &measured_path);
+void add_scenario(ValidationReport& rep, const std::string& scenario, const Schedule& s, const SimResult& predicted,
+                  const Json& measured, const std::string& measured_path);
 
 /** Step errors over all scenarios, then per op kind (op level), sorted by kind. */
-std::vector<ErrorSummary> summarize(const ValidationReport &rep);
+std::vector<ErrorSummary> summarize(const ValidationReport& rep);
 
-std::string validation_table(const ValidationReport &rep);
-std::string validation_csv(const ValidationReport &rep);
-Json validation_json(const ValidationReport &rep);
+std::string validation_table(const ValidationReport& rep);
+std::string validation_csv(const ValidationReport& rep);
+Json validation_json(const ValidationReport& rep);
 
 } // namespace cpsim::calib
