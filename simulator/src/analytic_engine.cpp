@@ -10,8 +10,11 @@
 namespace cpsim {
 
 SimResult run_analytic(const Schedule& s, const Workload& w, const ClusterSpec& c, const KernelCostModel& kernels) {
+  return run_analytic(s, w, kernels, CommCostModel(c, s.placement));
+}
+
+SimResult run_analytic(const Schedule& s, const Workload& w, const KernelCostModel& kernels, const CommTimeModel& comm) {
   ExecutionGraph g(s);
-  CommCostModel comm(c, s.placement);
   const size_t W = size_t(s.world);
   std::vector<std::vector<int>> missing(W);  // unfinished preds per op
   std::vector<std::vector<double>> ready(W), end(W);
