@@ -59,6 +59,13 @@ void attention_forward(const AttnArgs& a, const DevicePlan& plan, Impl impl) {
   }
 }
 
+bool fast_path_supported(const AttnArgs& a, std::string* why) {
+  const std::string w = detail::mma_unsupported(a);
+  if (why)
+    *why = w;
+  return w.empty();
+}
+
 void attention_backward(const AttnArgs& a, const DevicePlan& plan, Impl) {
   check_common(a, plan, true);
   // one implementation so far: the reference path (see kernels/README.md)

@@ -80,6 +80,8 @@ struct AttnArgs {
 };
 
 void attention_forward(const AttnArgs& a, const DevicePlan& plan, Impl impl = Impl::FAST);
+/** Whether Impl::FAST can run these arguments (it needs 16-byte aligned rows); `why` says what is missing. */
+bool fast_path_supported(const AttnArgs& a, std::string* why = nullptr);
 void attention_backward(const AttnArgs& a, const DevicePlan& plan, Impl impl = Impl::FAST);
 
 /** True when a CUDA device is usable (tests skip otherwise). */
