@@ -60,16 +60,23 @@ void attention_forward(const AttnArgs& a, const DevicePlan& plan, Impl impl) {
 }
 
 bool fast_path_supported(const AttnArgs& a, std::string* why) {
-  const std::string w = detail::mma_unsupported(a);
+  std::string w = a.o.data ? detail::mma_unsupported(a) : std::string();
+  if (w.empty() && a.dq.data)
+    w = detail::mma_backward_unsupported(a);
   if (why)
     *why = w;
   return w.empty();
 }
 
-void attention_backward(const AttnArgs& a, const DevicePlan& plan, Impl) {
+void attention_backward(const AttnArgs& a, const DevicePlan& plan, Impl impl) {
   check_common(a, plan, true);
-  // one implementation so far: the reference path (see kernels/README.md)
-  detail::backward_reference(a, plan);
+  if (impl == Impl::FAST) {
+    const std::string why = detail::mma_backward_unsupported(a);
+    need(why.empty(), "the fast backward cannot run: " + why);
+    detail::backward_mma(a, plan);
+  } else {
+    detail::backward_reference(a, plan);
+  }
 }
 
 } // namespace cpsim::kernels

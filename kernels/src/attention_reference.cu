@@ -179,9 +179,8 @@ template <class T, int D> void bwd_ref(const AttnArgs& a, const DevicePlan& p) {
   float* delta = nullptr;
   KN_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&delta), std::max<size_t>(delta_bytes, 16), a.stream));
   const dim3 qgrid(unsigned(p.q_tiles()), unsigned(n_heads));
+  compute_delta(a, p, delta);
   if (p.q_tiles() > 0) {
-    delta_kernel<T, D><<<qgrid, kTileRows, 0, a.stream>>>(a, p.view(), delta);
-    KN_LAUNCH_CHECK(delta_kernel);
     dq_ref_kernel<T, D><<<qgrid, kTileRows, 0, a.stream>>>(a, p.view(), delta, scale_of(a));
     KN_LAUNCH_CHECK(dq_ref_kernel);
   }
@@ -202,6 +201,20 @@ template <class F64, class F128> void by_dim(int d, F64 f64, F128 f128) {
 }
 
 } // namespace
+
+void compute_delta(const AttnArgs& a, const DevicePlan& p, float* delta) {
+  if (p.q_tiles() == 0)
+    return;
+  const dim3 grid(unsigned(p.q_tiles()), unsigned(a.head_end - a.head_begin));
+  const bool bf = a.dtype == DType::BF16;
+  if (a.head_dim == 64)
+    bf ? delta_kernel<__nv_bfloat16, 64><<<grid, kTileRows, 0, a.stream>>>(a, p.view(), delta)
+       : delta_kernel<__half, 64><<<grid, kTileRows, 0, a.stream>>>(a, p.view(), delta);
+  else
+    bf ? delta_kernel<__nv_bfloat16, 128><<<grid, kTileRows, 0, a.stream>>>(a, p.view(), delta)
+       : delta_kernel<__half, 128><<<grid, kTileRows, 0, a.stream>>>(a, p.view(), delta);
+  KN_LAUNCH_CHECK(delta_kernel);
+}
 
 void forward_reference(const AttnArgs& a, const DevicePlan& p) {
   if (p.q_tiles() == 0)

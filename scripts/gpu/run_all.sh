@@ -25,7 +25,6 @@ tests() {
 }
 
 bench() {
-  # the backward has only the reference implementation so far: a short time budget per case
   "$PACK/bin/cpsim_kernel_bench" --out "$W/kernels" --budget-s 1 ${CPSIM_BENCH_ARGS:-} 2>&1 | tee "$W/bench.log"
 }
 

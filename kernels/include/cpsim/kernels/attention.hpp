@@ -80,7 +80,8 @@ struct AttnArgs {
 };
 
 void attention_forward(const AttnArgs& a, const DevicePlan& plan, Impl impl = Impl::FAST);
-/** Whether Impl::FAST can run these arguments (it needs 16-byte aligned rows); `why` says what is missing. */
+/** Whether Impl::FAST can run these arguments (16-byte aligned rows of the forward tensors when o is set,
+ *  of the backward ones when dq is set); `why` says what is missing. */
 bool fast_path_supported(const AttnArgs& a, std::string* why = nullptr);
 void attention_backward(const AttnArgs& a, const DevicePlan& plan, Impl impl = Impl::FAST);
 
