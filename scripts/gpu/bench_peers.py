@@ -58,6 +58,11 @@ def main():
     flex = None
     if "flex" in peers:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+        # one mask_mod per (S, causal, density): let dynamo keep every compiled variant instead of
+        # falling back to the (slow) eager path after its default recompile limit
+        for knob in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit", "accumulated_recompile_limit"):
+            if hasattr(torch._dynamo.config, knob):
+                setattr(torch._dynamo.config, knob, 4096)
         flex = torch.compile(flex_attention)
     dev = torch.device("cuda")
     H, D, block = args.heads, args.dim, 128
