@@ -21,7 +21,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_mma_kernel(AttnArgs a, DevicePl
                                                             float scale_log2, int g0, int n_heads) {
   extern __shared__ uint4 smem[];
   constexpr int kTB = kTileRows * D * 2;
-  const int kt = blockIdx.x, g = g0 + int(blockIdx.y);
+  const int n_kv = (a.head_end - 1) / a.heads_per_kv + 1 - g0; // 1-D grid: (tile in launch order) x KV head
+  const int kt = v.k_order[blockIdx.x / n_kv], g = g0 + int(blockIdx.x % n_kv);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const TileRange tk = v.k_tiles[kt];
   const uint32_t sK = smem_addr(smem), sV = sK + kTB;
@@ -171,7 +172,7 @@ __global__ void __launch_bounds__(kThreads) dq_mma_kernel(AttnArgs a, DevicePlan
                                                           float scale_log2, int n_heads) {
   extern __shared__ uint4 smem[];
   constexpr int kTB = kTileRows * D * 2;
-  const int qt = blockIdx.x, hi = blockIdx.y, h = a.head_begin + hi, g = h / a.heads_per_kv;
+  const int qt = v.q_order[blockIdx.x / n_heads], hi = int(blockIdx.x % n_heads), h = a.head_begin + hi, g = h / a.heads_per_kv;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const TileRange tq = v.q_tiles[qt];
   const int item = (v.head_slots == 1 ? 0 : hi) * v.n_q + qt;
@@ -309,12 +310,12 @@ template <class T, int D> void launch(const AttnArgs& a, const DevicePlan& p) {
   compute_delta(a, p, delta);
   if (p.k_tiles() > 0) {
     const int g0 = a.head_begin / a.heads_per_kv, g1 = (a.head_end - 1) / a.heads_per_kv + 1;
-    dkdv_mma_kernel<T, D><<<dim3(unsigned(p.k_tiles()), unsigned(g1 - g0)), kThreads, kDkdvSmem, a.stream>>>(
+    dkdv_mma_kernel<T, D><<<unsigned(p.k_tiles() * (g1 - g0)), kThreads, kDkdvSmem, a.stream>>>(
         a, p.view(), delta, scale, scale * kLog2e, g0, n_heads);
     KN_LAUNCH_CHECK(dkdv_mma_kernel);
   }
   if (p.q_tiles() > 0) {
-    dq_mma_kernel<T, D><<<dim3(unsigned(p.q_tiles()), unsigned(n_heads)), kThreads, kDqSmem, a.stream>>>(a, p.view(), delta, scale,
+    dq_mma_kernel<T, D><<<unsigned(p.q_tiles() * n_heads), kThreads, kDqSmem, a.stream>>>(a, p.view(), delta, scale,
                                                                                                        scale * kLog2e, n_heads);
     KN_LAUNCH_CHECK(dq_mma_kernel);
   }

@@ -16,7 +16,8 @@ namespace {
 template <class T, int D> __global__ void __launch_bounds__(kThreads) fwd_mma_kernel(AttnArgs a, DevicePlan::View v, float scale_log2) {
   extern __shared__ uint4 smem[];
   constexpr int kTileBytes = kTileRows * D * 2;
-  const int qt = blockIdx.x, hi = blockIdx.y, h = a.head_begin + hi, g = h / a.heads_per_kv;
+  const int n_heads = a.head_end - a.head_begin; // 1-D grid: (tile in launch order) x head, heaviest tiles first
+  const int qt = v.q_order[blockIdx.x / n_heads], hi = int(blockIdx.x % n_heads), h = a.head_begin + hi, g = h / a.heads_per_kv;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const TileRange tq = v.q_tiles[qt];
   const int item = (v.head_slots == 1 ? 0 : hi) * v.n_q + qt;
@@ -153,7 +154,7 @@ template <class T, int D> void launch(const AttnArgs& a, const DevicePlan& p) {
     KN_CUDA_CHECK(cudaFuncSetAttribute(fwd_mma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
     attribute_set = true;
   }
-  const dim3 grid(unsigned(p.q_tiles()), unsigned(a.head_end - a.head_begin));
+  const unsigned grid = unsigned(p.q_tiles() * (a.head_end - a.head_begin));
   fwd_mma_kernel<T, D><<<grid, kThreads, kSmemBytes, a.stream>>>(a, p.view(), scale_of(a) * kLog2e);
   KN_LAUNCH_CHECK(fwd_mma_kernel);
 }

@@ -170,6 +170,25 @@ TileLists transpose_lists(const KernelPlan& p) {
   return compress(per);
 }
 
+/** Tiles sorted by decreasing total list length over the slots (ties: tile order). */
+std::vector<int32_t> longest_first(const TileLists& l, size_t n_tiles, int slots) {
+  std::vector<int64_t> work(n_tiles, 0);
+  for (int s = 0; s < slots; ++s)
+    for (size_t t = 0; t < n_tiles; ++t)
+      work[t] += l.count(int64_t(size_t(s) * n_tiles + t));
+  std::vector<int32_t> order(n_tiles);
+  for (size_t t = 0; t < n_tiles; ++t)
+    order[t] = int32_t(t);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return work[size_t(a)] > work[size_t(b)]; });
+  return order;
+}
+
+void finish(KernelPlan& p) {
+  p.bwd = transpose_lists(p);
+  p.q_order = longest_first(p.fwd, p.q_tiles.size(), p.head_slots);
+  p.k_order = longest_first(p.bwd, p.k_tiles.size(), p.head_slots);
+}
+
 } // namespace
 
 KernelPlan plan_segments(const std::vector<PlanSegment>& segs, const MaskDesc& mask) {
@@ -200,7 +219,7 @@ KernelPlan plan_segments(const std::vector<PlanSegment>& segs, const MaskDesc& m
                         std::to_string(p.k_tiles[size_t(e[i].first)].row0) + " are covered by two segments");
   }
   p.fwd = compress(per);
-  p.bwd = transpose_lists(p);
+  finish(p);
   return p;
 }
 
@@ -300,7 +319,7 @@ KernelPlan plan_block_lists(const BlockLists& b, const MaskDesc& mask) {
           add(kb, false);
       }
   p.fwd = compress(lists);
-  p.bwd = transpose_lists(p);
+  finish(p);
   return p;
 }
 

@@ -33,6 +33,7 @@ DevicePlan::DevicePlan(const KernelPlan& p, const MaskDesc& m, cudaStream_t stre
   const size_t qt = img.add(p.q_tiles), kt = img.add(p.k_tiles);
   const size_t fo = img.add(p.fwd.offsets), fn = img.add(p.fwd.n_full), fi = img.add(p.fwd.idx);
   const size_t bo = img.add(p.bwd.offsets), bn = img.add(p.bwd.n_full), bi = img.add(p.bwd.idx);
+  const size_t qo = img.add(p.q_order), ko = img.add(p.k_order);
   std::vector<uint8_t> bits;
   std::vector<int64_t> bits_off;
   for (const auto& l : m.layouts) {
@@ -53,6 +54,8 @@ DevicePlan::DevicePlan(const KernelPlan& p, const MaskDesc& m, cudaStream_t stre
   view_->bwd_off = reinterpret_cast<const int32_t*>(b + bo);
   view_->bwd_nfull = reinterpret_cast<const int32_t*>(b + bn);
   view_->bwd_idx = reinterpret_cast<const int32_t*>(b + bi);
+  view_->q_order = reinterpret_cast<const int32_t*>(b + qo);
+  view_->k_order = reinterpret_cast<const int32_t*>(b + ko);
   view_->n_q = int32_t(p.q_tiles.size());
   view_->n_k = int32_t(p.k_tiles.size());
   view_->head_slots = p.head_slots;

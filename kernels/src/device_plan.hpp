@@ -17,6 +17,8 @@ struct DevicePlan::View {
   const int32_t* bwd_off = nullptr;
   const int32_t* bwd_nfull = nullptr;
   const int32_t* bwd_idx = nullptr;
+  const int32_t* q_order = nullptr; // launch order of the fast kernels (KernelPlan::q_order)
+  const int32_t* k_order = nullptr;
   int32_t n_q = 0, n_k = 0, head_slots = 1;
   int32_t causal = 0;
   int64_t window = 0;

@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <map>
 #include <random>
 
@@ -48,7 +49,25 @@ void check_exact_cover(const KernelPlan& p, const std::vector<PlanSegment>& segs
   REQUIRE(int64_t(hits.size()) == expected); // nothing computed outside the segments
 }
 
+/** The launch orders are permutations with non-increasing work. */
+void check_order(const std::vector<int32_t>& order, const TileLists& l, size_t n_tiles, int slots) {
+  REQUIRE(order.size() == n_tiles);
+  std::vector<int64_t> work;
+  std::vector<bool> seen(n_tiles, false);
+  for (int32_t t : order) {
+    REQUIRE(!seen[size_t(t)]);
+    seen[size_t(t)] = true;
+    int64_t w = 0;
+    for (int s = 0; s < slots; ++s)
+      w += l.count(int64_t(size_t(s) * n_tiles + size_t(t)));
+    work.push_back(w);
+  }
+  REQUIRE(std::is_sorted(work.rbegin(), work.rend()));
+}
+
 void check_transpose(const KernelPlan& p) {
+  check_order(p.q_order, p.fwd, p.q_tiles.size(), p.head_slots);
+  check_order(p.k_order, p.bwd, p.k_tiles.size(), p.head_slots);
   std::map<std::tuple<int, int32_t, int32_t>, bool> fwd, bwd;
   const size_t nq = p.q_tiles.size(), nk = p.k_tiles.size();
   for (int s = 0; s < p.head_slots; ++s) {

@@ -62,6 +62,9 @@ struct KernelPlan {
   std::vector<TileRange> k_tiles;
   TileLists fwd; // item = slot * q_tiles.size() + q tile; entries are k tile indices
   TileLists bwd; // item = slot * k_tiles.size() + k tile; entries are q tile indices
+  /** Launch order of the fast kernels: tiles by decreasing work (longest lists first, summed over
+   *  slots), so that the long rows of causal or sparse masks do not finish in a tail wave. */
+  std::vector<int32_t> q_order, k_order;
   /** (q tile, k tile) pairs computed, per head slot: full and partial. */
   int64_t full_pairs() const;
   int64_t partial_pairs() const;
