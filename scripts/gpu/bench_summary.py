@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Side-by-side table of cpsim_kernel_bench (bench.json) and bench_peers.py (peers.json): TFLOP/s per
 (S, causal, density, pass), unmasked cells only, plus the fraction of the 772 TFLOP/s measured H100
-matrix peak (kernels.md) for the cpsim column. Usage: bench_summary.py bench.json peers.json > summary.md"""
+matrix peak (kernels.md) for the cpsim column. Usage: bench_summary.py bench.json [peers.json ...] > summary.md
+(several peers files: one per run of bench_peers.py, e.g. one per sequence length)"""
 import json
 import sys
 
@@ -10,7 +11,11 @@ PEAK = 772.0
 
 def main():
     bench = json.load(open(sys.argv[1]))
-    peers = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else {"rows": [], "gpu": "?", "torch": "?"}
+    peers = {"rows": [], "gpu": "?", "torch": "?", "command": "-"}
+    for path in sys.argv[2:]:
+        p = json.load(open(path))
+        peers["rows"] += p["rows"]
+        peers["torch"], peers["command"] = p.get("torch", "?"), p.get("command", "-")
     key = lambda r: (r["S"], r["causal"], r["density"], r["pass"])
     peer_names = ["sdpa_flash", "sdpa_cudnn", "flex"]
     by_peer = {}

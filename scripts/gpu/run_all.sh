@@ -5,6 +5,11 @@
 # and kernels_<stage>.tgz with every log and JSON. Each file names the command, the GPU, the date and
 # the git SHA. CPSIM_BENCH_ARGS adds arguments to cpsim_kernel_bench (and, for --seqs/--densities,
 # pass the same ones to the peers in CPSIM_PEER_ARGS).
+# A lent machine stops a command after 10 minutes: run the stages one by one there, and the peers
+# one sequence length at a time (FlexAttention compiles one variant per mask), e.g.
+#   scripts/gpu/run_all.sh tests; scripts/gpu/run_all.sh bench
+#   CPSIM_PEER_ARGS="--seqs 4096" CPSIM_BENCH_ARGS="--seqs 4096" scripts/gpu/run_all.sh peers   (then 16384, 32768)
+# and join them afterwards: scripts/gpu/bench_summary.py bench.json peers_*.json > summary.md
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PACK=gpu-pack
@@ -29,8 +34,12 @@ bench() {
 }
 
 peers() {
-  [ -d "$W/kernels/layouts" ] || "$PACK/bin/cpsim_kernel_bench" --out "$W/kernels" --passes fwd --reps 1 --warmup 0 ${CPSIM_BENCH_ARGS:-} >"$W/layouts.log" 2>&1
-  python3 scripts/gpu/bench_peers.py --layouts "$W/kernels/layouts" --out "$W/peers" ${CPSIM_PEER_ARGS:-} 2>&1 | tee "$W/peers.log"
+  local lay="$W/kernels/layouts"
+  if [ ! -d "$lay" ]; then # the same layouts (same seed) without timing anything worth reporting
+    "$PACK/bin/cpsim_kernel_bench" --out "$W/layouts_only" --passes fwd --reps 1 --warmup 0 ${CPSIM_BENCH_ARGS:-} >"$W/layouts.log" 2>&1
+    lay="$W/layouts_only/layouts"
+  fi
+  python3 scripts/gpu/bench_peers.py --layouts "$lay" --out "$W/peers" ${CPSIM_PEER_ARGS:-} 2>&1 | tee "$W/peers.log"
 }
 
 summary() {
@@ -48,6 +57,6 @@ case "$stage" in
   all) tests; bench; peers; summary ;;
   *) echo "usage: $0 [tests|bench|peers|backend|all]" >&2; exit 2 ;;
 esac
-rm -rf "$W/kernels/layouts" # large and reproducible from the seed
+rm -rf "$W/kernels/layouts" "$W/layouts_only" # large and reproducible from the seed
 tar -C "$W" -czf "$OUT/kernels_$stage.tgz" .
 ls -la "$OUT"
