@@ -187,5 +187,78 @@ for w in range(4):
                 dKg[row][col] = dk[t][dn][2*r]*scale; dKg[row][col+1] = dk[t][dn][2*r+1]*scale
                 dVg[row][col] = dv[t][dn][2*r]; dVg[row][col+1] = dv[t][dn][2*r+1]
 print("dk err", err(dKg, dK), "dv err", err(dVg, dV))
-worst = max(err(Og, O), max(abs(Lg[i] - lse[i]) for i in range(64)), err(dQg, dQ), err(dKg, dK), err(dVg, dV))
+
+# --- forward over several key tiles with per-element masking (the online-softmax rescaling, the
+# partial-tile mask and a row that sees no key at all), as the kernel's main loop does it
+def fwd_multi(tiles, visible):
+    """tiles: list of (K, V, full); visible(i, j_global) for partial tiles. Returns O, LSE (natural log)."""
+    Og = [[0.0]*D for _ in range(64)]; Lg = [None]*64
+    for w in range(4):
+        qf = [sm.ldsm([sQ + swz(w*16 + (l & 15), kk*2 + (l >> 4)) for l in range(32)]) for kk in range(D//16)]
+        o = zeros(D//8); m = [[-math.inf]*2 for _ in range(32)]; lsum = [[0.0]*2 for _ in range(32)]
+        for ti, (Kt, Vt, full) in enumerate(tiles):
+            sm.load_tile(sK, Kt); sm.load_tile(sV, Vt)
+            s = zeros(8)
+            for kk in range(D//16):
+                for np_ in range(4):
+                    b = sm.ldsm([sK + swz(np_*16 + ((l >> 4) << 3) + (l & 7), kk*2 + ((l >> 3) & 1)) for l in range(32)])
+                    mma([s[t][2*np_] for t in range(32)], qf[kk], [b[t][0] for t in range(32)], [b[t][1] for t in range(32)])
+                    mma([s[t][2*np_+1] for t in range(32)], qf[kk], [b[t][2] for t in range(32)], [b[t][3] for t in range(32)])
+            if not full:
+                for t in range(32):
+                    for nt in range(8):
+                        for c in range(4):
+                            row = w*16 + t//4 + 8*(c >> 1); key = nt*8 + (t & 3)*2 + (c & 1)
+                            if not visible(row, ti*64 + key):
+                                s[t][nt][c] = -math.inf
+            for r in range(2):
+                mxs = [max(max(s[t][nt][2*r], s[t][nt][2*r+1]) for nt in range(8)) for t in range(32)]
+                for t in range(32):
+                    mx = max(mxs[tt] for tt in range(32) if tt//4 == t//4)
+                    m_new = max(m[t][r], mx*sl2 if mx != -math.inf else -math.inf)
+                    base = 0.0 if m_new == -math.inf else m_new
+                    corr = 2 ** (m[t][r] - base) if m[t][r] != -math.inf else 0.0
+                    sm_ = 0.0
+                    for nt in range(8):
+                        for c in (2*r, 2*r+1):
+                            s[t][nt][c] = 2 ** (s[t][nt][c]*sl2 - base) if s[t][nt][c] != -math.inf else 0.0
+                            sm_ += s[t][nt][c]
+                    lsum[t][r] = lsum[t][r]*corr + sm_; m[t][r] = m_new
+                    for dn in range(D//8):
+                        o[t][dn][2*r] *= corr; o[t][dn][2*r+1] *= corr
+            for kk in range(4):
+                pa = [[pack(s[t][2*kk][0], s[t][2*kk][1]), pack(s[t][2*kk][2], s[t][2*kk][3]), pack(s[t][2*kk+1][0], s[t][2*kk+1][1]), pack(s[t][2*kk+1][2], s[t][2*kk+1][3])] for t in range(32)]
+                for dp in range(D//16):
+                    b = sm.ldsm([sV + swz(kk*16 + ((l >> 3) & 1)*8 + (l & 7), dp*2 + (l >> 4)) for l in range(32)], trans=True)
+                    mma([o[t][2*dp] for t in range(32)], pa, [b[t][0] for t in range(32)], [b[t][1] for t in range(32)])
+                    mma([o[t][2*dp+1] for t in range(32)], pa, [b[t][2] for t in range(32)], [b[t][3] for t in range(32)])
+        for t in range(32):
+            for r in range(2):
+                l = sum(lsum[tt][r] for tt in range(32) if tt//4 == t//4)
+                row = w*16 + t//4 + 8*r
+                inv = 1/l if l > 0 else 0.0
+                for dn in range(D//8):
+                    col = dn*8 + (t & 3)*2
+                    Og[row][col] = o[t][dn][2*r]*inv; Og[row][col+1] = o[t][dn][2*r+1]*inv
+                Lg[row] = (m[t][r] + math.log2(l)) * 0.6931471805599453 if l > 0 else -math.inf
+    return Og, Lg
+
+# three key tiles at positions 0..191 for queries at positions 64..127 (row i -> position 64 + i),
+# causal, plus row 5 seeing nothing: tile 0 full, tile 1 partial (diagonal), tile 2 partial (empty but listed)
+Ks = [rnd(64, D) for _ in range(3)]; Vs = [rnd(64, D) for _ in range(3)]
+vis = lambda i, j: i != 5 and j <= 64 + i
+Om, Lm = fwd_multi([(Ks[0], Vs[0], False), (Ks[1], Vs[1], False), (Ks[2], Vs[2], False)], vis)
+Kall = Ks[0] + Ks[1] + Ks[2]; Vall = Vs[0] + Vs[1] + Vs[2]
+worst_multi = 0.0
+for i in range(64):
+    keys = [j for j in range(192) if vis(i, j)]
+    if not keys:
+        worst_multi = max(worst_multi, 0.0 if (Lm[i] == -math.inf and all(x == 0.0 for x in Om[i])) else 1.0)
+        continue
+    sc = [sum(Q[i][d]*Kall[j][d] for d in range(D))*scale for j in keys]
+    mx = max(sc); L = mx + math.log(sum(math.exp(x - mx) for x in sc))
+    want = [sum(math.exp(sc[n] - L)*Vall[j][d] for n, j in enumerate(keys)) for d in range(D)]
+    worst_multi = max(worst_multi, abs(Lm[i] - L), max(abs(Om[i][d] - want[d]) for d in range(D)))
+print("fwd over 3 masked tiles err", worst_multi)
+worst = max(worst_multi, err(Og, O), max(abs(Lg[i] - lse[i]) for i in range(64)), err(dQg, dQ), err(dKg, dK), err(dVg, dV))
 sys.exit(0 if worst < 1e-9 else 1)
