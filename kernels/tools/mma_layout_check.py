@@ -4,9 +4,10 @@
 # O, LSE, dQ, dK, dV with plain matrix products. It checks the index arithmetic, not the compiled
 # code: keep it in step with the .cu files. Usage: python3 kernels/tools/mma_layout_check.py [64|128]
 # Prints the relative errors (expected ~1e-15) and exits 1 if any exceeds 1e-9.
+import math
+import random
 import sys
 
-import math, random
 random.seed(1)
 D = int(sys.argv[1]) if len(sys.argv) > 1 else 64; TR = 64
 def swz(row, ch): return row * D * 2 + ((ch ^ (row & 7)) << 4)

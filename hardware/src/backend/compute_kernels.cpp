@@ -123,7 +123,7 @@ void attention_backward(const AttnCall& c) {
     a.dq_accumulate = c.dq_accumulate;
     a.dk = tensor(c.dk, c.head_dim);
     a.dv = tensor(c.dv, c.head_dim);
-    kn::attention_backward(a, plan_for(c));
+    kn::attention_backward(a, plan_for(c), kn::fast_path_supported(a) ? kn::Impl::FAST : kn::Impl::REFERENCE);
   });
 }
 
