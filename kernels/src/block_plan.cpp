@@ -45,6 +45,29 @@ namespace {
 
 enum class Cover { EMPTY, PARTIAL, FULL };
 
+/** UserError unless the mask's layouts cover every position `last_pos[seq]` may reach. */
+void check_mask(const MaskDesc& m, const std::vector<int64_t>& last_pos) {
+  if (m.window < 0)
+    throw UserError("mask window " + std::to_string(m.window) + ": must be >= 0 (0: no window)");
+  if (m.layout_block <= 0)
+    return;
+  if (m.layouts.size() != m.layout_n_blocks.size())
+    throw UserError("mask layouts: " + std::to_string(m.layouts.size()) + " bitmaps but " +
+                    std::to_string(m.layout_n_blocks.size()) + " block counts");
+  for (size_t s = 0; s < m.layouts.size(); ++s)
+    if (int64_t(m.layouts[s].size()) != m.layout_n_blocks[s] * m.layout_n_blocks[s])
+      throw UserError("mask layout of sequence " + std::to_string(s) + ": " + std::to_string(m.layouts[s].size()) +
+                      " bits for " + std::to_string(m.layout_n_blocks[s]) + " x " + std::to_string(m.layout_n_blocks[s]) +
+                      " blocks");
+  for (size_t s = 0; s < last_pos.size(); ++s) {
+    if (last_pos[s] < 0)
+      continue;
+    if (s >= m.layouts.size() || last_pos[s] >= m.layout_n_blocks[s] * m.layout_block)
+      throw UserError("mask layout of sequence " + std::to_string(s) + ": missing or too small for position " +
+                      std::to_string(last_pos[s]) + " (block " + std::to_string(m.layout_block) + ")");
+  }
+}
+
 /** 2-D prefix sums of each sequence's layout, so a rectangle of blocks is counted in O(1). */
 struct LayoutSums {
   std::vector<std::vector<int32_t>> sums;
@@ -195,6 +218,19 @@ KernelPlan plan_segments(const std::vector<PlanSegment>& segs, const MaskDesc& m
   for (const auto& s : segs)
     if (s.q_n < 0 || s.k_n < 0 || s.q_stride < 1 || s.k_stride < 1)
       throw UserError("attention segment of sequence " + std::to_string(s.seq) + ": negative size or stride < 1");
+  std::vector<int64_t> last_pos;
+  for (const auto& s : segs) {
+    if (s.seq < 0 || s.q_pos0 < 0 || s.k_pos0 < 0)
+      throw UserError("attention segment: sequence " + std::to_string(s.seq) + " or a position is negative");
+    if (size_t(s.seq) >= last_pos.size())
+      last_pos.resize(size_t(s.seq) + 1, -1);
+    auto& lp = last_pos[size_t(s.seq)];
+    if (s.q_n > 0)
+      lp = std::max(lp, s.q_pos0 + (s.q_n - 1) * s.q_stride);
+    if (s.k_n > 0)
+      lp = std::max(lp, s.k_pos0 + (s.k_n - 1) * s.k_stride);
+  }
+  check_mask(mask, last_pos);
   KernelPlan p;
   p.q_tiles = tile_side(segs, true);
   p.k_tiles = tile_side(segs, false);
@@ -228,6 +264,13 @@ BlockLists block_lists_from_mask(const MaskDesc& mask, const std::vector<int64_t
     throw UserError("block size " + std::to_string(block) + ": the kernels take blocks of 64 or 128");
   if (head_slots < 1)
     throw UserError("head_slots " + std::to_string(head_slots) + ": must be at least 1");
+  std::vector<int64_t> last_pos;
+  for (int64_t len : seq_lens) {
+    if (len < 0)
+      throw UserError("sequence length " + std::to_string(len) + ": must be >= 0");
+    last_pos.push_back(len - 1);
+  }
+  check_mask(mask, last_pos);
   BlockLists b;
   b.block = block;
   b.head_slots = head_slots;

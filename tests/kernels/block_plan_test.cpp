@@ -186,6 +186,19 @@ TEST_CASE("overlapping segments and inconsistent positions are user errors") {
   REQUIRE_THROWS_AS(plan_segments(bad, MaskDesc{}), cpsim::UserError);
 }
 
+TEST_CASE("masks whose layouts do not cover the positions are user errors") {
+  MaskDesc m = with_layout(100, 64, 0.5, 1, false); // 2 x 2 blocks: positions 0..127
+  REQUIRE_NOTHROW(plan_segments({square(128)}, m));
+  REQUIRE_THROWS_AS(plan_segments({square(129)}, m), cpsim::UserError);
+  REQUIRE_THROWS_AS(plan_segments({{1, 0, 0, 1, 10, 0, 0, 1, 10}}, m), cpsim::UserError); // no layout for sequence 1
+  REQUIRE_THROWS_AS(block_lists_from_mask(m, {100, 50}, 64), cpsim::UserError);
+  m.layouts[0].pop_back();
+  REQUIRE_THROWS_AS(plan_segments({square(10)}, m), cpsim::UserError);
+  MaskDesc w;
+  w.window = -1;
+  REQUIRE_THROWS_AS(plan_segments({square(10)}, w), cpsim::UserError);
+}
+
 TEST_CASE("block lists from a causal mask: earlier blocks full, the diagonal partial") {
   MaskDesc m;
   m.causal = true;
