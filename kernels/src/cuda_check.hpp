@@ -17,4 +17,10 @@
   } while (0)
 
 // A launch error shows up at the next call; check right after each launch so it names the kernel.
-#define KN_LAUNCH_CHECK(name) KN_CUDA_CHECK(cudaGetLastError())
+#define KN_LAUNCH_CHECK(name)                                                                                \
+  do {                                                                                                       \
+    cudaError_t kn_e_ = cudaGetLastError();                                                                  \
+    if (kn_e_ != cudaSuccess)                                                                                \
+      throw ::cpsim::kernels::KernelError(std::string("CUDA error '") + cudaGetErrorString(kn_e_) +           \
+                                          "' launching " #name " at " + __FILE__ + ":" + std::to_string(__LINE__)); \
+  } while (0)

@@ -1,5 +1,5 @@
-// Device helpers shared by the attention kernels: element types, addressing of HeadTensors, and
-// the launch-time checks every implementation makes before it runs.
+// Device helpers shared by the attention kernels: element types and their conversions, addressing
+// of HeadTensors, and the softmax scale.
 #pragma once
 
 #include "cpsim/kernels/attention.hpp"
