@@ -1,0 +1,143 @@
+// PIT-style gathered sparse attention (schedules.md 8): the block-sparse layout is read at the
+// granularity of micro-tiles of `granularity` key columns; for every query tile the needed
+// micro-tiles are gathered into dense tiles (a memory-bound gather op with the index build), and
+// the attention op counts the dense tiles after the gather, so granularities can be compared.
+// Across cp ranks the queries are split in contiguous chunks and K, V are all-gathered first
+// (the kernel technique needs every key a query tile may pick); the backward gathers again,
+// scatters dK, dV back to their rows and reduce-scatters them.
+#include "cpsim/model/errors.hpp"
+#include "cpsim/model/schedule_builder.hpp"
+#include "cpsim/model/schedule_generator.hpp"
+
+#include "hybrid_degrees.hpp"
+
+#include <algorithm>
+
+namespace cpsim {
+
+namespace {
+constexpr int64_t kMinGranularity = 8, kMaxGranularity = 4096;
+
+int64_t read_granularity(const Scenario& sc) {
+  const Json& o = sc.parallel.options;
+  if (!o.contains("granularity"))
+    throw UserError("'parallel.granularity': scheme 'pit' needs the micro-tile width in key columns (e.g. 16, 64, 128)");
+  const Json& v = o.at("granularity");
+  if (!v.is_number_integer() || v.get<int64_t>() < kMinGranularity || v.get<int64_t>() > kMaxGranularity)
+    throw UserError("'parallel.granularity' = " + v.dump() + ": must be an integer in [" +
+                    std::to_string(kMinGranularity) + ", " + std::to_string(kMaxGranularity) + "]");
+  return v.get<int64_t>();
+}
+} // namespace
+
+std::vector<Json> pit_variants(const Scenario&) {
+  return {Json{{"granularity", 16}}, Json{{"granularity", 64}}, Json{{"granularity", 128}}};
+}
+
+Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
+  check_scheme_options(sc, {"granularity"});
+  const int64_t g = read_granularity(sc);
+  const Workload& w = sc.workload;
+  if (w.mask.kind != MaskKind::BLOCK_SPARSE)
+    throw UserError("'workload.mask.kind' = \"" + to_string(w.mask.kind) +
+                    "\": scheme 'pit' gathers a sparse layout and needs a block_sparse mask");
+  const int W = sc.parallel.cp, H = w.heads, G = w.kv_heads, D = w.head_dim, e = w.elem_bytes();
+  require_seq_divisible(sc, W, "scheme 'pit' with cp = " + std::to_string(W));
+  const bool bwd = sc.pass == PassKind::FWD_BWD;
+  ScheduleBuilder b(sc, mask, "pit", W);
+  const int comp = b.add_stream("compute", StreamKind::COMPUTE);
+  const int comm = b.add_stream("comm_ag", StreamKind::COMM);
+  std::vector<int> all;
+  for (int r = 0; r < W; ++r)
+    all.push_back(r);
+  std::vector<TokenSlice> whole;
+  for (size_t s = 0; s < w.seq_lens.size(); ++s)
+    whole.push_back({int(s), {0, w.seq_lens[s]}});
+  // K/V rows are gathered per KV head: with a head-uniform mask the H/G query heads of a group
+  // share one gathered copy; with per-head masks every query head gathers its own.
+  const double kv_share = mask.per_head() ? 1.0 : double(G) / H;
+  const int64_t row_bytes = int64_t(D) * e; // one K (or V) row of one head
+
+  for (int r = 0; r < W; ++r) {
+    std::vector<TokenSlice> mine;
+    std::vector<AttnSegment> segs;
+    for (size_t s = 0; s < w.seq_lens.size(); ++s) {
+      const int64_t c = w.seq_lens[s] / W;
+      mine.push_back({int(s), {r * c, (r + 1) * c}});
+      segs.push_back({int(s), {r * c, (r + 1) * c}, {0, w.seq_lens[s]}});
+    }
+    const int64_t c = w.total_tokens() / W, B_Q = c * H * D * e, B_KV = 2 * c * G * D * e;
+    auto buf = [&](std::string n, std::string t, int64_t bytes, int h1, std::vector<TokenSlice> toks) {
+      Buffer x;
+      x.name = std::move(n);
+      x.tensor = std::move(t);
+      x.bytes = bytes;
+      x.head_end = h1;
+      x.tokens = std::move(toks);
+      return b.add_buffer(r, std::move(x)).name;
+    };
+    buf("q", "q", B_Q, H, mine);
+    buf("kv", "kv", B_KV, G, mine);
+    buf("o", "o", B_Q, H, mine);
+    buf("lse", "lse", 4 * c * H, H, mine);
+    const std::string kv_all = W > 1 ? buf("kv_gathered", "kv", W * B_KV, G, whole) : "kv";
+    int ag = b.collective(r, comm, {}, CollectiveKind::ALL_GATHER, all, B_KV, 0, "fwd ag kv", {"kv"}, {kv_all});
+    if (W > 1)
+      b.set_alloc(r, kv_all, ag);
+
+    // The gather runs before the attention, but what it moves is known once the attention's
+    // rectangles are counted: emit both, then set the gather's bytes and its staging size.
+    buf("kv_packed", "staging", 0, G, whole);
+    const int gather_slot = b.compute(r, comp, {ag}, ComputeKind::GATHER, 0, 0, "fwd gather micro-tiles",
+                                      {kv_all}, {"kv_packed"});
+    int a = b.attention(r, comp, {gather_slot}, Direction::FORWARD, 0, H, segs, "fwd attn (gathered tiles)",
+                        {"q", "kv_packed"}, {"o", "lse"});
+    // no visible cell in this rank's queries (a < 0): nothing to gather either
+    const GatheredTiles gt = a >= 0 ? b.gather_tiles(r, a, g) : GatheredTiles{};
+    // Gather: read and write each gathered K and V row, scan the micro-tile flags (1 byte each)
+    // and write then read the int32 index (schedules.md 8: t'_tile and t_index).
+    const int64_t kv_rows = int64_t(double(gt.gathered_cols) * kv_share);
+    const int64_t gather_bytes = 2 * 2 * kv_rows * row_bytes + gt.candidates + 8 * gt.micro_tiles;
+    b.set_compute_cost(r, gather_slot, 0, gather_bytes);
+    b.set_buffer_bytes(r, "kv_packed", 2 * kv_rows * row_bytes);
+    b.set_alloc(r, "kv_packed", gather_slot);
+    b.set_free(r, "kv_packed", a);
+    if (W > 1)
+      b.set_free(r, kv_all, a);
+    if (!bwd)
+      continue;
+    // ---- backward: gather again, gathered backward, scatter-add dK, dV, reduce-scatter them
+    buf("do", "do", B_Q, H, mine);
+    buf("dq", "dq", B_Q, H, mine);
+    buf("dkv", "dkv", B_KV, G, mine);
+    const std::string kv_all2 = W > 1 ? buf("kv_gathered_bwd", "kv", W * B_KV, G, whole) : "kv";
+    buf("dkv_full", "dkv", W * B_KV, G, whole);
+    buf("kv_packed_bwd", "staging", 2 * kv_rows * row_bytes, G, whole);
+    buf("dkv_packed", "staging", 2 * kv_rows * row_bytes, G, whole);
+    int ag2 = b.collective(r, comm, {a}, CollectiveKind::ALL_GATHER, all, B_KV, 1, "bwd ag kv", {"kv"}, {kv_all2});
+    int gb = b.compute(r, comp, {ag2, a}, ComputeKind::GATHER, 0, gather_bytes, "bwd gather micro-tiles", {kv_all2},
+                       {"kv_packed_bwd"});
+    int ab = b.attention(r, comp, {gb}, Direction::BACKWARD, 0, H, segs, "bwd attn (gathered tiles)",
+                         {"q", "kv_packed_bwd", "o", "lse", "do"}, {"dq", "dkv_packed"});
+    if (ab >= 0)
+      b.gather_tiles(r, ab, g);
+    // scatter-add: read each packed dK, dV row, read-modify-write its home row
+    int sc_op = b.compute(r, comp, {ab}, ComputeKind::SCATTER, 0, 3 * 2 * kv_rows * row_bytes + 4 * gt.micro_tiles,
+                          "bwd scatter dkv", {"dkv_packed"}, {"dkv_full"});
+    int rs = b.collective(r, comm, {sc_op}, CollectiveKind::REDUCE_SCATTER, all, B_KV, 2, "bwd rs dkv", {"dkv_full"},
+                          {"dkv"});
+    if (W > 1) {
+      b.set_alloc(r, kv_all2, ag2);
+      b.set_free(r, kv_all2, ab);
+    }
+    b.set_alloc(r, "kv_packed_bwd", gb);
+    b.set_free(r, "kv_packed_bwd", ab);
+    b.set_alloc(r, "dkv_packed", ab);
+    b.set_free(r, "dkv_packed", sc_op);
+    b.set_alloc(r, "dkv_full", ab);
+    b.set_free(r, "dkv_full", std::max(rs, sc_op));
+  }
+  return b.finish();
+}
+
+} // namespace cpsim
