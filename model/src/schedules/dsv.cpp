@@ -2,7 +2,7 @@
 //  - HCP (head-wise, Ulysses-like) over each group of hcp ranks: an all-to-all turns a token part
 //    x all heads into the SCP chunk x the rank's heads. Naive: heads in order, an even all-to-all.
 //    Sparsity-aware: KV-head groups placed by Longest-Processing-Time on their sparse work, then
-//    an uneven all-to-all (grouped sends and receives with per-peer sizes).
+//    an uneven all-to-all (NCCL's pairwise exchange with per-peer sizes).
 //  - The low-rank predictor on the rank's queries: project Q_lr, K_lr; all-gather K_lr over the
 //    SCP group (it is d_lr wide; every query must score every key); the rank-r estimate for one
 //    proxy query per query group; top-k selection writing int32 indices.
@@ -198,6 +198,22 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
     buf("o_h", "o", cs_all * nq * row, chunk, true);
     buf("lse_h", "lse", 4 * cs_all * nq, chunk, true);
 
+    // ---- Uneven all-to-all as NCCL's pairwise exchange: in step k = 1..n-1 send to member
+    // i+k and receive from member i-k, posted together. Steps run one after another on the comm
+    // stream, so an even exchange costs what an ALL_TO_ALL collective costs, and per-peer sizes
+    // stay exact. out(j), in(j): bytes to and from member j.
+    auto pairwise = [&](const std::vector<int>& grp_ranks, int me, int t, std::vector<int> deps, const auto& out_b,
+                        const auto& in_b, const std::string& label, const std::string& src, const std::string& dst) {
+      const int n = int(grp_ranks.size());
+      int last = -1;
+      for (int k = 1; k < n; ++k) {
+        const int to = (me + k) % n, from = (me - k + n) % n, grp = b.next_group(r);
+        b.send(r, comm, deps, grp_ranks[size_t(to)], out_b(to), p2p_tag(t, k), grp, label + " send", src);
+        last = b.recv(r, comm, deps, grp_ranks[size_t(from)], in_b(from), p2p_tag(t, k), grp, label + " recv", dst);
+      }
+      return last;
+    };
+
     // ---- HCP exchange of one tensor: `q_heads` says whether it has query or KV heads; `in`
     // turns tokens x all heads into chunk x own heads, else back.
     int tag = 0;
@@ -214,19 +230,11 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
                             "hcp a2a " + what,
                             {src}, {dst});
       }
-      const int grp = b.next_group(r);
-      int last = -1;
-      for (int j = 0; j < o.hcp; ++j) {
-        const int peer = hgroup[size_t(j)];
-        if (peer == r)
-          continue;
-        // in: send my token part of the peer's heads, receive the peer's token part of my heads
-        const int64_t out_b = unit * int64_t(in ? groups[size_t(j)].size() : kv.size());
-        const int64_t in_b = unit * int64_t(in ? kv.size() : groups[size_t(j)].size());
-        b.send(r, comm, deps, peer, out_b, p2p_tag(t, 0), grp, "hcp a2a " + what + " send", src);
-        last = b.recv(r, comm, deps, peer, in_b, p2p_tag(t, 0), grp, "hcp a2a " + what + " recv", dst);
-      }
-      return last;
+      // in: send my token part of the peer's heads, receive the peer's token part of my heads
+      auto theirs = [&](int j) { return unit * int64_t(groups[size_t(j)].size()); };
+      auto mine = [&](int) { return unit * int64_t(kv.size()); };
+      return in ? pairwise(hgroup, ih, t, deps, theirs, mine, "hcp a2a " + what, src, dst)
+                : pairwise(hgroup, ih, t, deps, mine, theirs, "hcp a2a " + what, src, dst);
     };
     int aq = hcp_a2a("q", true, true, {}, "q", "q_h");
     hcp_a2a("k", false, true, {}, "k", "k_h");
@@ -300,19 +308,11 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
                              "scp a2a counts", {"kv_index"}, {"kv_index"});
       auto uneven = [&](const std::string& what, int t, std::vector<int> deps, bool to_owner, int64_t unit_bytes,
                         const std::string& src, const std::string& dst) {
-        const int grp = b.next_group(r);
-        int last = -1;
-        for (int j = 0; j < o.scp; ++j) {
-          if (j == is)
-            continue;
-          const int peer = sgroup[size_t(j)];
-          // to_owner: I send my requests to j and receive j's requests of my rows; else the rows
-          const int64_t out_b = unit_bytes * (to_owner ? need[size_t(j)] : give[size_t(j)]);
-          const int64_t in_b = unit_bytes * (to_owner ? give[size_t(j)] : need[size_t(j)]);
-          b.send(r, comm, deps, peer, out_b, p2p_tag(t, 0), grp, "scp a2a " + what + " send", src);
-          last = b.recv(r, comm, deps, peer, in_b, p2p_tag(t, 0), grp, "scp a2a " + what + " recv", dst);
-        }
-        return last;
+        // to_owner: I send my requests to j and receive j's requests of my rows; else the rows
+        auto requested = [&](int j) { return unit_bytes * need[size_t(j)]; };
+        auto served = [&](int j) { return unit_bytes * give[size_t(j)]; };
+        return to_owner ? pairwise(sgroup, is, t, deps, requested, served, "scp a2a " + what, src, dst)
+                        : pairwise(sgroup, is, t, deps, served, requested, "scp a2a " + what, src, dst);
       };
       int idx = uneven("index", 201, {cnt}, true, 12, "kv_index", "kv_index");
       scp_k = uneven("k", 202, {idx, av}, false, row, "k_h", "k_scp");
@@ -366,20 +366,10 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
       rv = b.collective(r, comm, {ab}, CollectiveKind::REDUCE_SCATTER, sgroup, cs_all * nkv * row, scp_tag(5),
                         "scp rs dv", {"dv_scp"}, {"dv_h"});
     } else if (o.scp > 1) { // the reverse of the K/V exchange: gradients go home to the owner
-      for (int x = 0; x < 2; ++x) {
-        const int grp = b.next_group(r);
-        const std::string what = x == 0 ? "dk" : "dv";
-        for (int j = 0; j < o.scp; ++j) {
-          if (j == is)
-            continue;
-          const int peer = sgroup[size_t(j)];
-          b.send(r, comm, {ab}, peer, row * need[size_t(j)], p2p_tag(212 + x, 0), grp, "scp a2a " + what + " send",
-                 what + "_scp");
-          int rcv = b.recv(r, comm, {ab}, peer, row * give[size_t(j)], p2p_tag(212 + x, 0), grp,
-                           "scp a2a " + what + " recv", what + "_h");
-          (x == 0 ? rk : rv) = rcv;
-        }
-      }
+      auto requested = [&](int j) { return row * need[size_t(j)]; };
+      auto served = [&](int j) { return row * give[size_t(j)]; };
+      rk = pairwise(sgroup, is, 212, {ab}, requested, served, "scp a2a dk", "dk_scp", "dk_h");
+      rv = pairwise(sgroup, is, 213, {ab}, requested, served, "scp a2a dv", "dv_scp", "dv_h");
     }
     hcp_a2a("dq", true, false, {ab}, "dq_h", "dq");
     hcp_a2a("dk", false, false, {ab, rk}, "dk_h", "dk");
