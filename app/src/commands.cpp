@@ -7,6 +7,7 @@
 #include "cpsim/model/kernel_cost.hpp"
 #include "cpsim/model/schedule_generator.hpp"
 #include "cpsim/simulator/analytic_engine.hpp"
+#include "cpsim/simulator/des_engine.hpp"
 
 #include <cstdio>
 #include <filesystem>
@@ -45,10 +46,20 @@ int cmd_simulate(const SimulateOptions& o) {
   const Scenario& sc = in.scenario;
   RooflineKernelModel kernels(sc.cluster.gpu, sc.workload, in.schedule.tile_m, in.schedule.tile_n);
   SimResult r;
-  if (o.engine == "analytic")
+  if (o.engine == "analytic") {
     r = run_analytic(in.schedule, sc.workload, sc.cluster, kernels);
-  else
-    throw UserError("--engine = \"" + o.engine + "\": unknown engine; known: analytic");
+  } else if (o.engine == "des") {
+    DesStats st;
+    r = run_des(in.schedule, sc.workload, sc.cluster, kernels, &st);
+    if (!o.quiet) // stderr, so that stdout is the same table whichever engine ran
+      std::fprintf(stderr,
+                   "des: %d replica(s) in %d contention component(s) of %d kind(s); simulated %d replica(s) "
+                   "(%lld hosts, %lld links, %lld flows, %lld compute ops); reporting replica %d\n",
+                   st.replicas, st.components, st.classes, st.simulated_replicas, (long long)st.hosts,
+                   (long long)st.links, (long long)st.flows, (long long)st.execs, st.reported_replica);
+  } else {
+    throw UserError("--engine = \"" + o.engine + "\": unknown engine; known: analytic, des");
+  }
   if (!o.allow_oom)
     check_memory_fits(r, sc);
   if (!o.quiet) {

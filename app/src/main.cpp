@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   SimulateOptions sim;
   auto* s = app.add_subcommand("simulate", "Predict the step time of a scenario or plan and print the per-rank table");
   s->add_option("input", sim.input, "Scenario JSON or plan JSON (from 'cpsim plan')")->required();
-  s->add_option("--engine", sim.engine, "Engine: analytic")->capture_default_str();
+  s->add_option("--engine", sim.engine, "Engine: analytic (max-plus, no contention) or des (SimGrid, flow-level sharing)")->capture_default_str();
   s->add_option("--json", sim.json_out, "Write the result as JSON to this file");
   s->add_option("--trace", sim.trace_out, "Write a Chrome/Perfetto trace to this file");
   s->add_flag("--allow-oom", sim.allow_oom, "Simulate even if a rank's peak memory exceeds the GPU's");

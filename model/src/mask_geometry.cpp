@@ -320,6 +320,24 @@ int64_t MaskGeometry::strided_cells(const BlockLayout* lp, TokenRange q, TokenRa
   return total;
 }
 
+namespace {
+
+/** Number of j in [0, n) with pred(j) true, for a predicate that is true on a prefix. */
+template <class Pred>
+int64_t prefix_count(int64_t n, Pred pred) {
+  int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (pred(mid))
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+} // namespace
+
 TileCount MaskGeometry::tiles(int seq, TokenRange q, TokenRange k, int64_t tile_m, int64_t tile_n) const {
   return tiles_in(spec_.kind == MaskKind::BLOCK_SPARSE ? &layout(seq) : nullptr, seq, q, k, tile_m, tile_n);
 }
@@ -330,24 +348,58 @@ TileCount MaskGeometry::tiles_in(const BlockLayout* l, int seq, TokenRange q, To
   TileCount t;
   if (q.size() <= 0 || k.size() <= 0)
     return t;
-  int64_t nq = (q.size() + tile_m - 1) / tile_m, nk = (k.size() + tile_n - 1) / tile_n;
+  const int64_t nq = (q.size() + tile_m - 1) / tile_m, nk = (k.size() + tile_n - 1) / tile_n;
   if (spec_.kind == MaskKind::FULL) {
     t.full = nq * nk;
     return t;
   }
+  auto q_tile = [&](int64_t i) { return sub_range(q, i * tile_m, std::min(q.size(), (i + 1) * tile_m)); };
+  auto k_tile = [&](int64_t j) { return sub_range(k, j * tile_n, std::min(k.size(), (j + 1) * tile_n)); };
+  if (spec_.kind == MaskKind::BLOCK_SPARSE) {
+    // The layout itself is materialised (n_blocks^2), so a walk over the tiles costs no more.
+    for (int64_t i = 0; i < nq; ++i) {
+      TokenRange qt = q_tile(i);
+      for (int64_t j = 0; j < nk; ++j) {
+        TokenRange kt = k_tile(j);
+        int64_t c = cells_in(l, seq, qt, kt);
+        if (c == qt.size() * kt.size())
+          ++t.full;
+        else if (c > 0)
+          ++t.partial;
+      }
+    }
+    return t;
+  }
+  // Causal and sliding window: key tile positions grow with j, so per query tile the full tiles
+  // and the touched tiles are index intervals found by bisection: O(nq log nk) instead of
+  // O(nq nk), which matters for multi-million-token sequences. Key k is visible from query q iff
+  // q - w < k <= q (w infinite for causal), so a tile is full iff its last key <= the first query
+  // and its first key > the last query - w; it is touched iff its first key <= the last query and
+  // its last key > the first query - w (exact for contiguous ranges; strided windows are checked).
+  const bool windowed = spec_.kind == MaskKind::SLIDING_WINDOW;
+  const bool strided = q.stride != 1 || k.stride != 1;
   for (int64_t i = 0; i < nq; ++i) {
-    TokenRange qt = sub_range(q, i * tile_m, std::min(q.size(), (i + 1) * tile_m));
-    for (int64_t j = 0; j < nk; ++j) {
-      TokenRange kt = sub_range(k, j * tile_n, std::min(k.size(), (j + 1) * tile_n));
-      // Cheap rejections for the common causal and windowed cases before counting cells.
-      if (spec_.kind != MaskKind::BLOCK_SPARSE && kt.begin > qt.last())
-        break;
-      int64_t c = cells_in(l, seq, qt, kt);
-      if (c == 0)
+    TokenRange qt = q_tile(i);
+    const int64_t q_first = qt.begin, q_last = qt.last();
+    // touched candidates: [lo, hi); full: [full_lo, full_hi)
+    const int64_t hi = prefix_count(nk, [&](int64_t j) { return k.at(j * tile_n) <= q_last; });
+    const int64_t full_hi = prefix_count(nk, [&](int64_t j) { return k_tile(j).last() <= q_first; });
+    int64_t lo = 0, full_lo = 0;
+    if (windowed) {
+      const int64_t w = spec_.window;
+      lo = prefix_count(nk, [&](int64_t j) { return k_tile(j).last() <= q_first - w; });
+      full_lo = prefix_count(nk, [&](int64_t j) { return k.at(j * tile_n) <= q_last - w; });
+    }
+    const int64_t full = std::max<int64_t>(0, full_hi - full_lo);
+    t.full += full;
+    if (!(windowed && strided)) {
+      t.partial += std::max<int64_t>(0, hi - lo) - full;
+      continue;
+    }
+    for (int64_t j = lo; j < hi; ++j) {
+      if (j >= full_lo && j < full_hi)
         continue;
-      if (c == qt.size() * kt.size())
-        ++t.full;
-      else
+      if (cells(seq, qt, k_tile(j)) > 0)
         ++t.partial;
     }
   }

@@ -97,3 +97,37 @@ TEST_CASE("model::MaskGeometry: layout files are read and checked") {
   bad.seq_lens = {48, 64};
   CHECK_THROWS_WITH(MaskGeometry(bad), Catch::Contains("layouts[1]"));
 }
+
+TEST_CASE("model::MaskGeometry: tile counts equal brute force for random, strided and windowed rectangles") {
+  std::mt19937 rng(777);
+  for (const Json& mask : test::all_masks()) {
+    Workload w = workload_with(mask, {300});
+    MaskGeometry m(w);
+    for (int trial = 0; trial < 60; ++trial) {
+      std::uniform_int_distribution<int64_t> pos(0, 299), stride(1, 4), tile(1, 40);
+      auto range = [&] {
+        int64_t s = stride(rng), a = pos(rng), b = pos(rng);
+        TokenRange r{std::min(a, b), std::max(a, b) + 1, 1};
+        r.stride = s;
+        return sub_range(r, 0, r.size());
+      };
+      TokenRange q = range(), k = range();
+      const int64_t tm = tile(rng), tn = tile(rng);
+      int64_t full = 0, partial = 0;
+      for (int64_t i = 0; i < q.size(); i += tm)
+        for (int64_t j = 0; j < k.size(); j += tn) {
+          int64_t c = 0, n = 0;
+          for (int64_t a = i; a < std::min(q.size(), i + tm); ++a)
+            for (int64_t b = j; b < std::min(k.size(), j + tn); ++b, ++n)
+              c += m.visible(0, q.at(a), k.at(b));
+          full += c == n;
+          partial += c > 0 && c < n;
+        }
+      TileCount t = m.tiles(0, q, k, tm, tn);
+      INFO("mask " << mask.dump() << " q " << q.begin << ":" << q.end << ":" << q.stride << " k " << k.begin << ":"
+                   << k.end << ":" << k.stride << " tiles " << tm << "x" << tn);
+      REQUIRE(t.full == full);
+      REQUIRE(t.partial == partial);
+    }
+  }
+}
