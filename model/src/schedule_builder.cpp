@@ -142,7 +142,7 @@ int ScheduleBuilder::emit_attention(int rank, Op op, const std::vector<AttnSegme
   return push(rank, std::move(op)).id;
 }
 
-GatheredTiles ScheduleBuilder::gather_tiles(int rank, int op_id, int64_t granularity) {
+GatheredTiles ScheduleBuilder::gather_tiles(int rank, int op_id, int64_t granularity, GatherAxis axis) {
   Op& op = s_.ranks[static_cast<size_t>(rank)].ops.at(static_cast<size_t>(op_id));
   CPSIM_ASSERT(op.kind == OpKind::ATTENTION, "gather_tiles on a non-attention op");
   GatheredTiles g;
@@ -151,13 +151,13 @@ GatheredTiles ScheduleBuilder::gather_tiles(int rank, int op_id, int64_t granula
   const std::vector<int> heads = mask_.per_head() ? op.head_list() : std::vector<int>{op.head_list().front()};
   for (int h : heads)
     for (const auto& s : op.segments) {
-      g += gathered_tiles(mask_, s.seq, h, s.q, s.k, s_.tile_m, s_.tile_n, granularity);
+      g += gathered_tiles(mask_, s.seq, h, s.q, s.k, s_.tile_m, s_.tile_n, granularity, axis);
       cells += mask_.cells(s.seq, h, s.q, s.k);
     }
   if (!mask_.per_head()) {
     const int64_t n = op.heads();
     g.tiles = {g.tiles.full * n, g.tiles.partial * n};
-    g.gathered_cols *= n;
+    g.gathered *= n;
     g.micro_tiles *= n;
     g.candidates *= n;
     cells *= n;

@@ -15,6 +15,15 @@ Scenario pit(int cp, int64_t g, const Json& mask = kColumns, const std::string& 
   return test::scenario_with("pit", cp, {1024}, mask, pass, Json{{"granularity", g}}, heads, kv_heads, 64);
 }
 
+std::string error_of(const Scenario& sc) {
+  try {
+    generate_schedule(sc);
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
 const Op& only(const Schedule& s, int rank, OpKind k, const std::string& prefix) {
   for (const auto& op : s.ranks[size_t(rank)].ops)
     if (op.kind == k && op.label.rfind(prefix, 0) == 0)
@@ -40,6 +49,28 @@ TEST_CASE("model::schedules: pit counts ceil(u_i / 128) dense tiles per query ti
     CHECK(gather.bytes == 4 * kv_rows * D * e + candidates + 8 * micro);
     test::check_exactly_once(s, pit(1, g));
   }
+}
+
+TEST_CASE("model::schedules: pit along query rows packs per key tile and scatter-merges the partial outputs") {
+  const int H = 2;
+  // the column pattern seen per key tile: its one needed 16-column block is needed by every query
+  // row, so whatever the granularity all 1024 rows are gathered: 8 tiles per key tile, 8 key tiles
+  for (int64_t g : {16, 64, 128}) {
+    Scenario sc = test::scenario_with("pit", 1, {1024}, kColumns, "fwd_bwd", Json{{"granularity", g}, {"axis", "rows"}},
+                                      H, 1, 64);
+    Schedule s = generate_schedule(sc);
+    const Op& a = only(s, 0, OpKind::ATTENTION, "fwd attn");
+    CHECK(a.tiles_all_heads().total() == H * 8 * 8);
+    CHECK(a.cells_all_heads() == H * 1024 * 128);
+    const Op& m = only(s, 0, OpKind::MERGE, "fwd scatter-merge o");
+    CHECK(m.rows == 8 * 1024); // one partial per gathered row and key tile, per head
+    const Op& gather = only(s, 0, OpKind::COMPUTE, "fwd gather");
+    CHECK(gather.bytes == 2 * (H * 8 * 1024) * 64 * 2 + H * 8 * (1024 / g) + 8 * H * 8 * (1024 / g));
+    test::check_exactly_once(s, sc);
+  }
+  CHECK_THAT(error_of(test::scenario_with("pit", 1, {1024}, kColumns, "fwd", Json{{"granularity", 16}, {"axis", "diag"}},
+                                          H, 1, 64)),
+             Contains("'parallel.axis' = \"diag\"") && Contains("\"rows\""));
 }
 
 TEST_CASE("model::schedules: pit granularities order as 16 < 64 < 128 = the plain block-sparse kernel") {
@@ -92,7 +123,7 @@ TEST_CASE("model::schedules: pit rejects bad configurations naming key, value an
   CHECK_THAT(err(pit(1, 16, Json{{"kind", "causal"}})), Contains("'workload.mask.kind' = \"causal\"") &&
                                                             Contains("block_sparse"));
   CHECK_THAT(err(pit(3, 16)), Contains("divisible by 3"));
-  CHECK_THAT(err(test::scenario_with("pit", 1, {1024}, kColumns, "fwd", Json{{"granularity", 16}, {"axis", "rows"}}, 2,
+  CHECK_THAT(err(test::scenario_with("pit", 1, {1024}, kColumns, "fwd", Json{{"granularity", 16}, {"tile", 64}}, 2,
                                      1, 64)),
-             Contains("'parallel.axis' is not a known key"));
+             Contains("'parallel.tile' is not a known key"));
 }

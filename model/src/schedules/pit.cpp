@@ -1,7 +1,10 @@
 // PIT-style gathered sparse attention (schedules.md 8): the block-sparse layout is read at the
-// granularity of micro-tiles of `granularity` key columns; for every query tile the needed
-// micro-tiles are gathered into dense tiles (a memory-bound gather op with the index build), and
-// the attention op counts the dense tiles after the gather, so granularities can be compared.
+// granularity of micro-tiles of `granularity` tokens along one permutation-invariant axis: key
+// columns per query tile (the default, MInference's PIT kernel) or query rows per key tile. The
+// needed micro-tiles are gathered into dense tiles (a memory-bound gather op with the index
+// build), and the attention op counts the dense tiles after the gather, so granularities (and
+// axes) can be compared. Gathering query rows permutes an output axis: partial outputs are
+// scatter-merged into their rows afterwards.
 // Across cp ranks the queries are split in contiguous chunks and K, V are all-gathered first
 // (the kernel technique needs every key a query tile may pick); the backward gathers again,
 // scatters dK, dV back to their rows and reduce-scatters them.
@@ -28,15 +31,34 @@ int64_t read_granularity(const Scenario& sc) {
                     std::to_string(kMinGranularity) + ", " + std::to_string(kMaxGranularity) + "]");
   return v.get<int64_t>();
 }
+
+GatherAxis read_axis(const Scenario& sc) {
+  const Json& o = sc.parallel.options;
+  if (!o.contains("axis"))
+    return GatherAxis::KEYS;
+  const Json& v = o.at("axis");
+  if (v == "columns")
+    return GatherAxis::KEYS;
+  if (v == "rows")
+    return GatherAxis::QUERIES;
+  throw UserError("'parallel.axis' = " + v.dump() + ": must be \"columns\" (gather key columns per query tile) or "
+                  "\"rows\" (gather query rows per key tile)");
+}
 } // namespace
 
 std::vector<Json> pit_variants(const Scenario&) {
-  return {Json{{"granularity", 16}}, Json{{"granularity", 64}}, Json{{"granularity", 128}}};
+  std::vector<Json> out;
+  for (const char* axis : {"columns", "rows"})
+    for (int g : {16, 64, 128})
+      out.push_back(Json{{"granularity", g}, {"axis", axis}});
+  return out;
 }
 
 Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
-  check_scheme_options(sc, {"granularity"});
+  check_scheme_options(sc, {"granularity", "axis"});
   const int64_t g = read_granularity(sc);
+  const GatherAxis axis = read_axis(sc);
+  const bool cols = axis == GatherAxis::KEYS;
   const Workload& w = sc.workload;
   if (w.mask.kind != MaskKind::BLOCK_SPARSE)
     throw UserError("'workload.mask.kind' = \"" + to_string(w.mask.kind) +
@@ -87,53 +109,69 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
 
     // The gather runs before the attention, but what it moves is known once the attention's
     // rectangles are counted: emit both, then set the gather's bytes and its staging size.
-    buf("kv_packed", "staging", 0, G, whole);
+    const std::string packed = cols ? "kv_packed" : "q_packed";
+    buf(packed, "staging", 0, cols ? G : H, cols ? whole : mine);
     const int gather_slot = b.compute(r, comp, {ag}, ComputeKind::GATHER, 0, 0, "fwd gather micro-tiles",
-                                      {kv_all}, {"kv_packed"});
+                                      {cols ? kv_all : "q"}, {packed});
     int a = b.attention(r, comp, {gather_slot}, Direction::FORWARD, 0, H, segs, "fwd attn (gathered tiles)",
-                        {"q", "kv_packed"}, {"o", "lse"});
+                        {cols ? "q" : packed, cols ? packed : kv_all}, {"o", "lse"});
     // no visible cell in this rank's queries (a < 0): nothing to gather either
-    const GatheredTiles gt = a >= 0 ? b.gather_tiles(r, a, g) : GatheredTiles{};
-    // Gather: read and write each gathered K and V row, scan the micro-tile flags (1 byte each)
-    // and write then read the int32 index (schedules.md 8: t'_tile and t_index).
-    const int64_t kv_rows = int64_t(double(gt.gathered_cols) * kv_share);
-    const int64_t gather_bytes = 2 * 2 * kv_rows * row_bytes + gt.candidates + 8 * gt.micro_tiles;
-    b.set_compute_cost(r, gather_slot, 0, gather_bytes);
-    b.set_buffer_bytes(r, "kv_packed", 2 * kv_rows * row_bytes);
-    b.set_alloc(r, "kv_packed", gather_slot);
-    b.set_free(r, "kv_packed", a);
+    const GatheredTiles gt = a >= 0 ? b.gather_tiles(r, a, g, axis) : GatheredTiles{};
+    // Gathered rows of one head's K or V (columns) or Q (rows); the gather reads and writes each,
+    // scans the micro-tile flags (1 byte each) and writes then reads the int32 index (schedules.md
+    // 8: t'_tile and t_index).
+    const int64_t rows = cols ? int64_t(double(gt.gathered) * kv_share) : gt.gathered;
+    const int64_t index_bytes = gt.candidates + 8 * gt.micro_tiles;
+    b.set_compute_cost(r, gather_slot, 0, 2 * (cols ? 2 : 1) * rows * row_bytes + index_bytes);
+    b.set_buffer_bytes(r, packed, (cols ? 2 : 1) * rows * row_bytes);
+    b.set_alloc(r, packed, gather_slot);
+    b.set_free(r, packed, a);
+    int fwd_end = a;
+    if (!cols) {
+      // rows: a query row's keys span several key tiles, so each gathered row leaves a partial
+      // (O, LSE) that the scatter merges into its home row (SWrite onto the output axis)
+      buf("o_partial", "staging", rows * (row_bytes + 4), H, mine);
+      fwd_end = b.merge(r, comp, {a}, Direction::FORWARD, 0, H, (rows + H - 1) / H, 2, 0, "fwd scatter-merge o",
+                        {"o_partial"}, {"o", "lse"});
+      b.set_alloc(r, "o_partial", a);
+      b.set_free(r, "o_partial", fwd_end);
+    }
     if (W > 1)
       b.set_free(r, kv_all, a);
     if (!bwd)
       continue;
-    // ---- backward: gather again, gathered backward, scatter-add dK, dV, reduce-scatter them
+    // ---- backward: gather again, gathered backward, scatter-add the gathered gradient rows
+    // (dK, dV for columns; dQ for rows), reduce-scatter dK, dV
     buf("do", "do", B_Q, H, mine);
     buf("dq", "dq", B_Q, H, mine);
     buf("dkv", "dkv", B_KV, G, mine);
     const std::string kv_all2 = W > 1 ? buf("kv_gathered_bwd", "kv", W * B_KV, G, whole) : "kv";
     buf("dkv_full", "dkv", W * B_KV, G, whole);
-    buf("kv_packed_bwd", "staging", 2 * kv_rows * row_bytes, G, whole);
-    buf("dkv_packed", "staging", 2 * kv_rows * row_bytes, G, whole);
-    int ag2 = b.collective(r, comm, {a}, CollectiveKind::ALL_GATHER, all, B_KV, 1, "bwd ag kv", {"kv"}, {kv_all2});
-    int gb = b.compute(r, comp, {ag2, a}, ComputeKind::GATHER, 0, gather_bytes, "bwd gather micro-tiles", {kv_all2},
-                       {"kv_packed_bwd"});
+    // columns re-gather K, V; rows gather Q and dO
+    const int64_t packed_bytes = 2 * rows * row_bytes;
+    buf("packed_bwd", "staging", packed_bytes, cols ? G : H, cols ? whole : mine);
+    buf("grad_packed", "staging", (cols ? 2 : 1) * rows * row_bytes, cols ? G : H, cols ? whole : mine);
+    int ag2 = b.collective(r, comm, {fwd_end}, CollectiveKind::ALL_GATHER, all, B_KV, 1, "bwd ag kv", {"kv"}, {kv_all2});
+    int gb = b.compute(r, comp, {ag2, fwd_end}, ComputeKind::GATHER, 0, 2 * packed_bytes + index_bytes,
+                       "bwd gather micro-tiles", {cols ? kv_all2 : "do"}, {"packed_bwd"});
     int ab = b.attention(r, comp, {gb}, Direction::BACKWARD, 0, H, segs, "bwd attn (gathered tiles)",
-                         {"q", "kv_packed_bwd", "o", "lse", "do"}, {"dq", "dkv_packed"});
+                         {"q", "packed_bwd", "o", "lse", "do"}, {cols ? "dq" : "dkv_full", "grad_packed"});
     if (ab >= 0)
-      b.gather_tiles(r, ab, g);
-    // scatter-add: read each packed dK, dV row, read-modify-write its home row
-    int sc_op = b.compute(r, comp, {ab}, ComputeKind::SCATTER, 0, 3 * 2 * kv_rows * row_bytes + 4 * gt.micro_tiles,
-                          "bwd scatter dkv", {"dkv_packed"}, {"dkv_full"});
-    int rs = b.collective(r, comm, {sc_op}, CollectiveKind::REDUCE_SCATTER, all, B_KV, 2, "bwd rs dkv", {"dkv_full"},
-                          {"dkv"});
+      b.gather_tiles(r, ab, g, axis);
+    // scatter-add: read each packed gradient row, read-modify-write its home row
+    int sc_op = b.compute(r, comp, {ab}, ComputeKind::SCATTER, 0,
+                          3 * (cols ? 2 : 1) * rows * row_bytes + 4 * gt.micro_tiles, "bwd scatter grads",
+                          {"grad_packed"}, {cols ? "dkv_full" : "dq"});
+    int rs = b.collective(r, comm, {sc_op, ab}, CollectiveKind::REDUCE_SCATTER, all, B_KV, 2, "bwd rs dkv",
+                          {"dkv_full"}, {"dkv"});
     if (W > 1) {
       b.set_alloc(r, kv_all2, ag2);
       b.set_free(r, kv_all2, ab);
     }
-    b.set_alloc(r, "kv_packed_bwd", gb);
-    b.set_free(r, "kv_packed_bwd", ab);
-    b.set_alloc(r, "dkv_packed", ab);
-    b.set_free(r, "dkv_packed", sc_op);
+    b.set_alloc(r, "packed_bwd", gb);
+    b.set_free(r, "packed_bwd", ab);
+    b.set_alloc(r, "grad_packed", ab);
+    b.set_free(r, "grad_packed", sc_op);
     b.set_alloc(r, "dkv_full", ab);
     b.set_free(r, "dkv_full", std::max(rs, sc_op));
   }

@@ -36,7 +36,7 @@ public:
    * micro-tiles of `granularity` tokens (PIT; DSV's token-gathered KV). Returns the gather's
    * totals over the op's heads and segments (all heads, so the op becomes head_summed).
    */
-  GatheredTiles gather_tiles(int rank, int op, int64_t granularity);
+  GatheredTiles gather_tiles(int rank, int op, int64_t granularity, GatherAxis axis = GatherAxis::KEYS);
   int compute(int rank, int stream, std::vector<int> deps, ComputeKind kind, int64_t flops, int64_t bytes,
               std::string label, std::vector<std::string> reads, std::vector<std::string> writes);
   /** Sets a compute op's cost once what it moves is known (a gather sized by the attention after it). */
