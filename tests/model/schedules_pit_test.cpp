@@ -46,8 +46,9 @@ TEST_CASE("model::schedules: pit counts ceil(u_i / 128) dense tiles per query ti
     CHECK(gather.compute == ComputeKind::GATHER);
     const int64_t kv_rows = G * 8 * 8 * g;                    // per KV head: 8 query tiles x 8g columns
     const int64_t candidates = H * 8 * (1024 / g), micro = H * 8 * 8;
-    CHECK(gather.bytes == 4 * kv_rows * D * e + candidates + 8 * micro);
-    test::check_exactly_once(s, pit(1, g));
+    CHECK(gather.bytes == 2 * kv_rows * D * e + candidates + 8 * micro); // K and V rows loaded once, index
+    if (g == 16) // coverage does not depend on the granularity; check it once (it is the slow part)
+      test::check_exactly_once(s, pit(1, g));
   }
 }
 
@@ -56,7 +57,7 @@ TEST_CASE("model::schedules: pit along query rows packs per key tile and scatter
   // the column pattern seen per key tile: its one needed 16-column block is needed by every query
   // row, so whatever the granularity all 1024 rows are gathered: 8 tiles per key tile, 8 key tiles
   for (int64_t g : {16, 64, 128}) {
-    Scenario sc = test::scenario_with("pit", 1, {1024}, kColumns, "fwd_bwd", Json{{"granularity", g}, {"axis", "rows"}},
+    Scenario sc = test::scenario_with("pit", 1, {1024}, kColumns, "fwd", Json{{"granularity", g}, {"axis", "rows"}},
                                       H, 1, 64);
     Schedule s = generate_schedule(sc);
     const Op& a = only(s, 0, OpKind::ATTENTION, "fwd attn");
@@ -65,8 +66,9 @@ TEST_CASE("model::schedules: pit along query rows packs per key tile and scatter
     const Op& m = only(s, 0, OpKind::MERGE, "fwd scatter-merge o");
     CHECK(m.rows == 8 * 1024); // one partial per gathered row and key tile, per head
     const Op& gather = only(s, 0, OpKind::COMPUTE, "fwd gather");
-    CHECK(gather.bytes == 2 * (H * 8 * 1024) * 64 * 2 + H * 8 * (1024 / g) + 8 * H * 8 * (1024 / g));
-    test::check_exactly_once(s, sc);
+    CHECK(gather.bytes == (H * 8 * 1024) * 64 * 2 + H * 8 * (1024 / g) + 8 * H * 8 * (1024 / g)); // Q rows, index
+    if (g == 16)
+      test::check_exactly_once(s, sc);
   }
   CHECK_THAT(error_of(test::scenario_with("pit", 1, {1024}, kColumns, "fwd", Json{{"granularity", 16}, {"axis", "diag"}},
                                           H, 1, 64)),
@@ -99,6 +101,9 @@ TEST_CASE("model::schedules: pit over cp ranks all-gathers K, V and covers every
   Scenario sc = test::scenario_with("pit", W, {256, 128}, rnd, "fwd_bwd", Json{{"granularity", 32}}, H, G, D);
   Schedule s = generate_schedule(sc);
   test::check_exactly_once(s, sc);
+  Scenario rows = test::scenario_with("pit", W, {256, 128}, rnd, "fwd_bwd", Json{{"granularity", 32}, {"axis", "rows"}},
+                                      H, G, D);
+  test::check_exactly_once(generate_schedule(rows), rows);
   const int64_t c = (256 + 128) / W, B_KV = 2 * c * G * D * e;
   for (int r = 0; r < W; ++r) {
     CHECK(test::sent_by(s, r, "fwd ag kv") == (W - 1) * B_KV);

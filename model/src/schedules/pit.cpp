@@ -108,24 +108,23 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
       b.set_alloc(r, kv_all, ag);
 
     // The gather runs before the attention, but what it moves is known once the attention's
-    // rectangles are counted: emit both, then set the gather's bytes and its staging size.
-    const std::string packed = cols ? "kv_packed" : "q_packed";
-    buf(packed, "staging", 0, cols ? G : H, cols ? whole : mine);
+    // rectangles are counted: emit both, then set the gather's bytes and the index size. The
+    // gathered rows go to shared memory (PIT's SRead), so no packed copy is kept in HBM.
+    buf("mt_index", "staging", 0, H, mine);
     const int gather_slot = b.compute(r, comp, {ag}, ComputeKind::GATHER, 0, 0, "fwd gather micro-tiles",
-                                      {cols ? kv_all : "q"}, {packed});
+                                      {cols ? kv_all : "q"}, {"mt_index"});
     int a = b.attention(r, comp, {gather_slot}, Direction::FORWARD, 0, H, segs, "fwd attn (gathered tiles)",
-                        {cols ? "q" : packed, cols ? packed : kv_all}, {"o", "lse"});
+                        {"q", kv_all, "mt_index"}, {"o", "lse"});
     // no visible cell in this rank's queries (a < 0): nothing to gather either
     const GatheredTiles gt = a >= 0 ? b.gather_tiles(r, a, g, axis) : GatheredTiles{};
-    // Gathered rows of one head's K or V (columns) or Q (rows); the gather reads and writes each,
-    // scans the micro-tile flags (1 byte each) and writes then reads the int32 index (schedules.md
-    // 8: t'_tile and t_index).
+    // Gathered rows of one head's K and V (columns) or Q (rows). The gather loads each once by
+    // index, scans the micro-tile flags (1 byte each) and writes then reads the int32 index
+    // (schedules.md 8: t'_tile and t_index).
     const int64_t rows = cols ? int64_t(double(gt.gathered) * kv_share) : gt.gathered;
     const int64_t index_bytes = gt.candidates + 8 * gt.micro_tiles;
-    b.set_compute_cost(r, gather_slot, 0, 2 * (cols ? 2 : 1) * rows * row_bytes + index_bytes);
-    b.set_buffer_bytes(r, packed, (cols ? 2 : 1) * rows * row_bytes);
-    b.set_alloc(r, packed, gather_slot);
-    b.set_free(r, packed, a);
+    b.set_compute_cost(r, gather_slot, 0, (cols ? 2 : 1) * rows * row_bytes + index_bytes);
+    b.set_buffer_bytes(r, "mt_index", 4 * gt.micro_tiles);
+    b.set_alloc(r, "mt_index", gather_slot);
     int fwd_end = a;
     if (!cols) {
       // rows: a query row's keys span several key tiles, so each gathered row leaves a partial
@@ -138,8 +137,10 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
     }
     if (W > 1)
       b.set_free(r, kv_all, a);
-    if (!bwd)
+    if (!bwd) {
+      b.set_free(r, "mt_index", fwd_end);
       continue;
+    }
     // ---- backward: gather again, gathered backward, scatter-add the gathered gradient rows
     // (dK, dV for columns; dQ for rows), reduce-scatter dK, dV
     buf("do", "do", B_Q, H, mine);
@@ -147,31 +148,24 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
     buf("dkv", "dkv", B_KV, G, mine);
     const std::string kv_all2 = W > 1 ? buf("kv_gathered_bwd", "kv", W * B_KV, G, whole) : "kv";
     buf("dkv_full", "dkv", W * B_KV, G, whole);
-    // columns re-gather K, V; rows gather Q and dO
-    const int64_t packed_bytes = 2 * rows * row_bytes;
-    buf("packed_bwd", "staging", packed_bytes, cols ? G : H, cols ? whole : mine);
-    buf("grad_packed", "staging", (cols ? 2 : 1) * rows * row_bytes, cols ? G : H, cols ? whole : mine);
+    // columns load K, V again by index; rows load Q and dO; the index is kept from the forward
     int ag2 = b.collective(r, comm, {fwd_end}, CollectiveKind::ALL_GATHER, all, B_KV, 1, "bwd ag kv", {"kv"}, {kv_all2});
-    int gb = b.compute(r, comp, {ag2, fwd_end}, ComputeKind::GATHER, 0, 2 * packed_bytes + index_bytes,
-                       "bwd gather micro-tiles", {cols ? kv_all2 : "do"}, {"packed_bwd"});
+    int gb = b.compute(r, comp, {ag2, fwd_end}, ComputeKind::GATHER, 0, 2 * rows * row_bytes + 4 * gt.micro_tiles,
+                       "bwd gather micro-tiles", {cols ? kv_all2 : "do", "mt_index"}, {});
     int ab = b.attention(r, comp, {gb}, Direction::BACKWARD, 0, H, segs, "bwd attn (gathered tiles)",
-                         {"q", "packed_bwd", "o", "lse", "do"}, {cols ? "dq" : "dkv_full", "grad_packed"});
+                         {"q", kv_all2, "o", "lse", "do", "mt_index"}, {"dq", "dkv_full"});
     if (ab >= 0)
       b.gather_tiles(r, ab, g, axis);
-    // scatter-add: read each packed gradient row, read-modify-write its home row
-    int sc_op = b.compute(r, comp, {ab}, ComputeKind::SCATTER, 0,
-                          3 * (cols ? 2 : 1) * rows * row_bytes + 4 * gt.micro_tiles, "bwd scatter grads",
-                          {"grad_packed"}, {cols ? "dkv_full" : "dq"});
+    // scatter-add the gathered gradient rows into their home rows (read-modify-write)
+    int sc_op = b.compute(r, comp, {ab}, ComputeKind::SCATTER, 0, 2 * (cols ? 2 : 1) * rows * row_bytes + 4 * gt.micro_tiles,
+                          "bwd scatter grads", {"mt_index"}, {cols ? "dkv_full" : "dq"});
     int rs = b.collective(r, comm, {sc_op, ab}, CollectiveKind::REDUCE_SCATTER, all, B_KV, 2, "bwd rs dkv",
                           {"dkv_full"}, {"dkv"});
     if (W > 1) {
       b.set_alloc(r, kv_all2, ag2);
       b.set_free(r, kv_all2, ab);
     }
-    b.set_alloc(r, "packed_bwd", gb);
-    b.set_free(r, "packed_bwd", ab);
-    b.set_alloc(r, "grad_packed", ab);
-    b.set_free(r, "grad_packed", sc_op);
+    b.set_free(r, "mt_index", sc_op);
     b.set_alloc(r, "dkv_full", ab);
     b.set_free(r, "dkv_full", std::max(rs, sc_op));
   }
