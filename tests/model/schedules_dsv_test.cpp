@@ -146,9 +146,19 @@ TEST_CASE("model::schedules: dsv sparse SCP moves only the needed KV rows; naive
   CHECK(bytes_sent_to(s, 0, "scp a2a counts") == 4 * (W - 1));
   CHECK(bytes_sent_to(s, 1, "scp a2a dk") == 16 * G * D * e); // gradients go home
   CHECK(bytes_sent_to(s, 0, "scp a2a dk") == 0);
+  // gathered K (and V) per rank: the local chunk plus the needed remote rows, per KV head
+  auto bytes_of = [&](const Schedule& x, int r, const std::string& name) {
+    for (const auto& b : x.ranks[size_t(r)].buffers)
+      if (b.name == name)
+        return b.bytes;
+    return int64_t(-1);
+  };
+  CHECK(bytes_of(s, 0, "k_scp") == (S / W) * G * D * e);
+  CHECK(bytes_of(s, 1, "k_scp") == ((S / W) * G + 16 * G) * D * e);
   test::check_exactly_once(s, sc(true, "fwd_bwd"));
   Schedule n = generate_schedule(sc(false, "fwd_bwd"));
   for (int r = 0; r < W; ++r) {
+    CHECK(bytes_of(n, r, "k_scp") == S * G * D * e); // naive: every key row
     CHECK(bytes_sent_to(n, r, "scp ag k") == (W - 1) * (S / W) * G * D * e);
     CHECK(bytes_sent_to(n, r, "scp rs dv") == (W - 1) * (S / W) * G * D * e);
   }
@@ -182,6 +192,40 @@ TEST_CASE("model::schedules: dsv covers every cell once for every (hcp, scp), na
     INFO(v.dump());
     Schedule s = generate_schedule(sc);
     test::check_exactly_once(s, sc);
+  }
+}
+
+TEST_CASE("model::schedules: dsv puts HCP groups on consecutive ranks unless hcp_inner is false") {
+  for (bool inner : {true, false}) {
+    Scenario sc = test::scenario_with("dsv", 4, {128}, kSkewed, "fwd",
+                                      Json{{"hcp", 2}, {"sparsity_aware", false}, {"hcp_inner", inner}}, 4, 4);
+    Schedule s = generate_schedule(sc);
+    std::vector<int> hgroup, sgroup;
+    for (const auto& op : s.ranks[0].ops) {
+      if (op.kind == OpKind::COLLECTIVE && op.label == "hcp a2a q")
+        hgroup = op.coll_group;
+      if (op.kind == OpKind::COLLECTIVE && op.label == "scp ag k")
+        sgroup = op.coll_group;
+    }
+    CHECK(hgroup == (inner ? std::vector<int>{0, 1} : std::vector<int>{0, 2}));
+    CHECK(sgroup == (inner ? std::vector<int>{0, 2} : std::vector<int>{0, 1}));
+    test::check_exactly_once(s, sc);
+  }
+}
+
+TEST_CASE("model::schedules: every scheme counts per-head masks head by head and covers every cell once") {
+  const Json mask{{"kind", "block_sparse"}, {"block", 16}, {"head_densities", {0.9, 0.1, 0.4, 0.2}}, {"seed", 8}};
+  for (const char* scheme : {"ring", "zigzag", "ulysses"}) {
+    Scenario sc = test::scenario_with(scheme, 2, {128}, mask, "fwd_bwd", Json::object(), 4, 2);
+    Schedule s = generate_schedule(sc);
+    test::check_exactly_once(s, sc);
+    MaskGeometry m(sc.workload);
+    double total = 0, expect = 0;
+    for (int r = 0; r < 2; ++r)
+      total += test::flops_of(s, sc.workload, r, Direction::FORWARD);
+    for (int h = 0; h < 4; ++h)
+      expect += 4.0 * double(m.total_cells(0, h)) * 64;
+    CHECK(total == Approx(expect)); // FLOPs follow each head's own cells, not the union
   }
 }
 
