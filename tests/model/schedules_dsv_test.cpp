@@ -195,6 +195,22 @@ TEST_CASE("model::schedules: dsv covers every cell once for every (hcp, scp), na
   }
 }
 
+TEST_CASE("model::schedules: dsv steps: hcp-1 pairwise steps per HCP tensor, counts + 3 uneven exchanges over SCP") {
+  for (auto [hcp, scp] : {std::pair<int, int>{4, 1}, {1, 4}, {2, 2}}) {
+    Scenario sc = test::scenario_with("dsv", 4, {256}, kSkewed, "fwd_bwd", Json{{"hcp", hcp}, {"scp", scp}}, 4, 4);
+    Schedule s = generate_schedule(sc);
+    INFO("hcp " << hcp << " scp " << scp);
+    for (int r = 0; r < 4; ++r) {
+      // forward q, k, v, o and backward do, dq, dk, dv: one send per step of each exchange
+      CHECK(test::count_ops(s, r, OpKind::SEND, "hcp a2a") == 8 * (hcp - 1));
+      // forward index, k, v and backward dk, dv (schedules.md 6.3: 4 uneven all-to-alls incl. counts)
+      CHECK(test::count_ops(s, r, OpKind::SEND, "scp a2a") == 5 * (scp - 1));
+      CHECK(test::count_ops(s, r, OpKind::COLLECTIVE, "scp a2a counts") == (scp > 1 ? 1 : 0));
+      CHECK(test::count_ops(s, r, OpKind::ATTENTION) == 2);
+    }
+  }
+}
+
 TEST_CASE("model::schedules: dsv puts HCP groups on consecutive ranks unless hcp_inner is false") {
   for (bool inner : {true, false}) {
     Scenario sc = test::scenario_with("dsv", 4, {128}, kSkewed, "fwd",

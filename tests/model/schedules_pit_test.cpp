@@ -110,6 +110,13 @@ TEST_CASE("model::schedules: pit over cp ranks all-gathers K, V and covers every
     CHECK(test::sent_by(s, r, "bwd ag kv") == (W - 1) * B_KV);
     CHECK(test::sent_by(s, r, "bwd rs dkv") == (W - 1) * B_KV);
     CHECK(test::count_ops(s, r, OpKind::COMPUTE) == 3); // fwd gather, bwd gather, bwd scatter
+    CHECK(test::count_ops(s, r, OpKind::COLLECTIVE) == 3); // steps: ag; ag, rs
+    // memory: the all-gathered K and V, W B_KV, as in TE's all-gather CP
+    int64_t gathered = 0;
+    for (const auto& b : s.ranks[size_t(r)].buffers)
+      if (b.name == "kv_gathered")
+        gathered = b.bytes;
+    CHECK(gathered == W * B_KV);
   }
 }
 
