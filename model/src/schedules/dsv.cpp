@@ -12,6 +12,7 @@
 //  - Sparse attention (non-causal kernel over gathered KV rows): tiles counted after the gather
 //    at the layout's block granularity. Backward: dO in, dK/dV back over SCP (reduce-scatter or
 //    the reverse uneven exchange), dQ/dK/dV back over HCP.
+#include "dsv_plan.hpp"
 #include "hybrid_degrees.hpp"
 
 #include "cpsim/model/schedule_builder.hpp"
@@ -19,107 +20,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 namespace cpsim {
-
-namespace {
-
-const std::vector<std::string> kKeys = {"hcp", "scp", "sparsity_aware", "predictor_rank", "query_group", "hcp_inner"};
-
-struct DsvOptions {
-  int hcp = 1, scp = 1;
-  bool aware = true;
-  int64_t rank_lr = 16;    // d_lr of the low-rank projections
-  int64_t query_group = 8; // queries sharing one proxy's critical KV (2x2x2 voxels)
-  bool hcp_inner = true;   // HCP groups on consecutive ranks (the paper's intra-node preference)
-};
-
-bool option_bool(const Scenario& sc, const std::string& key, bool absent) {
-  const Json& o = sc.parallel.options;
-  if (!o.contains(key))
-    return absent;
-  if (!o.at(key).is_boolean())
-    throw UserError("'parallel." + key + "' = " + o.at(key).dump() + ": must be true or false");
-  return o.at(key).get<bool>();
-}
-
-int64_t option_range(const Scenario& sc, const std::string& key, int64_t absent, int64_t lo, int64_t hi) {
-  const Json& o = sc.parallel.options;
-  if (!o.contains(key))
-    return absent;
-  const Json& v = o.at(key);
-  if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > hi)
-    throw UserError("'parallel." + key + "' = " + v.dump() + ": must be an integer in [" + std::to_string(lo) + ", " +
-                    std::to_string(hi) + "]");
-  return v.get<int64_t>();
-}
-
-DsvOptions read_options(const Scenario& sc) {
-  check_scheme_options(sc, kKeys);
-  DsvOptions o;
-  std::tie(o.hcp, o.scp) = hybrid::degrees(sc, "hcp", "scp", "dsv");
-  o.aware = option_bool(sc, "sparsity_aware", true);
-  o.rank_lr = option_range(sc, "predictor_rank", 16, 1, sc.workload.head_dim);
-  o.query_group = option_range(sc, "query_group", 8, 1, 4096);
-  o.hcp_inner = option_bool(sc, "hcp_inner", true);
-  return o;
-}
-
-/** KV-head groups (of H/G query heads) per HCP member: in order (naive) or by LPT on sparse work. */
-std::vector<std::vector<int>> place_kv_groups(const Workload& w, const MaskGeometry& mask, int hcp, bool aware) {
-  const int G = w.kv_heads, per = w.heads / w.kv_heads;
-  std::vector<std::vector<int>> out(static_cast<size_t>(hcp));
-  if (!aware) {
-    for (int g = 0; g < G; ++g)
-      out[size_t(g / (G / hcp))].push_back(g);
-    return out;
-  }
-  std::vector<int64_t> work(size_t(G), 0);
-  for (int g = 0; g < G; ++g)
-    for (int h = g * per; h < (g + 1) * per; ++h)
-      for (size_t s = 0; s < w.seq_lens.size(); ++s)
-        work[size_t(g)] += mask.total_cells(int(s), h);
-  std::vector<int> order(static_cast<size_t>(G));
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return work[size_t(a)] > work[size_t(b)]; });
-  std::vector<int64_t> load(size_t(hcp), 0);
-  for (int g : order) {
-    size_t m = size_t(std::min_element(load.begin(), load.end()) - load.begin());
-    out[m].push_back(g);
-    load[m] += work[size_t(g)];
-  }
-  for (auto& v : out)
-    std::sort(v.begin(), v.end());
-  return out;
-}
-
-/**
- * Key tokens the queries `q` of sequence `seq` need from each SCP chunk, summed over the KV
- * groups `kv`: per KV group, the union over its query heads of the layout blocks with a visible
- * cell, clipped to each chunk (DSV's `activated` set at the layout's resolution).
- */
-std::vector<int64_t> needed_from_chunks(const MaskGeometry& mask, const Workload& w, int seq, TokenRange q,
-                                        const std::vector<int>& kv, int scp) {
-  const int64_t n = w.seq_lens[size_t(seq)], cs = n / scp, blk = w.mask.block, per = w.heads / w.kv_heads;
-  std::vector<int64_t> need(size_t(scp), 0);
-  for (int g : kv)
-    for (int64_t kb = 0; kb * blk < n; ++kb) {
-      TokenRange k{kb * blk, std::min(n, (kb + 1) * blk)};
-      bool used = false;
-      for (int64_t h = g * per; h < (g + 1) * per && !used; ++h)
-        used = mask.cells(seq, int(h), q, k) > 0;
-      if (!used)
-        continue;
-      for (int j = 0; j < scp; ++j)
-        need[size_t(j)] += std::max<int64_t>(0, std::min(k.end, (j + 1) * cs) - std::max(k.begin, j * cs));
-    }
-  return need;
-}
-
-int64_t log2_ceil(double x) { return std::max<int64_t>(1, int64_t(std::ceil(std::log2(std::max(2.0, x))))); }
-
-} // namespace
 
 std::vector<Json> dsv_variants(const Scenario& sc) {
   std::vector<Json> out;
@@ -130,7 +32,7 @@ std::vector<Json> dsv_variants(const Scenario& sc) {
 }
 
 Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
-  const DsvOptions o = read_options(sc);
+  const dsv::Options o = dsv::read_options(sc);
   const Workload& w = sc.workload;
   const int W = sc.parallel.cp, H = w.heads, G = w.kv_heads, D = w.head_dim, e = w.elem_bytes();
   const int per = H / G;
@@ -145,7 +47,7 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
                     "needs workload.kv_heads (" + std::to_string(G) + ") divisible by hcp");
   require_seq_divisible(sc, W, "scheme 'dsv' with cp = " + std::to_string(W));
   const bool bwd = sc.pass == PassKind::FWD_BWD;
-  const auto groups = place_kv_groups(w, mask, o.hcp, o.aware);
+  const auto groups = dsv::place_kv_groups(w, mask, o.hcp, o.aware);
 
   ScheduleBuilder b(sc, mask, "dsv", W);
   const int comp = b.add_stream("compute", StreamKind::COMPUTE);
@@ -251,7 +153,7 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
       score_bytes += ((p + sc.tile_m - 1) / sc.tile_m) * n * lr * e * nq + p * lr * e * nq;
       for (int h : heads) {
         const double k_mean = double(mask.cells(int(s), h, segs[s].q, segs[s].k)) / double(cs);
-        topk_flops += p * n * log2_ceil(k_mean); // bitonic select: ~log2(k) compares a score
+        topk_flops += p * n * dsv::log2_ceil(k_mean); // bitonic select: ~log2(k) compares a score
         index_bytes += 4 * p * int64_t(std::ceil(k_mean));
       }
     }
@@ -281,10 +183,10 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
     if (o.aware && o.scp > 1)
       for (size_t s = 0; s < w.seq_lens.size(); ++s) {
         const int64_t cs = w.seq_lens[s] / o.scp;
-        auto mine = needed_from_chunks(mask, w, int(s), segs[s].q, kv, o.scp);
+        auto mine = dsv::needed_from_chunks(mask, w, int(s), segs[s].q, kv, o.scp);
         for (int j = 0; j < o.scp; ++j) {
           need[size_t(j)] += mine[size_t(j)];
-          auto theirs = needed_from_chunks(mask, w, int(s), TokenRange{j * cs, (j + 1) * cs}, kv, o.scp);
+          auto theirs = dsv::needed_from_chunks(mask, w, int(s), TokenRange{j * cs, (j + 1) * cs}, kv, o.scp);
           give[size_t(j)] += theirs[size_t(is)];
         }
       }
