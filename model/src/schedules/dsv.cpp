@@ -129,8 +129,7 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
         const int64_t bytes = c * row * (q_heads ? H : G);
         // collective tags are unique per group: kind x SCP index of the group
         return b.collective(r, comm, deps, CollectiveKind::ALL_TO_ALL, hgroup, bytes, 10000 + 1000 * t + is,
-                            "hcp a2a " + what,
-                            {src}, {dst});
+                            "hcp a2a " + what, {src}, {dst});
       }
       // in: send my token part of the peer's heads, receive the peer's token part of my heads
       auto theirs = [&](int j) { return unit * int64_t(groups[size_t(j)].size()); };
@@ -144,10 +143,9 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
 
     // ---- predictor: projections, K_lr all-gather over SCP, rank-r scores of proxies, top-k
     const int64_t lr = o.rank_lr;
-    int64_t proxies = 0, score_flops = 0, score_bytes = 0, topk_flops = 0, index_bytes = 0;
+    int64_t score_flops = 0, score_bytes = 0, topk_flops = 0, index_bytes = 0;
     for (size_t s = 0; s < w.seq_lens.size(); ++s) {
       const int64_t n = w.seq_lens[s], cs = n / o.scp, p = (cs + o.query_group - 1) / o.query_group;
-      proxies += p;
       score_flops += 2 * p * n * lr * nq;
       // each proxy tile of tile_m rows streams every key's K_lr once
       score_bytes += ((p + sc.tile_m - 1) / sc.tile_m) * n * lr * e * nq + p * lr * e * nq;
