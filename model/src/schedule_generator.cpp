@@ -19,6 +19,9 @@ const std::vector<SchemeInfo>& scheme_registry() {
       {"usp", "USP (yunchang): Ulysses over contiguous groups x ring over strided groups", generate_usp, usp_variants},
       {"loongtrain", "LoongTrain 2D attention: head all-to-all x zigzag double ring (inner windows, outer ring)",
        generate_loongtrain, loongtrain_variants},
+      {"pit", "PIT: sparse layout gathered in micro-tiles of `granularity` key columns into dense tiles", generate_pit, pit_variants},
+      {"dsv", "DSV sparsity-aware CP: hcp x scp mesh, LPT head placement, critical-KV gather, low-rank predictor",
+       generate_dsv, dsv_variants},
   };
   return registry;
 }

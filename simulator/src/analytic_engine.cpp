@@ -60,6 +60,7 @@ SimResult run_analytic(const Schedule& s, const Workload& w, const KernelCostMod
     switch (op.kind) {
     case OpKind::ATTENTION: finish(o, t, kernels.attention_s(op)); break;
     case OpKind::MERGE: finish(o, t, kernels.merge_s(op)); break;
+    case OpKind::COMPUTE: finish(o, t, kernels.compute_s(op)); break;
     case OpKind::SEND:
     case OpKind::RECV:
     case OpKind::COLLECTIVE: {

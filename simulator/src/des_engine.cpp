@@ -141,7 +141,8 @@ void DesRun::ready(int j, int r, int i) {
   const size_t gi = global(j, r, i);
   switch (op.kind) {
   case OpKind::ATTENTION:
-  case OpKind::MERGE: {
+  case OpKind::MERGE:
+  case OpKind::COMPUTE: {
     const double dur = compute_s_[offset_[size_t(r)] + size_t(i)];
     if (dur <= 0) {
       finish(j, r, i, now(), now());
@@ -342,6 +343,8 @@ SimResult DesRun::run(const Workload &w) {
         d = kernels_.attention_s(op);
       else if (op.kind == OpKind::MERGE)
         d = kernels_.merge_s(op);
+      else if (op.kind == OpKind::COMPUTE)
+        d = kernels_.compute_s(op);
     }
 
   // Quiet unless asked: SimGrid logs at INFO by default (CPSIM_SIMGRID_LOG=root.thres:info to see it).

@@ -42,6 +42,10 @@ Schedule generate_usp(const Scenario& sc, const MaskGeometry& mask);
 std::vector<Json> usp_variants(const Scenario& sc); // every (u, r) and ring variant
 Schedule generate_loongtrain(const Scenario& sc, const MaskGeometry& mask);
 std::vector<Json> loongtrain_variants(const Scenario& sc); // every (d_hp, d_cp, w)
+Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask);
+std::vector<Json> pit_variants(const Scenario& sc); // granularities 16, 64, 128
+Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask);
+std::vector<Json> dsv_variants(const Scenario& sc); // every (hcp, scp), naive and sparsity-aware
 
 /** Rejects any scheme option key not in `allowed` (named in the message). */
 void check_scheme_options(const Scenario& sc, const std::vector<std::string>& allowed);

@@ -26,6 +26,9 @@ struct MaskSpec {
   uint64_t seed = 0;         // block_sparse: layout generator seed
   bool causal = false;       // block_sparse: also apply the causal mask inside the layout
   std::string layout_file;   // block_sparse: explicit layout instead of density/seed
+  // block_sparse, per-head masks (DSV: heads differ strongly in sparsity): one density per query
+  // head instead of `density`, each head's layout drawn from `seed` and the head index.
+  std::vector<double> head_densities;
 };
 
 struct Workload {
