@@ -15,3 +15,8 @@ target_link_libraries(cpsim_backend PUBLIC cpsim_backend_core CUDA::cudart ${CPS
 cpsim_target_options(cpsim_backend)
 # the helper kernels need nothing newer, and this CMake does not know nvcc's C++20 flag
 set_target_properties(cpsim_backend PROPERTIES CUDA_STANDARD 17)
+# the attention kernels, when kernels/ is in the build (it is added before hardware/)
+if(TARGET cpsim_kernels)
+  target_link_libraries(cpsim_backend PUBLIC cpsim_kernels)
+  target_compile_definitions(cpsim_backend PRIVATE CPSIM_HAVE_KERNELS)
+endif()

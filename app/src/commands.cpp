@@ -3,10 +3,14 @@
 
 #include "inputs.hpp"
 
+#include "cpsim/calibrate/calibrated_models.hpp"
+#include "cpsim/calibrate/predict.hpp"
+#include "cpsim/calibrate/profile.hpp"
 #include "cpsim/hardware/hardware_catalog.hpp"
 #include "cpsim/model/kernel_cost.hpp"
 #include "cpsim/model/schedule_generator.hpp"
 #include "cpsim/simulator/analytic_engine.hpp"
+#include "cpsim/simulator/des_engine.hpp"
 
 #include <cstdio>
 #include <filesystem>
@@ -31,6 +35,10 @@ void check_memory_fits(const SimResult& r, const Scenario& sc) {
 
 int cmd_plan(const PlanOptions& o) {
   LoadedInput in = load_input(o.input);
+  if (!o.profile.empty()) {
+    calib::load_profile(o.profile); // a bad profile fails now, not at simulate time
+    in.scenario.profile = std::filesystem::absolute(o.profile).lexically_normal().string();
+  }
   save_json_file(o.output, plan_to_json(in), -1);
   std::size_t ops = 0;
   for (const auto& r : in.schedule.ranks)
@@ -43,12 +51,35 @@ int cmd_plan(const PlanOptions& o) {
 int cmd_simulate(const SimulateOptions& o) {
   LoadedInput in = load_input(o.input);
   const Scenario& sc = in.scenario;
-  RooflineKernelModel kernels(sc.cluster.gpu, sc.workload, in.schedule.tile_m, in.schedule.tile_n);
+  calib::CostModels models =
+      calib::make_cost_models(o.profile.empty() ? sc.profile : o.profile, sc.cluster, sc.workload, in.schedule);
   SimResult r;
-  if (o.engine == "analytic")
-    r = run_analytic(in.schedule, sc.workload, sc.cluster, kernels);
-  else
-    throw UserError("--engine = \"" + o.engine + "\": unknown engine; known: analytic");
+  Json des_json; // what the discrete-event engine simulated, kept in the result file
+  if (o.engine == "analytic") {
+    r = calib::predict(in.schedule, sc.workload, models);
+  } else if (o.engine == "des") {
+    // the discrete-event engine prices compute with the (calibrated) kernel model, the network with its fabric
+    DesStats st;
+    r = run_des(in.schedule, sc.workload, sc.cluster, *models.kernels, &st);
+    if (models.profile)
+      models.notes->note("des engine: communication is priced by its fabric model; the profile prices compute only");
+    des_json = Json{{"replicas", st.replicas},         {"components", st.components},
+                    {"classes", st.classes},           {"simulated_replicas", st.simulated_replicas},
+                    {"reported_replica", st.reported_replica}, {"hosts", st.hosts},
+                    {"links", st.links},               {"flows", st.flows},
+                    {"compute_ops", st.execs},         {"setup_wall_s", st.setup_wall_s},
+                    {"run_wall_s", st.run_wall_s}};
+    if (!o.quiet) // stderr, so that stdout is the same table whichever engine ran
+      std::fprintf(stderr,
+                   "des: %d replica(s) in %d contention component(s) of %d kind(s); simulated %d "
+                   "(%lld hosts, %lld links, %lld flows, %lld compute ops); reporting replica %d; "
+                   "setup %.3f s, event loop %.3f s\n",
+                   st.replicas, st.components, st.classes, st.simulated_replicas, (long long)st.hosts,
+                   (long long)st.links, (long long)st.flows, (long long)st.execs, st.reported_replica, st.setup_wall_s,
+                   st.run_wall_s);
+  } else {
+    throw UserError("--engine = \"" + o.engine + "\": unknown engine; known: analytic, des");
+  }
   if (!o.allow_oom)
     check_memory_fits(r, sc);
   if (!o.quiet) {
@@ -56,6 +87,11 @@ int cmd_simulate(const SimulateOptions& o) {
                 in.schedule.scheme.c_str(), to_string(in.schedule.pass).c_str(), in.schedule.world,
                 sc.cluster.name.c_str());
     std::fputs(result_table(r).c_str(), stdout);
+    if (models.profile)
+      std::printf("cost model: profile %s (%s, %s)\n", models.profile_path.c_str(), models.profile->gpu_name.c_str(),
+                  models.profile->date_utc.c_str());
+    for (const auto& n : models.notes->lines())
+      std::printf("calibration note: %s\n", n.c_str());
   }
   if (!o.json_out.empty()) {
     Json j = result_to_json(r, in.schedule);
@@ -64,6 +100,9 @@ int cmd_simulate(const SimulateOptions& o) {
     j["planning_time_s"] = in.planning_time_s;
     j["scenario"] = scenario_to_json(sc);
     j["memory_capacity_bytes"] = sc.cluster.gpu.memory_bytes;
+    if (!des_json.is_null())
+      j["des"] = des_json;
+    j["cost_model"] = models.to_json();
     save_json_file(o.json_out, j, 2);
   }
   if (!o.trace_out.empty())

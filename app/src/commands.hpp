@@ -8,6 +8,7 @@ namespace cpsim {
 struct PlanOptions {
   std::string input;
   std::string output;
+  std::string profile; // recorded in the plan's scenario, so `simulate plan.json` uses it
 };
 int cmd_plan(const PlanOptions& o);
 
@@ -16,6 +17,7 @@ struct SimulateOptions {
   std::string engine = "analytic";
   std::string json_out;
   std::string trace_out;
+  std::string profile; // calibrated profile; overrides the scenario's "profile" key
   bool allow_oom = false;
   bool quiet = false;
 };

@@ -4,6 +4,8 @@
 
 #include "inputs.hpp"
 
+#include "cpsim/calibrate/calibrated_models.hpp"
+#include "cpsim/calibrate/predict.hpp"
 #include "cpsim/model/errors.hpp"
 #include "cpsim/model/kernel_cost.hpp"
 #include "cpsim/model/schedule_generator.hpp"
@@ -43,14 +45,15 @@ CompareEntry run_one(const Scenario& base, const MaskGeometry& mask, const Schem
     e.reason = err.what();
     return e;
   }
-  RooflineKernelModel kernels(sc.cluster.gpu, sc.workload, s.tile_m, s.tile_n);
+  calib::CostModels models = calib::make_cost_models(sc.profile, sc.cluster, sc.workload, s);
   SimResult r;
   try {
-    r = run_analytic(s, sc.workload, sc.cluster, kernels);
+    r = calib::predict(s, sc.workload, models);
   } catch (const UserError& err) { // a plan the engine cannot run is a bug to show, not a fit problem
     e.reason = std::string("simulation failed: ") + err.what();
     return e;
   }
+  e.notes = models.notes->lines();
   e.step_time_s = r.step_time_s;
   e.flops = r.flops;
   e.bytes_sent = r.bytes_sent;
@@ -106,12 +109,14 @@ Json comparison_to_json(const Comparison& c, const Scenario& sc) {
                       {"fits_memory", e.fits_memory},
                       {"flops", e.flops},
                       {"bytes_sent", e.bytes_sent},
-                      {"planning_time_s", e.planning_time_s}});
+                      {"planning_time_s", e.planning_time_s},
+                      {"calibration_notes", e.notes}});
   }
   for (const CompareEntry& e : c.not_applicable)
     na.push_back({{"scheme", e.scheme}, {"options", e.options}, {"reason", e.reason}});
   return Json{{"engine", "analytic"},
               {"git_sha", git_sha()},
+              {"profile", sc.profile.empty() ? Json(nullptr) : Json(sc.profile)},
               {"scenario", scenario_to_json(sc)},
               {"memory_capacity_bytes", sc.cluster.gpu.memory_bytes},
               {"breakdown", "compute_s + exposed_comm_s + idle_s = step_time_s, each the mean over ranks"},
@@ -134,6 +139,9 @@ std::string comparison_table(const Comparison& c, const Scenario& sc) {
                   options_text(e.options).c_str());
     os << line;
   }
+  for (size_t i = 0; i < c.ranked.size(); ++i)
+    for (const auto& n : c.ranked[i].notes)
+      os << "calibration note (#" << i + 1 << " " << c.ranked[i].scheme << "): " << n << "\n";
   if (!c.not_applicable.empty()) {
     os << "not applicable:\n";
     for (const CompareEntry& e : c.not_applicable)
@@ -144,6 +152,8 @@ std::string comparison_table(const Comparison& c, const Scenario& sc) {
 
 int cmd_compare(const CompareOptions& o) {
   Scenario sc = load_scenario(o.input);
+  if (!o.profile.empty())
+    sc.profile = o.profile;
   Comparison c = compare_schemes(sc);
   if (c.ranked.empty())
     throw UserError("no scheme applies to '" + o.input + "':\n" + comparison_table(c, sc));

@@ -13,6 +13,7 @@ namespace cpsim {
 struct CompareOptions {
   std::string input;
   std::string json_out;
+  std::string profile; // calibrated profile; overrides the scenario's "profile" key
 };
 int cmd_compare(const CompareOptions& o);
 
@@ -26,6 +27,7 @@ struct CompareEntry {
   double flops = 0;
   int64_t bytes_sent = 0;
   double planning_time_s = 0;
+  std::vector<std::string> notes; // where a calibrated prediction left the profile's ranges
   // filled when it does not
   std::string reason;
 };

@@ -8,16 +8,17 @@ namespace {
 constexpr double kGB = 1e9;
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
-LinkSpec link_from_json(JsonObjectReader r, bool inter) {
+LinkSpec link_from_json(JsonObjectReader& r, bool inter) {
   LinkSpec l;
   l.bandwidth_bytes_per_s = r.get_number("bandwidth_GBps", 1e-6, 1e6) * kGB;
   l.latency_s = r.get_number("latency_us", 0.0, 1e6) * 1e-6;
   if (inter)
     l.nics_per_node = static_cast<int>(r.get_int("nics_per_node", 1, 1024));
-  r.finish();
   return l;
 }
 } // namespace
+
+std::string to_string(FabricTopology t) { return t == FabricTopology::FAT_TREE ? "fat_tree" : "rail_fat_tree"; }
 
 ClusterSpec cluster_from_json(const Json& j, const std::string& path) {
   JsonObjectReader r(j, path);
@@ -39,8 +40,21 @@ ClusterSpec cluster_from_json(const Json& j, const std::string& path) {
   }
   c.gpus_per_node = static_cast<int>(r.get_int("gpus_per_node", 1, 1024));
   c.nodes = static_cast<int>(r.get_int("nodes", 1, 1 << 20));
-  c.intra_node = link_from_json(r.get_object("intra_node"), false);
-  c.inter_node = link_from_json(r.get_object("inter_node"), true);
+  {
+    JsonObjectReader intra = r.get_object("intra_node");
+    c.intra_node = link_from_json(intra, false);
+    intra.finish();
+  }
+  {
+    JsonObjectReader inter = r.get_object("inter_node");
+    c.inter_node = link_from_json(inter, true);
+    if (inter.has("topology"))
+      c.fabric_topology =
+          inter.get_enum("topology", {"rail_fat_tree", "fat_tree"}) == "fat_tree" ? FabricTopology::FAT_TREE
+                                                                                   : FabricTopology::RAIL_FAT_TREE;
+    c.leaf_ports = static_cast<int>(inter.get_int_or("leaf_ports", 32, 1, 1 << 20));
+    inter.finish();
+  }
   c.fabric_oversubscription = r.get_number_or("fabric_oversubscription", 1.0, 1.0, 1000.0);
   r.finish();
   return c;
@@ -65,7 +79,9 @@ Json cluster_to_json(const ClusterSpec& c) {
       {"inter_node",
        {{"bandwidth_GBps", c.inter_node.bandwidth_bytes_per_s / kGB},
         {"latency_us", c.inter_node.latency_s * 1e6},
-        {"nics_per_node", c.inter_node.nics_per_node}}},
+        {"nics_per_node", c.inter_node.nics_per_node},
+        {"topology", to_string(c.fabric_topology)},
+        {"leaf_ports", c.leaf_ports}}},
       {"fabric_oversubscription", c.fabric_oversubscription}};
 }
 

@@ -9,10 +9,13 @@ namespace cpsim {
 
 namespace {
 constexpr double kBwdFactor = 2.5; // five GEMMs recomputing S, flash-attn convention
+// Non-tensor (CUDA-core) FP32 peak relative to the dense bf16 tensor peak: 19.5/312 on A100,
+// 67/989 on H100 SXM. The DSV predictor's slim GEMM and its top-k run there (schedules.md 6.2).
+constexpr double kCudaCoreFraction = 1.0 / 16.0;
 }
 
 double attention_flops(const Op& op, const Workload& w) {
-  double f = 4.0 * double(op.cells) * op.heads() * w.head_dim;
+  double f = 4.0 * double(op.cells_all_heads()) * w.head_dim;
   return op.dir == Direction::BACKWARD ? f * kBwdFactor : f;
 }
 
@@ -27,7 +30,7 @@ double RooflineKernelModel::tile_flops(Direction dir, int heads) const {
 double RooflineKernelModel::attention_s(const Op& op) const {
   CPSIM_ASSERT(op.kind == OpKind::ATTENTION, "attention_s on a non-attention op");
   double eff = op.dir == Direction::FORWARD ? gpu_.attn_fwd_efficiency : gpu_.attn_bwd_efficiency;
-  double compute_s = double(op.tiles.total()) * tile_flops(op.dir, op.heads()) / (gpu_.peak_flops * eff);
+  double compute_s = double(op.tiles_all_heads().total()) * tile_flops(op.dir, 1) / (gpu_.peak_flops * eff);
   // Memory traffic: each query row block reads Q and writes O once; K/V are read per query tile row.
   int64_t q_rows = 0, k_rows = 0;
   for (const auto& s : op.segments) {
@@ -41,6 +44,12 @@ double RooflineKernelModel::attention_s(const Op& op) const {
     bytes *= 2.5;
   double memory_s = bytes / gpu_.hbm_bytes_per_s;
   return gpu_.launch_overhead_s + std::max(compute_s, memory_s);
+}
+
+double RooflineKernelModel::compute_s(const Op& op) const {
+  CPSIM_ASSERT(op.kind == OpKind::COMPUTE, "compute_s on a non-compute op");
+  double flops_s = double(op.flops) / (gpu_.peak_flops * kCudaCoreFraction);
+  return gpu_.launch_overhead_s + std::max(flops_s, double(op.bytes) / gpu_.hbm_bytes_per_s);
 }
 
 double RooflineKernelModel::merge_s(const Op& op) const {

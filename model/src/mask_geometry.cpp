@@ -129,40 +129,68 @@ BlockLayout random_block_layout(int64_t seq_len, int64_t block, double density, 
   return l;
 }
 
-std::vector<BlockLayout> load_block_layouts(const std::string& path, const std::vector<int64_t>& seq_lens,
-                                            int64_t block) {
+namespace {
+BlockLayout layout_from_rows(const Json& rows, const std::string& where, int64_t seq_len, int64_t block) {
+  BlockLayout l;
+  l.block = block;
+  l.n_blocks = (seq_len + block - 1) / block;
+  l.bits.assign(static_cast<size_t>(l.n_blocks * l.n_blocks), 0);
+  if (!rows.is_array() || static_cast<int64_t>(rows.size()) != l.n_blocks)
+    throw UserError(where + " must list " + std::to_string(l.n_blocks) + " query blocks (sequence of " +
+                    std::to_string(seq_len) + " tokens, block " + std::to_string(block) + ")");
+  for (int64_t qb = 0; qb < l.n_blocks; ++qb) {
+    const Json& ks = rows[static_cast<size_t>(qb)];
+    if (!ks.is_array())
+      throw UserError(where + "[" + std::to_string(qb) + "] must be an array of key-block indices");
+    for (const Json& kj : ks) {
+      if (!kj.is_number_integer() || kj.get<int64_t>() < 0 || kj.get<int64_t>() >= l.n_blocks)
+        throw UserError(where + "[" + std::to_string(qb) + "] holds " + json_value_text(kj) +
+                        ": key-block indices must be integers in [0, " + std::to_string(l.n_blocks) + ")");
+      l.bits[static_cast<size_t>(qb * l.n_blocks + kj.get<int64_t>())] = 1;
+    }
+  }
+  return l;
+}
+
+/** Block-wise OR of the heads' layouts: what a head-agnostic count must cover. */
+BlockLayout union_layout(const std::vector<BlockLayout>& heads) {
+  BlockLayout u = heads.front();
+  for (const BlockLayout& l : heads)
+    for (size_t i = 0; i < u.bits.size(); ++i)
+      u.bits[i] |= l.bits[i];
+  return u;
+}
+} // namespace
+
+LayoutFile load_block_layouts(const std::string& path, const std::vector<int64_t>& seq_lens, int64_t block,
+                              int heads) {
   Json j = load_json_file(path);
   JsonObjectReader r(j, "layout file '" + path + "'");
   int64_t file_block = r.get_int("block", 1);
   if (file_block != block)
     r.fail("block", "differs from workload.mask.block = " + std::to_string(block));
-  const Json& layouts = r.raw("layouts");
+  const bool per_head = r.has("head_layouts");
+  if (per_head == r.has("layouts"))
+    r.fail("layouts", "needs exactly one of 'layouts' (per sequence) or 'head_layouts' (per sequence and head)");
+  const std::string key = per_head ? "head_layouts" : "layouts";
+  const Json& layouts = r.raw(key);
   if (!layouts.is_array() || layouts.size() != seq_lens.size())
-    r.fail("layouts", "must be an array with one entry per sequence (" + std::to_string(seq_lens.size()) + ")");
+    r.fail(key, "must be an array with one entry per sequence (" + std::to_string(seq_lens.size()) + ")");
   r.finish();
-  std::vector<BlockLayout> out;
+  LayoutFile out;
   for (size_t s = 0; s < seq_lens.size(); ++s) {
-    BlockLayout l;
-    l.block = block;
-    l.n_blocks = (seq_lens[s] + block - 1) / block;
-    l.bits.assign(static_cast<size_t>(l.n_blocks * l.n_blocks), 0);
-    const Json& rows = layouts[s];
-    std::string where = path + ": layouts[" + std::to_string(s) + "]";
-    if (!rows.is_array() || static_cast<int64_t>(rows.size()) != l.n_blocks)
-      throw UserError(where + " must list " + std::to_string(l.n_blocks) + " query blocks (sequence of " +
-                      std::to_string(seq_lens[s]) + " tokens, block " + std::to_string(block) + ")");
-    for (int64_t qb = 0; qb < l.n_blocks; ++qb) {
-      const Json& ks = rows[static_cast<size_t>(qb)];
-      if (!ks.is_array())
-        throw UserError(where + "[" + std::to_string(qb) + "] must be an array of key-block indices");
-      for (const Json& kj : ks) {
-        if (!kj.is_number_integer() || kj.get<int64_t>() < 0 || kj.get<int64_t>() >= l.n_blocks)
-          throw UserError(where + "[" + std::to_string(qb) + "] holds " + json_value_text(kj) +
-                          ": key-block indices must be integers in [0, " + std::to_string(l.n_blocks) + ")");
-        l.bits[static_cast<size_t>(qb * l.n_blocks + kj.get<int64_t>())] = 1;
-      }
+    std::string where = path + ": " + key + "[" + std::to_string(s) + "]";
+    if (!per_head) {
+      out.per_seq.push_back(layout_from_rows(layouts[s], where, seq_lens[s], block));
+      continue;
     }
-    out.push_back(std::move(l));
+    if (!layouts[s].is_array() || static_cast<int>(layouts[s].size()) != heads)
+      throw UserError(where + " must list one layout per query head (workload.heads = " + std::to_string(heads) + ")");
+    std::vector<BlockLayout> hl;
+    for (int h = 0; h < heads; ++h)
+      hl.push_back(layout_from_rows(layouts[s][size_t(h)], where + "[" + std::to_string(h) + "]", seq_lens[s], block));
+    out.per_seq.push_back(union_layout(hl));
+    out.per_head.push_back(std::move(hl));
   }
   return out;
 }
@@ -174,7 +202,19 @@ MaskGeometry::MaskGeometry(const Workload& w) : spec_(w.mask), seq_lens_(w.seq_l
   if (spec_.kind != MaskKind::BLOCK_SPARSE)
     return;
   if (!spec_.layout_file.empty()) {
-    layouts_ = load_block_layouts(spec_.layout_file, seq_lens_, spec_.block);
+    LayoutFile f = load_block_layouts(spec_.layout_file, seq_lens_, spec_.block, w.heads);
+    layouts_ = std::move(f.per_seq);
+    head_layouts_ = std::move(f.per_head);
+  } else if (!spec_.head_densities.empty()) {
+    // head h draws from its own seed, so changing one head's density leaves the others' layouts
+    for (size_t s = 0; s < seq_lens_.size(); ++s) {
+      std::vector<BlockLayout> hl;
+      for (size_t h = 0; h < spec_.head_densities.size(); ++h)
+        hl.push_back(random_block_layout(seq_lens_[s], spec_.block, spec_.head_densities[h],
+                                         splitmix64(spec_.seed + 0x51ed27 * (h + 1)), int(s), spec_.causal));
+      layouts_.push_back(union_layout(hl));
+      head_layouts_.push_back(std::move(hl));
+    }
   } else {
     for (size_t s = 0; s < seq_lens_.size(); ++s)
       layouts_.push_back(random_block_layout(seq_lens_[s], spec_.block, spec_.density, spec_.seed, int(s), spec_.causal));
@@ -197,7 +237,40 @@ bool MaskGeometry::visible(int seq, int64_t qi, int64_t kj) const {
   return false;
 }
 
+const BlockLayout& MaskGeometry::layout(int seq, int head) const {
+  if (!per_head())
+    return layout(seq);
+  const auto& hl = head_layouts_.at(static_cast<size_t>(seq));
+  CPSIM_ASSERT(head >= 0 && size_t(head) < hl.size(), "head index out of range");
+  return hl[size_t(head)];
+}
+
+bool MaskGeometry::visible(int seq, int head, int64_t qi, int64_t kj) const {
+  if (!per_head())
+    return visible(seq, qi, kj);
+  if (spec_.causal && kj > qi)
+    return false;
+  return layout(seq, head).at(qi / spec_.block, kj / spec_.block);
+}
+
+int64_t MaskGeometry::cells(int seq, int head, TokenRange q, TokenRange k) const {
+  return per_head() ? cells_in(&layout(seq, head), seq, q, k) : cells(seq, q, k);
+}
+
+TileCount MaskGeometry::tiles(int seq, int head, TokenRange q, TokenRange k, int64_t tile_m, int64_t tile_n) const {
+  return per_head() ? tiles_in(&layout(seq, head), seq, q, k, tile_m, tile_n) : tiles(seq, q, k, tile_m, tile_n);
+}
+
+int64_t MaskGeometry::total_cells(int seq, int head) const {
+  int64_t s = seq_lens_.at(size_t(seq));
+  return cells(seq, head, {0, s}, {0, s});
+}
+
 int64_t MaskGeometry::cells(int seq, TokenRange q, TokenRange k) const {
+  return cells_in(spec_.kind == MaskKind::BLOCK_SPARSE ? &layout(seq) : nullptr, seq, q, k);
+}
+
+int64_t MaskGeometry::cells_in(const BlockLayout* l, int seq, TokenRange q, TokenRange k) const {
   CPSIM_ASSERT(seq >= 0 && size_t(seq) < seq_lens_.size(), "sequence index out of range");
   CPSIM_ASSERT(q.begin >= 0 && q.end <= seq_lens_[size_t(seq)] && k.begin >= 0 && k.end <= seq_lens_[size_t(seq)],
                "token range outside its sequence");
@@ -205,12 +278,12 @@ int64_t MaskGeometry::cells(int seq, TokenRange q, TokenRange k) const {
   if (q.size() <= 0 || k.size() <= 0)
     return 0;
   if (q.stride != 1 || k.stride != 1)
-    return strided_cells(seq, q, k);
+    return strided_cells(l, seq, q, k);
   switch (spec_.kind) {
   case MaskKind::FULL: return q.size() * k.size();
   case MaskKind::CAUSAL: return causal_cells(q, k);
   case MaskKind::SLIDING_WINDOW: return window_cells(q, k, spec_.window);
-  case MaskKind::BLOCK_SPARSE: return block_sparse_cells(seq, q, k);
+  case MaskKind::BLOCK_SPARSE: return block_sparse_cells(*l, q, k);
   case MaskKind::LAMBDA:
   case MaskKind::SHARED_QUESTION:
   case MaskKind::CAUSAL_BLOCKWISE: return detail::range_mask_cells(pieces_[size_t(seq)], q.begin, q.end, k.begin, k.end);
@@ -218,8 +291,7 @@ int64_t MaskGeometry::cells(int seq, TokenRange q, TokenRange k) const {
   return 0;
 }
 
-int64_t MaskGeometry::block_sparse_cells(int seq, TokenRange q, TokenRange k) const {
-  const BlockLayout& l = layout(seq);
+int64_t MaskGeometry::block_sparse_cells(const BlockLayout& l, TokenRange q, TokenRange k) const {
   int64_t b = l.block, total = 0;
   for (int64_t qb = q.begin / b; qb * b < q.end; ++qb) {
     TokenRange qr = intersect(q, {qb * b, (qb + 1) * b});
@@ -233,7 +305,7 @@ int64_t MaskGeometry::block_sparse_cells(int seq, TokenRange q, TokenRange k) co
   return total;
 }
 
-int64_t MaskGeometry::strided_cells(int seq, TokenRange q, TokenRange k) const {
+int64_t MaskGeometry::strided_cells(const BlockLayout* lp, int seq, TokenRange q, TokenRange k) const {
   switch (spec_.kind) {
   case MaskKind::FULL: return q.size() * k.size();
   case MaskKind::CAUSAL: return keys_at_or_before(q, k, 0);
@@ -247,7 +319,7 @@ int64_t MaskGeometry::strided_cells(int seq, TokenRange q, TokenRange k) const {
   }
   // Block-sparse: the layout blocks the progressions pass through, each block pair counted in
   // closed form; blocks a progression skips entirely contribute empty clips.
-  const BlockLayout& l = layout(seq);
+  const BlockLayout& l = *lp;
   const int64_t b = l.block;
   int64_t total = 0;
   for (int64_t qb = q.begin / b; qb <= q.last() / b; ++qb) {
@@ -284,6 +356,11 @@ int64_t prefix_count(int64_t n, Pred pred) {
 } // namespace
 
 TileCount MaskGeometry::tiles(int seq, TokenRange q, TokenRange k, int64_t tile_m, int64_t tile_n) const {
+  return tiles_in(spec_.kind == MaskKind::BLOCK_SPARSE ? &layout(seq) : nullptr, seq, q, k, tile_m, tile_n);
+}
+
+TileCount MaskGeometry::tiles_in(const BlockLayout* l, int seq, TokenRange q, TokenRange k, int64_t tile_m,
+                                 int64_t tile_n) const {
   CPSIM_ASSERT(tile_m > 0 && tile_n > 0, "tile sizes must be positive");
   TileCount t;
   if (q.size() <= 0 || k.size() <= 0)
@@ -301,7 +378,7 @@ TileCount MaskGeometry::tiles(int seq, TokenRange q, TokenRange k, int64_t tile_
       TokenRange qt = q_tile(i);
       for (int64_t j = 0; j < nk; ++j) {
         TokenRange kt = k_tile(j);
-        int64_t c = cells(seq, qt, kt);
+        int64_t c = cells_in(l, seq, qt, kt);
         if (c == qt.size() * kt.size())
           ++t.full;
         else if (c > 0)
@@ -319,7 +396,7 @@ TileCount MaskGeometry::tiles(int seq, TokenRange q, TokenRange k, int64_t tile_
       const int64_t hi = prefix_count(nk, [&](int64_t j) { return k.at(j * tile_n) <= q_last; });
       for (int64_t j = 0; j < hi; ++j) {
         TokenRange kt = k_tile(j);
-        const int64_t c = cells(seq, qt, kt);
+        const int64_t c = cells_in(l, seq, qt, kt);
         if (c == qt.size() * kt.size())
           ++t.full;
         else if (c > 0)

@@ -2,6 +2,8 @@
 // do not depend on the scheme (the scheme's generator checks its own constraints).
 #include "cpsim/model/scenario.hpp"
 
+#include <filesystem>
+
 namespace cpsim {
 
 Scenario scenario_from_json(const Json& j, const HardwareResolver& resolve, const std::string& base_dir) {
@@ -41,6 +43,12 @@ Scenario scenario_from_json(const Json& j, const HardwareResolver& resolve, cons
     s.tile_n = k.get_int_or("tile_n", 128, 16, 1024);
     k.finish();
   }
+  if (r.has("profile")) {
+    std::filesystem::path pp(r.get_string("profile"));
+    if (pp.empty())
+      r.fail("profile", "must name a profile file (hardware/profiles/<name>.json)");
+    s.profile = (pp.is_relative() && !base_dir.empty() ? std::filesystem::path(base_dir) / pp : pp).lexically_normal().string();
+  }
   r.get_string_or("description", "");
   r.finish();
   return s;
@@ -51,12 +59,15 @@ Json scenario_to_json(const Scenario& s) {
   parallel["scheme"] = s.parallel.scheme;
   parallel["cp"] = s.parallel.cp;
   parallel["dp"] = s.parallel.dp;
-  return Json{{"name", s.name},
-              {"hardware", cluster_to_json(s.cluster)},
-              {"workload", workload_to_json(s.workload)},
-              {"parallel", parallel},
-              {"pass", to_string(s.pass)},
-              {"kernel", {{"tile_m", s.tile_m}, {"tile_n", s.tile_n}}}};
+  Json j{{"name", s.name},
+         {"hardware", cluster_to_json(s.cluster)},
+         {"workload", workload_to_json(s.workload)},
+         {"parallel", parallel},
+         {"pass", to_string(s.pass)},
+         {"kernel", {{"tile_m", s.tile_m}, {"tile_n", s.tile_n}}}};
+  if (!s.profile.empty())
+    j["profile"] = s.profile;
+  return j;
 }
 
 } // namespace cpsim

@@ -16,8 +16,27 @@ std::string to_string(OpKind k) {
   case OpKind::SEND: return "send";
   case OpKind::RECV: return "recv";
   case OpKind::COLLECTIVE: return "collective";
+  case OpKind::COMPUTE: return "compute";
   }
   return "?";
+}
+std::string to_string(ComputeKind k) {
+  switch (k) {
+  case ComputeKind::GATHER: return "gather";
+  case ComputeKind::SCATTER: return "scatter";
+  case ComputeKind::LOWRANK_QK: return "lowrank_qk";
+  case ComputeKind::TOPK: return "topk";
+  }
+  return "?";
+}
+
+std::vector<int> Op::head_list() const {
+  if (!head_ids.empty())
+    return head_ids;
+  std::vector<int> h;
+  for (int x = head_begin; x < head_end; ++x)
+    h.push_back(x);
+  return h;
 }
 std::string to_string(Direction d) { return d == Direction::FORWARD ? "fwd" : "bwd"; }
 std::string to_string(CollectiveKind k) {
@@ -103,6 +122,15 @@ void validate_schedule(const Schedule& s) {
               bad(r, &op, "segment token range needs 0 <= begin <= end and stride >= 1");
         if (s.streams[size_t(op.stream)].kind != StreamKind::COMPUTE)
           bad(r, &op, "attention must run on a compute stream");
+        for (int h : op.head_ids)
+          if (h < op.head_begin || h >= op.head_end)
+            bad(r, &op, "head " + std::to_string(h) + " of 'head_ids' lies outside the op's head range");
+        break;
+      case OpKind::COMPUTE:
+        if (op.flops < 0 || op.bytes < 0)
+          bad(r, &op, "compute op needs flops >= 0 and bytes >= 0");
+        if (s.streams[size_t(op.stream)].kind != StreamKind::COMPUTE)
+          bad(r, &op, "compute op must run on a compute stream");
         break;
       case OpKind::MERGE:
         if (op.rows < 0 || op.inputs < 1 || op.head_end <= op.head_begin)

@@ -3,6 +3,8 @@
 
 #include "cpsim/model/errors.hpp"
 
+#include <algorithm>
+
 namespace cpsim {
 
 ScheduleBuilder::ScheduleBuilder(const Scenario& sc, const MaskGeometry& mask, std::string scheme, int world)
@@ -73,7 +75,6 @@ int ScheduleBuilder::attention(int rank, int stream, std::vector<int> deps, Dire
                                int head_end, const std::vector<AttnSegment>& segs, std::string label,
                                std::vector<std::string> reads, std::vector<std::string> writes) {
   Op op;
-  op.kind = OpKind::ATTENTION;
   op.stream = stream;
   op.deps = std::move(deps);
   op.dir = dir;
@@ -82,11 +83,55 @@ int ScheduleBuilder::attention(int rank, int stream, std::vector<int> deps, Dire
   op.label = std::move(label);
   op.reads = std::move(reads);
   op.writes = std::move(writes);
+  return emit_attention(rank, std::move(op), segs);
+}
+
+int ScheduleBuilder::attention_on_heads(int rank, int stream, std::vector<int> deps, Direction dir,
+                                        std::vector<int> heads, const std::vector<AttnSegment>& segs,
+                                        std::string label, std::vector<std::string> reads,
+                                        std::vector<std::string> writes) {
+  CPSIM_ASSERT(!heads.empty(), "attention on an empty head list");
+  std::sort(heads.begin(), heads.end());
+  Op op;
+  op.stream = stream;
+  op.deps = std::move(deps);
+  op.dir = dir;
+  op.head_begin = heads.front();
+  op.head_end = heads.back() + 1;
+  if (op.head_end - op.head_begin != static_cast<int>(heads.size()))
+    op.head_ids = std::move(heads);
+  op.label = std::move(label);
+  op.reads = std::move(reads);
+  op.writes = std::move(writes);
+  return emit_attention(rank, std::move(op), segs);
+}
+
+int ScheduleBuilder::emit_attention(int rank, Op op, const std::vector<AttnSegment>& segs) {
+  op.kind = OpKind::ATTENTION;
+  // Per-head masks count every head; head-uniform ones count one head (the dense paths).
+  op.head_summed = mask_.per_head();
+  const std::vector<int> heads = op.head_summed ? op.head_list() : std::vector<int>{};
   for (const auto& s : segs) {
-    int64_t c = mask_.cells(s.seq, s.q, s.k);
-    if (c == 0)
-      continue;
-    TileCount t = mask_.tiles(s.seq, s.q, s.k, s_.tile_m, s_.tile_n);
+    int64_t c = 0;
+    TileCount t;
+    if (!op.head_summed) {
+      c = mask_.cells(s.seq, s.q, s.k);
+      if (c == 0)
+        continue;
+      t = mask_.tiles(s.seq, s.q, s.k, s_.tile_m, s_.tile_n);
+    } else {
+      for (int h : heads) {
+        int64_t ch = mask_.cells(s.seq, h, s.q, s.k);
+        if (ch == 0)
+          continue;
+        c += ch;
+        TileCount th = mask_.tiles(s.seq, h, s.q, s.k, s_.tile_m, s_.tile_n);
+        t.full += th.full;
+        t.partial += th.partial;
+      }
+      if (c == 0)
+        continue;
+    }
     op.cells += c;
     op.tiles.full += t.full;
     op.tiles.partial += t.partial;
@@ -95,6 +140,64 @@ int ScheduleBuilder::attention(int rank, int stream, std::vector<int> deps, Dire
   if (op.segments.empty())
     return -1;
   return push(rank, std::move(op)).id;
+}
+
+GatheredTiles ScheduleBuilder::gather_tiles(int rank, int op_id, int64_t granularity, GatherAxis axis) {
+  Op& op = s_.ranks[static_cast<size_t>(rank)].ops.at(static_cast<size_t>(op_id));
+  CPSIM_ASSERT(op.kind == OpKind::ATTENTION, "gather_tiles on a non-attention op");
+  GatheredTiles g;
+  int64_t cells = 0;
+  // head-uniform masks: count one head and scale, the heads' gathers being identical
+  const std::vector<int> heads = mask_.per_head() ? op.head_list() : std::vector<int>{op.head_list().front()};
+  for (int h : heads)
+    for (const auto& s : op.segments) {
+      g += gathered_tiles(mask_, s.seq, h, s.q, s.k, s_.tile_m, s_.tile_n, granularity, axis);
+      cells += mask_.cells(s.seq, h, s.q, s.k);
+    }
+  if (!mask_.per_head()) {
+    const int64_t n = op.heads();
+    g.tiles = {g.tiles.full * n, g.tiles.partial * n};
+    g.gathered *= n;
+    g.micro_tiles *= n;
+    g.candidates *= n;
+    cells *= n;
+  }
+  op.cells = cells;
+  op.tiles = g.tiles;
+  op.head_summed = true;
+  return g;
+}
+
+int ScheduleBuilder::compute(int rank, int stream, std::vector<int> deps, ComputeKind kind, int64_t flops,
+                             int64_t bytes, std::string label, std::vector<std::string> reads,
+                             std::vector<std::string> writes) {
+  Op op;
+  op.kind = OpKind::COMPUTE;
+  op.stream = stream;
+  op.deps = std::move(deps);
+  op.compute = kind;
+  op.flops = flops;
+  op.bytes = bytes;
+  op.label = std::move(label);
+  op.reads = std::move(reads);
+  op.writes = std::move(writes);
+  return push(rank, std::move(op)).id;
+}
+
+void ScheduleBuilder::set_compute_cost(int rank, int op_id, int64_t flops, int64_t bytes) {
+  Op& op = s_.ranks[static_cast<size_t>(rank)].ops.at(static_cast<size_t>(op_id));
+  CPSIM_ASSERT(op.kind == OpKind::COMPUTE, "set_compute_cost on a non-compute op");
+  op.flops = flops;
+  op.bytes = bytes;
+}
+
+void ScheduleBuilder::set_buffer_bytes(int rank, const std::string& buffer, int64_t bytes) {
+  for (auto& b : s_.ranks[static_cast<size_t>(rank)].buffers)
+    if (b.name == buffer) {
+      b.bytes = bytes;
+      return;
+    }
+  CPSIM_ASSERT(false, "set_buffer_bytes on unknown buffer " + buffer);
 }
 
 int ScheduleBuilder::merge(int rank, int stream, std::vector<int> deps, Direction dir, int head_begin, int head_end,

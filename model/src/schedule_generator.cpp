@@ -21,6 +21,9 @@ const std::vector<SchemeInfo>& scheme_registry() {
        generate_loongtrain, loongtrain_variants},
       {"cqs", "CQS-Attention: cyclic-quorum cell ownership, no worker-to-worker traffic, LSE merge at owners", generate_cqs},
       {"dcp", "DCP: METIS-placed token/work blocks (bytes moved under compute balance), staged fetches, delayed LSE merge", generate_dcp, dcp_variants},
+      {"pit", "PIT: sparse layout gathered in micro-tiles of `granularity` key columns into dense tiles", generate_pit, pit_variants},
+      {"dsv", "DSV sparsity-aware CP: hcp x scp mesh, LPT head placement, critical-KV gather, low-rank predictor",
+       generate_dsv, dsv_variants},
   };
   return registry;
 }

@@ -95,8 +95,15 @@ Json op_to_json(const Op& op) {
       segs.push_back({{"seq", s.seq}, {"q", range_json(s.q)}, {"k", range_json(s.k)}});
     j.update({{"dir", to_string(op.dir)}, {"heads", {op.head_begin, op.head_end}}, {"segments", segs},
               {"cells", op.cells}, {"full_tiles", op.tiles.full}, {"partial_tiles", op.tiles.partial}});
+    if (op.head_summed) // per-head masks: cells and tiles are sums over the heads
+      j["head_summed"] = true;
+    if (!op.head_ids.empty())
+      j["head_ids"] = op.head_ids;
     break;
   }
+  case OpKind::COMPUTE:
+    j.update({{"compute", to_string(op.compute)}, {"flops", op.flops}, {"bytes", op.bytes}});
+    break;
   case OpKind::MERGE:
     j.update({{"dir", to_string(op.dir)}, {"heads", {op.head_begin, op.head_end}}, {"rows", op.rows},
               {"inputs", op.inputs}, {"bytes", op.bytes}});
@@ -120,7 +127,8 @@ Op op_from_json(const Json& j, const std::string& path) {
   JsonObjectReader r(j, path);
   Op op;
   op.id = static_cast<int>(r.get_int("id", 0));
-  op.kind = enum_from(r, "kind", {OpKind::ATTENTION, OpKind::MERGE, OpKind::SEND, OpKind::RECV, OpKind::COLLECTIVE});
+  op.kind = enum_from(r, "kind", {OpKind::ATTENTION, OpKind::MERGE, OpKind::SEND, OpKind::RECV, OpKind::COLLECTIVE,
+                                       OpKind::COMPUTE});
   op.stream = static_cast<int>(r.get_int("stream", 0));
   op.deps = int_list(r, "deps");
   op.group = static_cast<int>(r.get_int_or("group", -1, -1));
@@ -146,8 +154,15 @@ Op op_from_json(const Json& j, const std::string& path) {
     op.cells = r.get_int("cells", 0);
     op.tiles.full = r.get_int("full_tiles", 0);
     op.tiles.partial = r.get_int("partial_tiles", 0);
+    op.head_summed = r.get_bool_or("head_summed", false);
+    op.head_ids = int_list(r, "head_ids");
     break;
   }
+  case OpKind::COMPUTE:
+    op.compute = enum_from(r, "compute", {ComputeKind::GATHER, ComputeKind::SCATTER, ComputeKind::LOWRANK_QK, ComputeKind::TOPK});
+    op.flops = r.get_int("flops", 0);
+    op.bytes = r.get_int("bytes", 0);
+    break;
   case OpKind::MERGE:
     op.dir = enum_from(r, "dir", {Direction::FORWARD, Direction::BACKWARD});
     heads_from(r, op);

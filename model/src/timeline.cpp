@@ -85,6 +85,8 @@ SimResult summarize(const Schedule& s, const Workload& w, std::vector<OpRecord> 
     st.finish_s = std::max(st.finish_s, rec.end_s);
     if (op.kind == OpKind::ATTENTION)
       st.flops += attention_flops(op, w);
+    else if (op.kind == OpKind::COMPUTE)
+      st.flops += double(op.flops);
     st.bytes_sent += op_bytes_sent(op);
   }
   for (const auto& st : r.ranks)
@@ -137,6 +139,8 @@ Json chrome_trace(const SimResult& r, const Schedule& s) {
       args.update({{"coll", to_string(op.coll)}, {"bytes", op.bytes}});
     if (op.kind == OpKind::ATTENTION)
       args.update({{"cells", op.cells}, {"tiles", op.tiles.total()}, {"heads", op.heads()}});
+    if (op.kind == OpKind::COMPUTE)
+      args.update({{"compute", to_string(op.compute)}, {"flops", op.flops}, {"bytes", op.bytes}});
     events.push_back({{"name", op.label.empty() ? to_string(op.kind) : op.label},
                       {"cat", to_string(op.kind)},
                       {"ph", "X"},

@@ -65,11 +65,11 @@ MaskSpec mask_from_json(JsonObjectReader r, const std::string& base_dir) {
     m.kind = MaskKind::BLOCK_SPARSE;
     m.block = r.get_int("block", 16, 4096);
     m.causal = r.get_bool_or("causal", false);
-    bool has_file = r.has("layout_file");
-    bool has_density = r.has("density");
-    if (has_file == has_density)
-      r.fail(has_file ? "layout_file" : "density",
-             "block_sparse needs exactly one of 'density' (with 'seed') or 'layout_file'");
+    const bool has_file = r.has("layout_file"), has_density = r.has("density"), has_heads = r.has("head_densities");
+    if (int(has_file) + int(has_density) + int(has_heads) != 1)
+      r.fail(has_file ? "layout_file" : has_heads ? "head_densities" : "density",
+             "block_sparse needs exactly one of 'density' (with 'seed'), 'head_densities' (with 'seed') or "
+             "'layout_file'");
     if (has_file) {
       std::filesystem::path p = r.get_string("layout_file");
       if (p.is_relative() && !base_dir.empty())
@@ -77,6 +77,16 @@ MaskSpec mask_from_json(JsonObjectReader r, const std::string& base_dir) {
       if (!std::filesystem::exists(p))
         r.fail("layout_file", "file '" + p.string() + "' does not exist");
       m.layout_file = p.string();
+    } else if (has_heads) {
+      const Json& v = r.raw("head_densities");
+      if (!v.is_array() || v.empty())
+        r.fail("head_densities", "must be a non-empty array with one density per query head");
+      for (const Json& d : v) {
+        if (!d.is_number() || d.get<double>() <= 0.0 || d.get<double>() > 1.0)
+          r.fail("head_densities", "holds " + json_value_text(d) + ": every density must be a number in (0, 1]");
+        m.head_densities.push_back(d.get<double>());
+      }
+      m.seed = static_cast<uint64_t>(r.get_int("seed", 0));
     } else {
       m.density = r.get_number("density", 0.0, 1.0);
       if (m.density <= 0.0)
@@ -107,6 +117,9 @@ Workload workload_from_json(const Json& j, const std::string& path, const std::s
     w.mask = mask_from_json(JsonObjectReader(Json{{"kind", mj}}, "workload.mask"), base_dir);
   else
     w.mask = mask_from_json(JsonObjectReader(mj, "workload.mask"), base_dir);
+  if (!w.mask.head_densities.empty() && static_cast<int>(w.mask.head_densities.size()) != w.heads)
+    throw UserError("'workload.mask.head_densities' has " + std::to_string(w.mask.head_densities.size()) +
+                    " entries: it needs one per query head (workload.heads = " + std::to_string(w.heads) + ")");
   r.finish();
   return w;
 }
@@ -132,6 +145,9 @@ Json workload_to_json(const Workload& w) {
     mask["causal"] = w.mask.causal;
     if (!w.mask.layout_file.empty()) {
       mask["layout_file"] = w.mask.layout_file;
+    } else if (!w.mask.head_densities.empty()) {
+      mask["head_densities"] = w.mask.head_densities;
+      mask["seed"] = w.mask.seed;
     } else {
       mask["density"] = w.mask.density;
       mask["seed"] = w.mask.seed;

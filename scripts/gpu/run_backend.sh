@@ -1,22 +1,13 @@
 #!/usr/bin/env bash
 # Backend runs on a lent GPU machine, in two halves:
-#   here:   scripts/gpu/run_backend.sh pack            builds cpsim and packs it with its non-system libraries into gpu-pack/backend
-#   device: scripts/gpu/run_backend.sh matrix|single   runs from gpu-pack/backend, logs and JSON into $OUT (one tarball, as few files come back)
+#   here:   scripts/gpu/run_backend.sh pack            = scripts/gpu/pack.sh (cpsim and the kernel binaries into gpu-pack/)
+#   device: scripts/gpu/run_backend.sh matrix|single   runs from gpu-pack/, logs and JSON into $OUT (one tarball, as few files come back)
 # Every result records the command, the GPU, the date and the git SHA (in the JSON and in runs.log).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-PACK=gpu-pack/backend
+PACK=gpu-pack
 
-pack() {
-  cmake -S . -B build-backend -G Ninja >/dev/null && cmake --build build-backend --target cpsim || exit 1
-  rm -rf "$PACK" && mkdir -p "$PACK/lib"
-  cp build-backend/app/cpsim "$PACK/" && strip "$PACK/cpsim"
-  # libraries the device image lacks (it has CUDA, NCCL and the C++ runtime)
-  ldd build-backend/app/cpsim | awk '/=>/ {print $3}' | grep -Ev 'libc\.so|libm\.so|libstdc|libgcc|libpthread|libdl|librt|ld-linux|libcuda|libnccl|libcupti|libcudart' |
-    while read -r l; do cp -L "$l" "$PACK/lib/"; done
-  git rev-parse --short=12 HEAD >"$PACK/GIT_SHA"
-  du -sh "$PACK"
-}
+pack() { scripts/gpu/pack.sh; }
 
 scenario() { # name scheme cp tokens mask pass -> file
   python3 - "$@" <<'PY'
@@ -33,7 +24,7 @@ PY
 run_one() { # tag, then cpsim run arguments
   local tag=$1; shift
   local t0=$(date +%s.%N)
-  "$PACK/cpsim" run "$@" --json "$W/$tag.json" >"$W/$tag.log" 2>&1
+  "$PACK/bin/cpsim" run "$@" --json "$W/$tag.json" >"$W/$tag.log" 2>&1
   local rc=$?
   printf '%-44s rc=%-3s %6.1fs  %s\n' "$tag" "$rc" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "cpsim run $*" | tee -a "$W/runs.log"
   tail -n 3 "$W/$tag.log" | sed 's/^/    /'

@@ -10,8 +10,11 @@
 namespace cpsim {
 
 SimResult run_analytic(const Schedule& s, const Workload& w, const ClusterSpec& c, const KernelCostModel& kernels) {
+  return run_analytic(s, w, kernels, CommCostModel(c, s.placement));
+}
+
+SimResult run_analytic(const Schedule& s, const Workload& w, const KernelCostModel& kernels, const CommTimeModel& comm) {
   ExecutionGraph g(s);
-  CommCostModel comm(c, s.placement);
   const size_t W = size_t(s.world);
   std::vector<std::vector<int>> missing(W);  // unfinished preds per op
   std::vector<std::vector<double>> ready(W), end(W);
@@ -57,6 +60,7 @@ SimResult run_analytic(const Schedule& s, const Workload& w, const ClusterSpec& 
     switch (op.kind) {
     case OpKind::ATTENTION: finish(o, t, kernels.attention_s(op)); break;
     case OpKind::MERGE: finish(o, t, kernels.merge_s(op)); break;
+    case OpKind::COMPUTE: finish(o, t, kernels.compute_s(op)); break;
     case OpKind::SEND:
     case OpKind::RECV:
     case OpKind::COLLECTIVE: {

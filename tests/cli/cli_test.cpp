@@ -43,6 +43,24 @@ TEST_CASE("cli: default scenario simulates, writes JSON and a trace") {
   CHECK(tr["traceEvents"].size() > 10);
 }
 
+TEST_CASE("cli: --engine des prints the same table and writes the same JSON and trace forms") {
+  std::string d = tmpdir();
+  const std::string in = kScenarios + "/ring_causal_4xh100.json";
+  Run a = test::run_cpsim("simulate " + in + " --json " + d + "/a.json --trace " + d + "/at.json");
+  Run r = test::run_cpsim("simulate " + in + " --engine des --json " + d + "/d.json --trace " + d + "/dt.json");
+  REQUIRE(a.code == 0);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Contains("step time") && Contains("exposed_comm_ms") && Contains("(engine: des)") &&
+                        Contains("des: 1 replica(s)"));
+  Json ja = load_json_file(d + "/a.json"), jd = load_json_file(d + "/d.json");
+  CHECK(jd["engine"] == "des");
+  CHECK(jd["ranks"].size() == ja["ranks"].size());
+  CHECK(jd["des"]["simulated_replicas"] == 1);
+  for (const auto& [key, value] : ja.items()) // every analytic field is there
+    CHECK(jd.contains(key));
+  CHECK(load_json_file(d + "/dt.json")["traceEvents"].size() == load_json_file(d + "/at.json")["traceEvents"].size());
+}
+
 TEST_CASE("cli: plan then simulate the plan gives the same answer as the scenario") {
   std::string d = tmpdir();
   for (const char* s : {"default.json", "ring_causal_4xh100.json", "ulysses_full_8xh100.json"}) {
@@ -64,13 +82,24 @@ TEST_CASE("cli: bad inputs exit 2 with a message naming the cause") {
   std::string oom = write("oom.json", R"({"hardware":"h100-sxm-2","workload":{"seq_lens":[4194304],"heads":64,"kv_heads":64,
     "head_dim":128,"dtype":"bf16","mask":"causal"},"parallel":{"scheme":"zigzag","cp":2},"pass":"fwd_bwd"})");
   std::string bad_plan = write("plan.json", R"({"format":"cpsim-plan","version":1,"source":{},"scenario":{},"schedule":{}})");
+  auto hw = [](const std::string& inter) {
+    return R"({"hardware":{"gpu":{"name":"g","peak_tflops":989,"hbm_GBps":3350,"memory_gib":80,"sm_count":132},
+      "gpus_per_node":8,"nodes":2,"intra_node":{"bandwidth_GBps":300,"latency_us":2},"inter_node":)" + inter +
+           R"(},"workload":{"seq_lens":[4096],"heads":8,"kv_heads":8,"head_dim":128,"dtype":"bf16","mask":"causal"},
+      "parallel":{"scheme":"ring","cp":16},"pass":"fwd"})";
+  };
+  std::string torus = write("torus.json", hw(R"({"bandwidth_GBps":50,"latency_us":5,"nics_per_node":8,"topology":"torus"})"));
+  std::string nics = write("nics.json", hw(R"({"bandwidth_GBps":50,"latency_us":5,"nics_per_node":3})"));
   std::vector<Case> cases = {
+      {"simulate " + torus + " --engine des", "'hardware.inter_node.topology'"},
+      {"simulate " + nics + " --engine des", "hardware.inter_node.nics_per_node = 3"},
       {"simulate /nonexistent/x.json", "cannot open '/nonexistent/x.json'"},
       {"simulate " + malformed, "is not valid JSON"},
       {"simulate " + unknown, "'colour' is not a known key"},
       {"simulate " + oom, "does not fit in GPU memory"},
       {"simulate " + bad_plan, "'hardware' is missing"},
       {"simulate " + kScenarios + "/default.json --engine warp", "unknown engine"},
+      {"simulate " + kScenarios + "/default.json --engine warp", "known: analytic, des"},
       {"plan " + kScenarios + "/default.json -o /nonexistent/dir/p.json", "cannot write"},
       {"simulate", "input is required"},
       {"frobnicate", "subcommand"},

@@ -142,3 +142,19 @@ TEST_CASE("gather-style plans (cqs, dcp) are refused before anything runs, with 
                       Catch::Contains("plan and simulate") && Catch::Contains("rank "));
   }
 }
+
+TEST_CASE("sparse schedules' compute ops and per-head attention are refused by name, not skipped") {
+  Json pit = test::scenario_json("pit", 2, {256}, Json{{"kind", "block_sparse"}, {"block", 16}, {"density", 0.3}, {"seed", 1}},
+                                 "fwd", 4, 2, 64);
+  pit["parallel"]["granularity"] = 16;
+  Scenario sc = test::make_scenario(pit);
+  CHECK_THROWS_WITH(make_exec_plan(generate_schedule(sc), sc.workload),
+                    Catch::Contains("does not execute compute ops") && Catch::Contains("'gather'"));
+  Json dsv = test::scenario_json("dsv", 2, {256},
+                                 Json{{"kind", "block_sparse"}, {"block", 16}, {"head_densities", {0.9, 0.1, 0.5, 0.2}},
+                                      {"seed", 1}},
+                                 "fwd", 4, 4, 64);
+  dsv["parallel"]["hcp"] = 2;
+  Scenario sd = test::make_scenario(dsv);
+  CHECK_THROWS_WITH(make_exec_plan(generate_schedule(sd), sd.workload), Catch::Contains("rank 0"));
+}

@@ -29,6 +29,31 @@ TEST_CASE("model::RooflineKernelModel: partly masked tiles cost full tiles") {
   CHECK(attention_flops(op, sc.workload) == Approx(2.5 * 4.0 * op.cells * 16 * 128));
 }
 
+TEST_CASE("model::RooflineKernelModel: compute ops are a CUDA-core roofline; per-head ops use their head sums") {
+  Scenario sc = test::make_scenario(test::scenario_json("ring", 1, {1024}, "causal", "fwd", 16, 16, 128));
+  const GpuSpec& gpu = sc.cluster.gpu;
+  RooflineKernelModel k(gpu, sc.workload, 128, 128);
+  Op c;
+  c.kind = OpKind::COMPUTE;
+  c.bytes = 1 << 30; // memory-bound gather: bytes / HBM
+  CHECK(k.compute_s(c) == Approx(gpu.launch_overhead_s + double(1 << 30) / gpu.hbm_bytes_per_s));
+  c.bytes = 0;
+  c.flops = int64_t(1e12); // compute-bound predictor: 1/16 of the tensor peak
+  CHECK(k.compute_s(c) == Approx(gpu.launch_overhead_s + 1e12 * 16 / gpu.peak_flops));
+  Op a;
+  a.kind = OpKind::ATTENTION;
+  a.head_ids = {1, 5, 9};
+  a.head_begin = 1;
+  a.head_end = 10;
+  a.head_summed = true;
+  a.segments = {{0, {0, 1024}, {0, 1024}}};
+  a.tiles = {10, 2}; // over the three heads together
+  a.cells = 100000;
+  CHECK(a.heads() == 3);
+  CHECK(attention_flops(a, sc.workload) == Approx(4.0 * 100000 * 128));
+  CHECK(k.attention_s(a) >= 12 * 4.0 * 128 * 128 * 128 / (gpu.peak_flops * gpu.attn_fwd_efficiency));
+}
+
 TEST_CASE("model::CommCostModel: links by placement and NCCL ring collectives") {
   Json j = test::scenario_json("ring", 2, {64}, "causal");
   j["hardware"] = "dgx-h100:2";

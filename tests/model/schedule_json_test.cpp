@@ -59,3 +59,29 @@ TEST_CASE("model::schedule_json: structural errors in a plan are named") {
     CHECK_THROWS_WITH(schedule_from_json(bad, "schedule"), Contains("undeclared buffer 'nope'"));
   }
 }
+
+TEST_CASE("model::schedule_json: compute ops, head lists and per-head counts survive a round trip") {
+  const Json mask{{"kind", "block_sparse"}, {"block", 16}, {"head_densities", {0.9, 0.1, 0.1, 0.8}}, {"seed", 4}};
+  for (const std::string scheme : {"dsv", "pit"}) {
+    Json j0 = test::scenario_json(scheme, 2, {128}, mask, "fwd_bwd", 4, 4);
+    j0["parallel"][scheme == "dsv" ? "hcp" : "granularity"] = scheme == "dsv" ? 2 : 32;
+    Schedule s = generate_schedule(test::make_scenario(j0));
+    Json j = schedule_to_json(s);
+    Schedule back = schedule_from_json(Json::parse(j.dump()), "schedule");
+    CHECK(schedule_to_json(back) == j);
+    bool compute = false, summed = false;
+    for (const auto& op : back.ranks[0].ops) {
+      compute |= op.kind == OpKind::COMPUTE && op.bytes > 0;
+      summed |= op.kind == OpKind::ATTENTION && op.head_summed;
+    }
+    CHECK(compute);
+    CHECK(summed);
+  }
+  Json one = test::scenario_json("pit", 1, {64}, mask, "fwd", 4, 4);
+  one["parallel"]["granularity"] = 16;
+  Json bad = schedule_to_json(generate_schedule(test::make_scenario(one)));
+  for (auto& op : bad["ranks"][0]["ops"])
+    if (op["kind"] == "compute")
+      op["compute"] = "sort";
+  CHECK_THROWS_WITH(schedule_from_json(bad, "schedule"), Contains("compute") && Contains("sort"));
+}

@@ -1,5 +1,5 @@
 // Checks shared by the tests of the stripe, TE, USP and LoongTrain schedules: exactly-once cell
-// coverage (strided segments included), bytes sent, FLOPs and op counts per rank.
+// coverage (strided segments included, per-head masks by head), bytes sent, FLOPs and op counts per rank.
 #pragma once
 
 #include "cpsim/model/kernel_cost.hpp"
@@ -27,11 +27,11 @@ inline int64_t coverage_errors(const Schedule& s, const Scenario& sc, Direction 
         continue;
       for (const auto& seg : op.segments) {
         int64_t n = w.seq_lens[size_t(seg.seq)];
-        for (int h = op.head_begin; h < op.head_end; ++h)
+        for (int h : op.head_list())
           for (int64_t a = 0; a < seg.q.size(); ++a)
             for (int64_t b = 0; b < seg.k.size(); ++b) {
               int64_t i = seg.q.at(a), j = seg.k.at(b);
-              if (m.visible(seg.seq, i, j))
+              if (m.visible(seg.seq, h, i, j))
                 count[size_t(seg.seq)][size_t((h * n + i) * n + j)]++;
             }
       }
@@ -42,7 +42,7 @@ inline int64_t coverage_errors(const Schedule& s, const Scenario& sc, Direction 
     for (int h = 0; h < w.heads; ++h)
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < n; ++j)
-          wrong += count[b][size_t((h * n + i) * n + j)] != (m.visible(int(b), i, j) ? 1 : 0);
+          wrong += count[b][size_t((h * n + i) * n + j)] != (m.visible(int(b), h, i, j) ? 1 : 0);
   }
   return wrong;
 }

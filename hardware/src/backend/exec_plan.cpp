@@ -21,6 +21,12 @@ std::string where(int rank, const Op& op) {
 }
 
 void check_supported(int rank, const Op& op) {
+  if (op.kind == OpKind::COMPUTE)
+    throw UserError(where(rank, op) + ": the GPU backend does not execute compute ops (this one is a '" +
+                    to_string(op.compute) + "' kernel of a sparse schedule); predict this plan with the simulator");
+  if (op.kind == OpKind::ATTENTION && (op.head_summed || !op.head_ids.empty()))
+    throw UserError(where(rank, op) + ": the GPU backend does not execute attention with per-head masks or a "
+                    "head list; predict this plan with the simulator");
   if (op.kind == OpKind::COLLECTIVE && op.coll != CollectiveKind::ALL_TO_ALL && op.coll != CollectiveKind::ALL_GATHER)
     throw UserError(where(rank, op) + ": the GPU backend executes all_to_all and all_gather collectives, not " +
                     to_string(op.coll));

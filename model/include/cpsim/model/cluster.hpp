@@ -26,6 +26,15 @@ struct LinkSpec {
   int nics_per_node = 0;            // inter-node only
 };
 
+/** How the NICs of different nodes are wired (read by the discrete-event engine; the analytic engine
+ *  sees only bandwidth and latency). Both are two-level leaf/spine fat trees. */
+enum class FabricTopology {
+  RAIL_FAT_TREE, // leaf switch per (scalable unit, rail): NIC i of every node of a unit on leaf i
+  FAT_TREE,      // leaves take consecutive NIC ports regardless of rail
+};
+
+std::string to_string(FabricTopology t);
+
 struct ClusterSpec {
   std::string name;
   GpuSpec gpu;
@@ -34,6 +43,8 @@ struct ClusterSpec {
   LinkSpec intra_node;
   LinkSpec inter_node;
   double fabric_oversubscription = 1.0; // >1: core of the fat tree has less bandwidth than the NICs
+  FabricTopology fabric_topology = FabricTopology::RAIL_FAT_TREE;
+  int leaf_ports = 32; // NIC ports under one leaf switch (rail fat tree: nodes per scalable unit)
 
   int world_size() const { return gpus_per_node * nodes; }
   int node_of(int rank) const { return rank / gpus_per_node; }

@@ -9,15 +9,24 @@
 
 namespace cpsim {
 
-class CommCostModel {
+/** What an engine asks of a communication model; the roofline v1 below and calibrated profiles
+ *  (calibrate/) both answer it, so engines never know which one they were given. */
+class CommTimeModel {
+public:
+  virtual ~CommTimeModel() = default;
+  /** One message from rank a to rank b, ranks being logical (placement maps them to GPUs). */
+  virtual double p2p_s(int src, int dst, int64_t bytes) const = 0;
+  /** Whole collective as seen by every member (bytes as Op documents them). */
+  virtual double collective_s(CollectiveKind kind, const std::vector<int>& group, int64_t bytes) const = 0;
+};
+
+class CommCostModel final : public CommTimeModel {
 public:
   CommCostModel(const ClusterSpec& c, std::vector<int> placement);
 
   bool same_node(int rank_a, int rank_b) const;
-  /** One message from rank a to rank b, ranks being logical (placement maps them to GPUs). */
-  double p2p_s(int src, int dst, int64_t bytes) const;
-  /** Whole collective as seen by every member (bytes as Op documents them). */
-  double collective_s(CollectiveKind kind, const std::vector<int>& group, int64_t bytes) const;
+  double p2p_s(int src, int dst, int64_t bytes) const override;
+  double collective_s(CollectiveKind kind, const std::vector<int>& group, int64_t bytes) const override;
   /** Bytes one member sends during the collective. */
   static int64_t collective_bytes_sent(CollectiveKind kind, int group_size, int64_t bytes);
 

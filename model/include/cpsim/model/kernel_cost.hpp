@@ -8,7 +8,8 @@
 
 namespace cpsim {
 
-/** FLOPs of an attention op by the flash-attn convention: 4*cells*heads*D, x2.5 for backward. */
+/** FLOPs of an attention op by the flash-attn convention: 4*cells*heads*D, x2.5 for backward
+ *  (cells summed over the op's heads for per-head masks). */
 double attention_flops(const Op& op, const Workload& w);
 
 class KernelCostModel {
@@ -16,6 +17,8 @@ public:
   virtual ~KernelCostModel() = default;
   virtual double attention_s(const Op& op) const = 0;
   virtual double merge_s(const Op& op) const = 0;
+  /** COMPUTE ops (gather, sparsity predictor): roofline over CUDA-core FLOPs and HBM bytes. */
+  virtual double compute_s(const Op& op) const = 0;
 };
 
 /**
@@ -27,6 +30,7 @@ public:
   RooflineKernelModel(const GpuSpec& gpu, const Workload& w, int64_t tile_m, int64_t tile_n);
   double attention_s(const Op& op) const override;
   double merge_s(const Op& op) const override;
+  double compute_s(const Op& op) const override;
   double tile_flops(Direction dir, int heads) const;
 
 private:

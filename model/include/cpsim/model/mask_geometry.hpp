@@ -1,6 +1,8 @@
 // Which (query, key) cells of a sequence are visible, counted over rectangles: the unmasked cells
 // give FLOPs, and the kernel's tiles (full, partly masked, empty) give time. Closed forms for full,
-// causal and sliding-window masks; block-sparse layouts are materialised once per sequence.
+// causal and sliding-window masks; block-sparse layouts are materialised once per sequence, and
+// once per (sequence, head) for per-head masks (DSV). Head-agnostic queries on a per-head mask see
+// the union of the heads' layouts, which is what a kernel covering all heads must visit.
 #pragma once
 
 #include "cpsim/model/range_masks.hpp"
@@ -61,23 +63,44 @@ public:
   /** Visible cells of whole sequence (per head). */
   int64_t total_cells(int seq) const;
 
+  /** True when heads have their own layouts; the head-taking overloads then differ by head. */
+  bool per_head() const { return !head_layouts_.empty(); }
+  int64_t cells(int seq, int head, TokenRange q, TokenRange k) const;
+  TileCount tiles(int seq, int head, TokenRange q, TokenRange k, int64_t tile_m, int64_t tile_n) const;
+  bool visible(int seq, int head, int64_t qi, int64_t kj) const;
+  int64_t total_cells(int seq, int head) const;
+
   const MaskSpec& spec() const { return spec_; }
+  /** The sequence's layout (the union over heads for a per-head mask). */
   const BlockLayout& layout(int seq) const { return layouts_.at(static_cast<size_t>(seq)); }
+  /** The layout head `head` of sequence `seq` uses (the sequence's layout unless per_head()). */
+  const BlockLayout& layout(int seq, int head) const;
 
 private:
-  int64_t block_sparse_cells(int seq, TokenRange q, TokenRange k) const;
-  int64_t strided_cells(int seq, TokenRange q, TokenRange k) const;
+  int64_t block_sparse_cells(const BlockLayout& l, TokenRange q, TokenRange k) const;
+  int64_t strided_cells(const BlockLayout* l, int seq, TokenRange q, TokenRange k) const;
+  int64_t cells_in(const BlockLayout* l, int seq, TokenRange q, TokenRange k) const;
+  TileCount tiles_in(const BlockLayout* l, int seq, TokenRange q, TokenRange k, int64_t tile_m, int64_t tile_n) const;
   MaskSpec spec_;
   std::vector<int64_t> seq_lens_;
   std::vector<BlockLayout> layouts_;
   std::vector<std::vector<detail::RowPiece>> pieces_; // range masks: row pieces per sequence
+  std::vector<std::vector<BlockLayout>> head_layouts_; // [seq][head], only for per-head masks
 };
 
 /** Deterministic random layout (same seed -> same layout on every platform); diagonal kept. */
 BlockLayout random_block_layout(int64_t seq_len, int64_t block, double density, uint64_t seed, int seq_index,
                                 bool causal);
-/** Reads {"block": B, "layouts": [[[k blocks of q block 0], ...] per sequence]}; validates it. */
-std::vector<BlockLayout> load_block_layouts(const std::string& path, const std::vector<int64_t>& seq_lens,
-                                            int64_t block);
+/** Layouts read from a layout file: per sequence, or per sequence and head. */
+struct LayoutFile {
+  std::vector<BlockLayout> per_seq;
+  std::vector<std::vector<BlockLayout>> per_head; // [seq][head]
+};
+/**
+ * Reads {"block": B, "layouts": [[[k blocks of q block 0], ...] per sequence]} or, per head,
+ * {"block": B, "head_layouts": [[[[k blocks of q block 0], ...] per head] per sequence]}; validates it.
+ */
+LayoutFile load_block_layouts(const std::string& path, const std::vector<int64_t>& seq_lens, int64_t block,
+                              int heads);
 
 } // namespace cpsim

@@ -26,6 +26,9 @@ struct Scenario {
   PassKind pass = PassKind::FWD;
   int64_t tile_m = 128;
   int64_t tile_n = 128;
+  // Calibrated cost-model profile (calibrate/); empty: the hardware's roofline defaults. A relative
+  // path in the file is resolved against the scenario's folder, so this holds a usable path.
+  std::string profile;
   Json source; // the scenario as the user gave it, kept verbatim in plans and results
 };
 

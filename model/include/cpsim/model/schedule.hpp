@@ -27,7 +27,14 @@
 
 namespace cpsim {
 
-enum class OpKind { ATTENTION, MERGE, SEND, RECV, COLLECTIVE };
+enum class OpKind { ATTENTION, MERGE, SEND, RECV, COLLECTIVE, COMPUTE };
+// COMPUTE ops: kernels beside attention that a sparse schedule must pay for (schedules.md 6.2, 8).
+enum class ComputeKind {
+  GATHER,     // copy scattered K/V rows (micro-tiles) into dense tiles before the kernel (PIT SRead)
+  SCATTER,    // add gathered dK/dV rows back to their positions after the backward (PIT SWrite)
+  LOWRANK_QK, // the sparsity predictor's rank-r estimate Q_lr K_lr^T (DSV), on CUDA cores
+  TOPK        // top-k selection of critical keys from the estimate, writing int32 indices (DSV)
+};
 enum class Direction { FORWARD, BACKWARD };
 enum class CollectiveKind { ALL_GATHER, REDUCE_SCATTER, ALL_TO_ALL, ALL_REDUCE };
 enum class StreamKind { COMPUTE, COMM };
@@ -37,6 +44,7 @@ std::string to_string(OpKind k);
 std::string to_string(Direction d);
 std::string to_string(CollectiveKind k);
 std::string to_string(PassKind p);
+std::string to_string(ComputeKind k);
 
 /** One rectangle of attention work: queries q x keys k of one sequence (positions in that sequence,
  *  either side possibly strided). */
@@ -71,6 +79,12 @@ struct Op {
   std::vector<AttnSegment> segments;
   int64_t cells = 0;   // visible cells per head, summed over segments
   TileCount tiles;     // kernel tiles per head, summed over segments
+  // Per-head masks (DSV): heads see different layouts, so `cells` and `tiles` are instead summed
+  // over the op's heads and `head_summed` is set. `head_ids` lists the query heads when they are
+  // not the range [head_begin, head_end) (sparsity-aware head placement); head_begin/head_end then
+  // bound them.
+  bool head_summed = false;
+  std::vector<int> head_ids;
 
   // MERGE: `rows` query rows x heads [head_begin, head_end) combining `inputs` partials
   // (forward: LSE merge; backward: gradient accumulation of `bytes` fp32 bytes).
@@ -88,7 +102,18 @@ struct Op {
   CollectiveKind coll = CollectiveKind::ALL_TO_ALL;
   std::vector<int> coll_group;
 
-  int heads() const { return head_end - head_begin; }
+  // COMPUTE: `flops` arithmetic (or compare) operations on CUDA cores and `bytes` moved through HBM.
+  ComputeKind compute = ComputeKind::GATHER;
+  int64_t flops = 0;
+
+  int heads() const { return head_ids.empty() ? head_end - head_begin : static_cast<int>(head_ids.size()); }
+  /** The query heads of an attention or merge op, in order. */
+  std::vector<int> head_list() const;
+  /** Visible cells and kernel tiles over all of the op's heads (attention). */
+  int64_t cells_all_heads() const { return head_summed ? cells : cells * heads(); }
+  TileCount tiles_all_heads() const {
+    return head_summed ? tiles : TileCount{tiles.full * heads(), tiles.partial * heads()};
+  }
 };
 
 /** A named allocation alive from op `alloc_op` to op `free_op` (inclusive; -1: whole program). */

@@ -2,6 +2,7 @@
 // attention ops from the mask, drops empty segments, and validates the finished schedule.
 #pragma once
 
+#include "cpsim/model/micro_tiles.hpp"
 #include "cpsim/model/scenario.hpp"
 #include "cpsim/model/schedule.hpp"
 
@@ -26,6 +27,21 @@ public:
   int attention(int rank, int stream, std::vector<int> deps, Direction dir, int head_begin, int head_end,
                 const std::vector<AttnSegment>& segs, std::string label, std::vector<std::string> reads,
                 std::vector<std::string> writes);
+  /** Attention over an explicit, possibly non-contiguous list of query heads (per-head masks). */
+  int attention_on_heads(int rank, int stream, std::vector<int> deps, Direction dir, std::vector<int> heads,
+                         const std::vector<AttnSegment>& segs, std::string label, std::vector<std::string> reads,
+                         std::vector<std::string> writes);
+  /**
+   * Recounts attention op `op`'s tiles as the dense tiles left after gathering its key columns in
+   * micro-tiles of `granularity` tokens (PIT; DSV's token-gathered KV). Returns the gather's
+   * totals over the op's heads and segments (all heads, so the op becomes head_summed).
+   */
+  GatheredTiles gather_tiles(int rank, int op, int64_t granularity, GatherAxis axis = GatherAxis::KEYS);
+  int compute(int rank, int stream, std::vector<int> deps, ComputeKind kind, int64_t flops, int64_t bytes,
+              std::string label, std::vector<std::string> reads, std::vector<std::string> writes);
+  /** Sets a compute op's cost once what it moves is known (a gather sized by the attention after it). */
+  void set_compute_cost(int rank, int op, int64_t flops, int64_t bytes);
+  void set_buffer_bytes(int rank, const std::string& buffer, int64_t bytes);
   int merge(int rank, int stream, std::vector<int> deps, Direction dir, int head_begin, int head_end, int64_t rows,
             int inputs, int64_t bytes, std::string label, std::vector<std::string> reads,
             std::vector<std::string> writes);
@@ -48,6 +64,7 @@ public:
 
 private:
   Op& push(int rank, Op op);
+  int emit_attention(int rank, Op op, const std::vector<AttnSegment>& segs);
   const Scenario& sc_;
   const MaskGeometry& mask_;
   Schedule s_;

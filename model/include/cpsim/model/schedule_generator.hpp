@@ -45,6 +45,10 @@ std::vector<Json> loongtrain_variants(const Scenario& sc); // every (d_hp, d_cp,
 Schedule generate_cqs(const Scenario& sc, const MaskGeometry& mask);
 Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask);
 std::vector<Json> dcp_variants(const Scenario& sc); // DCP's heuristic block and its grid {1024, 2048, 4096}
+Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask);
+std::vector<Json> pit_variants(const Scenario& sc); // granularities 16, 64, 128
+Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask);
+std::vector<Json> dsv_variants(const Scenario& sc); // every (hcp, scp), naive and sparsity-aware
 
 /** Rejects any scheme option key not in `allowed` (named in the message). */
 void check_scheme_options(const Scenario& sc, const std::vector<std::string>& allowed);

@@ -33,6 +33,9 @@ struct MaskSpec {
   double question_fraction = 0.2;  // shared_question: leading fraction of the sequence that is the question
   int64_t answers = 4;             // shared_question: answers that follow it (equal lengths, remainder to the last)
   int64_t local_blocks = 2;        // causal_blockwise: band of i - local_blocks*block keys besides block 0
+  // block_sparse, per-head masks (DSV: heads differ strongly in sparsity): one density per query
+  // head instead of `density`, each head's layout drawn from `seed` and the head index.
+  std::vector<double> head_densities;
 };
 
 struct Workload {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "cpsim/model/cluster.hpp"
+#include "cpsim/model/comm_cost.hpp"
 #include "cpsim/model/kernel_cost.hpp"
 #include "cpsim/model/schedule.hpp"
 #include "cpsim/model/timeline.hpp"
@@ -12,5 +13,7 @@ namespace cpsim {
 
 /** Runs the schedule; UserError if the plan deadlocks (an op whose partner can never be ready). */
 SimResult run_analytic(const Schedule& s, const Workload& w, const ClusterSpec& c, const KernelCostModel& kernels);
+/** Same, with a communication model other than the cluster's roofline (a calibrated profile). */
+SimResult run_analytic(const Schedule& s, const Workload& w, const KernelCostModel& kernels, const CommTimeModel& comm);
 
 } // namespace cpsim

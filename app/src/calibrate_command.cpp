@@ -1,0 +1,173 @@
+// `cpsim calibrate` (see calibrate_command.hpp). Each sweep plan is written as a plan file and run
+// by `cpsim run` in a child process, exactly as a user would run it; a plan the backend cannot
+// execute (make_exec_plan refuses it) or a run that fails is recorded in the profile's
+// not_calibrated list rather than hidden.
+#include "calibrate_command.hpp"
+
+#include "child_process.hpp"
+#include "gpu_probe.hpp"
+#include "inputs.hpp"
+
+#include "cpsim/calibrate/fit.hpp"
+#include "cpsim/calibrate/sweeps.hpp"
+#include "cpsim/hardware/backend/exec_plan.hpp"
+#include "cpsim/hardware/hardware_catalog.hpp"
+#include "cpsim/model/errors.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+namespace cpsim {
+
+namespace {
+namespace fs = std::filesystem;
+
+void progress(size_t done, size_t total, const std::string& what) {
+  const int width = 30;
+  int filled = total ? int(double(done) / double(total) * width) : width;
+  std::fprintf(stderr, "\r[%s%s] %3zu/%zu %-48.48s", std::string(size_t(filled), '#').c_str(),
+               std::string(size_t(width - filled), '.').c_str(), done, total, what.c_str());
+  if (done == total)
+    std::fputc('\n', stderr);
+  std::fflush(stderr);
+}
+
+void print_profile(const calib::Profile& p) {
+  std::printf("profile %s: %s, %d SMs, %d GPU(s), hardware %s, %s, git %s\n", p.name.c_str(), p.gpu_name.c_str(),
+              p.sm_count, p.gpus, p.hardware.c_str(), p.date_utc.c_str(), p.git_sha.c_str());
+  for (const auto& k : p.kernels)
+    std::printf("  attention %s d=%-3d launch %.2f us  cta %.3f us  tile %.3f us (partial %.3f us)  %d CTA/SM  "
+                "hbm %.0f GB/s (%s)  in-sample |err| median %.1f%% p95 %.1f%% (n=%d)\n",
+                to_string(k.dir).c_str(), k.head_dim, k.launch_s * 1e6, k.cta_s * 1e6, k.tile_full_s * 1e6,
+                k.tile_partial_s * 1e6, k.ctas_per_sm, k.hbm_bytes_per_s / 1e9, k.hbm_source.c_str(),
+                100 * k.quality.median_abs_rel_err, 100 * k.quality.p95_abs_rel_err, k.quality.samples);
+  for (const auto& c : p.comms)
+    std::printf("  %-14s %-10s latency %.2f us  bandwidth %.1f GB/s  bytes %.3g..%.3g  in-sample |err| median "
+                "%.1f%% p95 %.1f%% (n=%d)\n",
+                c.op.c_str(), c.link.c_str(), c.latency_s * 1e6, c.bandwidth_bytes_per_s / 1e9, c.bytes.min,
+                c.bytes.max, 100 * c.quality.median_abs_rel_err, 100 * c.quality.p95_abs_rel_err, c.quality.samples);
+  if (p.has_overlap)
+    std::printf("  overlap: attention x%.3f beside NCCL traffic, traffic x%.3f beside attention (n=%d)\n",
+                p.overlap.compute_slowdown, p.overlap.comm_slowdown, p.overlap.samples);
+  for (const auto& n : p.not_calibrated)
+    std::printf("  not calibrated: %s\n", n.c_str());
+}
+
+calib::RawMeasurements run_sweeps(const CalibrateOptions& o, const ClusterSpec& c, int gpus, const std::string& dir) {
+  calib::RawMeasurements raw;
+  raw.hardware = o.hardware;
+  raw.hardware_gpu = c.gpu.name;
+  raw.gpus = gpus;
+  raw.date_utc = utc_date_time();
+  raw.git_sha = git_sha();
+  calib::SweepOptions so;
+  so.gpus = gpus;
+  so.quick = o.quick;
+  calib::select_sweeps(so, o.sweeps);
+  const auto plans = calib::calibration_plans(c, so);
+  raw.tile_m = plans.empty() ? 128 : plans.front().schedule.tile_m;
+  raw.tile_n = plans.empty() ? 128 : plans.front().schedule.tile_n;
+  if (gpus < 2)
+    raw.not_calibrated.push_back("communication and overlap: one GPU only");
+  for (const auto& [on, group] : {std::pair{so.kernel, "kernel"}, {so.comm, "comm"}, {so.overlap, "overlap"}})
+    if (!on)
+      raw.not_calibrated.push_back(std::string(group) + ": not selected (--sweeps " + o.sweeps + ")");
+  raw.not_calibrated.push_back("inter_node links: calibrate runs on the GPUs of one node");
+  fs::create_directories(dir + "/plans");
+  fs::create_directories(dir + "/measured");
+  fs::create_directories(dir + "/logs");
+  const std::string exe = self_exe();
+  // failures are summarised per sweep: one line saying how many plans of it failed and why the first did
+  std::map<std::string, std::pair<int, std::string>> failed;
+  std::map<std::string, int> planned;
+  for (size_t i = 0; i < plans.size(); ++i) {
+    const auto& p = plans[i];
+    progress(i, plans.size(), p.name);
+    ++planned[p.sweep];
+    auto fail = [&](const std::string& why) {
+      auto& f = failed[p.sweep];
+      if (f.first++ == 0)
+        f.second = "plan " + p.name + ": " + why;
+    };
+    try {
+      backend::make_exec_plan(p.schedule, p.scenario.workload);
+    } catch (const UserError& e) {
+      fail(std::string("the backend cannot execute it: ") + e.what());
+      continue;
+    }
+    const std::string plan_file = dir + "/plans/" + p.name + ".json", out = dir + "/measured/" + p.name + ".json";
+    const std::string log = dir + "/logs/" + p.name + ".log";
+    LoadedInput in;
+    in.scenario = p.scenario;
+    in.scenario.source = scenario_to_json(p.scenario);
+    in.schedule = p.schedule;
+    save_json_file(plan_file, plan_to_json(in), -1);
+    int rc = run_child({exe, "run", plan_file, "--json", out, "--warmup", std::to_string(o.warmup), "--reps",
+                        std::to_string(o.reps), "--profile-reps", "0", "-q"},
+                       log);
+    if (rc != 0) {
+      fail("cpsim run exited with code " + std::to_string(rc) + " (log " + log + ")");
+      continue;
+    }
+    Json m = load_json_file(out);
+    if (raw.gpu_name.empty() && m.contains("devices") && !m["devices"].empty()) {
+      raw.gpu_name = m["devices"][0].value("name", std::string());
+      raw.sm_count = m["devices"][0].value("sm_count", 0);
+    }
+    calib::add_samples(p, m, raw);
+  }
+  for (const auto& [sweep, f] : failed)
+    raw.not_calibrated.push_back(sweep + ": " + std::to_string(f.first) + " of " + std::to_string(planned[sweep]) +
+                                 " plans did not run; first: " + f.second);
+  progress(plans.size(), plans.size(), "done");
+  if (raw.gpu_name.empty() || raw.sm_count <= 0)
+    throw UserError("no calibration plan ran (see " + dir + "/logs/): nothing was measured");
+  return raw;
+}
+} // namespace
+
+int cmd_calibrate(const CalibrateOptions& o) {
+  if (o.out.empty())
+    throw UserError("--out: the profile file to write is required (hardware/profiles/<name>.json)");
+  calib::RawMeasurements raw;
+  std::string raw_file;
+  if (!o.from_raw.empty()) {
+    raw = calib::load_raw(o.from_raw);
+    raw_file = o.from_raw;
+  } else {
+    calib::SweepOptions check;
+    calib::select_sweeps(check, o.sweeps); // a bad list is the user's error whatever the machine
+    require_gpus("calibrate", "use --from-raw FILE to fit measurements recorded on a GPU machine");
+    if (o.hardware.empty())
+      throw UserError("--hardware: name the built-in description of this machine (cpsim hardware lists them), "
+                      "so the sweeps are planned for its GPUs");
+    ClusterSpec c = cluster_from_json(builtin_hardware(o.hardware), o.hardware);
+    const int visible = probe_gpus().devices;
+    int gpus = std::min(visible, c.gpus_per_node);
+    if (o.gpus > 0) {
+      if (o.gpus > gpus)
+        throw UserError("--gpus = " + std::to_string(o.gpus) + ": only " + std::to_string(gpus) +
+                        " GPUs are visible on this node of '" + o.hardware + "'");
+      gpus = o.gpus;
+    }
+    const std::string dir = o.raw_dir.empty() ? "results/calibration/" + utc_stamp() + "_" + o.hardware : o.raw_dir;
+    raw = run_sweeps(o, c, gpus, dir);
+    raw_file = dir + "/raw.json";
+    save_json_file(raw_file, calib::raw_to_json(raw), 1);
+    std::printf("raw measurements: %s\n", raw_file.c_str());
+  }
+  const std::string hw = o.hardware.empty() ? raw.hardware : o.hardware;
+  const ClusterSpec c = cluster_from_json(builtin_hardware(hw), hw);
+  calib::Profile p = calib::fit_profile(raw, c.gpu.hbm_bytes_per_s);
+  p.name = fs::path(o.out).stem().string();
+  p.source = o.from_raw.empty() ? "gpu sweep" : "from raw " + o.from_raw;
+  p.raw_file = raw_file;
+  save_json_file(o.out, calib::profile_to_json(p), 2);
+  print_profile(p);
+  std::printf("wrote %s\n", o.out.c_str());
+  return 0;
+}
+
+} // namespace cpsim

@@ -1,0 +1,22 @@
+// `cpsim calibrate`: run the calibration sweeps on the local GPUs through the backend (or read raw
+// measurements recorded earlier), fit the profile and write it.
+#pragma once
+
+#include <string>
+
+namespace cpsim {
+
+struct CalibrateOptions {
+  std::string out;      // hardware/profiles/<name>.json
+  std::string hardware; // built-in description the sweeps are planned for (GPU path)
+  std::string from_raw; // fit these raw measurements instead of running sweeps
+  std::string raw_dir;  // where plans, measured results, logs and raw.json go (GPU path)
+  int gpus = 0;         // 0: every visible GPU, up to the hardware's GPUs per node
+  bool quick = false;
+  std::string sweeps = "kernel,comm,overlap";
+  int warmup = 3;
+  int reps = 10;
+};
+int cmd_calibrate(const CalibrateOptions& o);
+
+} // namespace cpsim

@@ -1,0 +1,64 @@
+// Raw calibration measurements: one sample per measured op (or per overlap pair), with the features
+// the fit needs and the measured median. They are written whole under results/calibration/ by
+// `cpsim calibrate` and read back by `cpsim calibrate --from-raw`, so a fit can be redone, and tested,
+// without GPUs.
+#pragma once
+
+#include "cpsim/calibrate/kernel_features.hpp"
+#include "cpsim/model/json_reader.hpp"
+
+#include <string>
+#include <vector>
+
+namespace cpsim::calib {
+
+struct KernelSample {
+  std::string plan; // the calibration plan it came from
+  std::string mask; // full, causal, sliding_window, block_sparse (for reports)
+  KernelFeatures x;
+  double measured_s = 0;
+};
+
+struct CommSample {
+  std::string plan;
+  std::string link; // intra_node, inter_node
+  std::string op;   // p2p, all_gather, reduce_scatter, all_to_all
+  int group = 2;
+  int64_t bytes = 0;      // as the IR op states them
+  int64_t bytes_sent = 0; // what one member sends
+  double measured_s = 0;
+};
+
+/** An attention op alone and the same op with traffic beside it; likewise the traffic. */
+struct OverlapSample {
+  std::string plan;
+  double compute_alone_s = 0;
+  double compute_overlapped_s = 0;
+  double comm_alone_s = 0;
+  double comm_overlapped_s = 0;
+};
+
+struct RawMeasurements {
+  std::string gpu_name;
+  int sm_count = 0;
+  int gpus = 0;
+  std::string hardware;     // description the sweeps were planned for
+  std::string hardware_gpu; // its gpu.name
+  std::string date_utc;
+  std::string git_sha;
+  int64_t tile_m = 128;
+  int64_t tile_n = 128;
+  std::vector<KernelSample> kernels;
+  std::vector<CommSample> comms;
+  std::vector<OverlapSample> overlaps;
+  std::vector<std::string> not_calibrated;
+};
+
+inline constexpr const char* kRawFormat = "cpsim-calibration-raw";
+
+Json raw_to_json(const RawMeasurements& r);
+/** Strict reading; UserError naming the sample and key. */
+RawMeasurements raw_from_json(const Json& j, const std::string& where);
+RawMeasurements load_raw(const std::string& path);
+
+} // namespace cpsim::calib

@@ -1,0 +1,67 @@
+// The calibration microbenchmarks as schedule-IR plans: single attention ops of chosen shapes,
+// densities and masks on one rank (the ring generator at cp = 1 emits exactly one forward and one
+// backward kernel); send/recv and collectives from 1 KiB to 1 GiB on two or more ranks; an attention
+// op with traffic beside it. The real-GPU backend executes them like any plan (`cpsim run`), so no
+// GPU code exists for calibration, and each plan says which of its ops become which samples.
+#pragma once
+
+#include "cpsim/calibrate/samples.hpp"
+#include "cpsim/model/scenario.hpp"
+#include "cpsim/model/schedule.hpp"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace cpsim::calib {
+
+/** Ops whose measured medians make one sample: the slowest of them (both ends of a transfer, all members). */
+using OpSet = std::vector<std::pair<int, int>>; // (rank, op)
+
+struct KernelProbe {
+  OpSet ops;
+  KernelSample sample; // features filled, measured_s 0
+};
+struct CommProbe {
+  OpSet ops;
+  CommSample sample;
+};
+struct OverlapProbe {
+  OpSet compute_alone, compute_overlapped, comm_alone, comm_overlapped;
+};
+
+struct CalibrationPlan {
+  std::string name;
+  std::string sweep; // kernel, p2p, all_gather, reduce_scatter, all_to_all, overlap
+  Scenario scenario;
+  Schedule schedule;
+  std::vector<KernelProbe> kernels;
+  std::vector<CommProbe> comms;
+  std::vector<OverlapProbe> overlaps;
+};
+
+struct SweepOptions {
+  int gpus = 1;       // local GPUs the sweeps may use (communication needs two)
+  bool quick = false; // a small grid (minutes), for a first look or a smoke test
+  // which groups run: kernel (attention ops), comm (p2p and collectives), overlap
+  bool kernel = true;
+  bool comm = true;
+  bool overlap = true;
+};
+
+/** Sets the groups of `o` from "kernel,comm,overlap" (any subset); UserError naming an unknown group. */
+void select_sweeps(SweepOptions& o, const std::string& list);
+
+/** Every plan of the sweeps for this hardware (its GPU and intra-node link). */
+std::vector<CalibrationPlan> calibration_plans(const ClusterSpec& c, const SweepOptions& o);
+
+/** Message sizes of the communication sweeps: 1 KiB .. 1 GiB, x4 (quick: x16). */
+std::vector<int64_t> comm_sizes(bool quick);
+
+/**
+ * Adds the samples of one executed plan to `raw`, reading per-op medians from the measured result
+ * (`cpsim run --json`: its ops[] with rank, op, median_s). UserError naming the plan and op when an op is missing.
+ */
+void add_samples(const CalibrationPlan& plan, const Json& measured, RawMeasurements& raw);
+
+} // namespace cpsim::calib

@@ -1,0 +1,241 @@
+// Profile JSON: writing and strict reading (see profile.hpp). Every number the models divide by or
+// multiply with is range-checked here, so a hand-edited profile cannot produce a silent nonsense.
+#include "cpsim/calibrate/profile.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace cpsim::calib {
+
+void Range::extend(double x) {
+  if (empty()) {
+    min = max = x;
+    return;
+  }
+  min = std::min(min, x);
+  max = std::max(max, x);
+}
+
+std::string link_name(bool same_node) {
+  return same_node ? "intra_node" : "inter_node";
+}
+
+std::string comm_op_name(OpKind kind, CollectiveKind coll) {
+  if (kind == OpKind::SEND || kind == OpKind::RECV)
+    return "p2p";
+  return to_string(coll);
+}
+
+namespace {
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+Json range_json(const Range& r) {
+  return Json::array({r.min, r.max});
+}
+Json quality_json(const FitQuality& q) {
+  return {{"samples", q.samples}, {"median_abs_rel_err", q.median_abs_rel_err}, {"p95_abs_rel_err", q.p95_abs_rel_err}};
+}
+
+Range read_range(JsonObjectReader& r, const std::string& key, double lo) {
+  const Json& v = r.raw(key);
+  if (!v.is_array() || v.size() != 2 || !v[0].is_number() || !v[1].is_number())
+    r.fail(key, "must be [min, max] (two numbers)");
+  Range out{v[0].get<double>(), v[1].get<double>()};
+  if (!(out.min >= lo) || !(out.max >= out.min) || !std::isfinite(out.max))
+    r.fail(key, "must satisfy " + std::to_string(lo) + " <= min <= max (finite)");
+  return out;
+}
+
+FitQuality read_quality(JsonObjectReader& parent) {
+  JsonObjectReader r = parent.get_object("fit_quality");
+  FitQuality q;
+  q.samples = int(r.get_int("samples", 1, 1 << 30));
+  q.median_abs_rel_err = r.get_number("median_abs_rel_err", 0, kInf);
+  q.p95_abs_rel_err = r.get_number("p95_abs_rel_err", 0, kInf);
+  r.finish();
+  return q;
+}
+
+KernelFit read_kernel(const Json& j, const std::string& path) {
+  JsonObjectReader r(j, path);
+  KernelFit f;
+  f.dir = r.get_enum("direction", {"fwd", "bwd"}) == "fwd" ? Direction::FORWARD : Direction::BACKWARD;
+  f.head_dim = int(r.get_int("head_dim", 8, 1024));
+  f.launch_s = r.get_number("launch_s", 0, 1.0);
+  f.cta_s = r.get_number("cta_s", 0, 1.0);
+  f.tile_full_s = r.get_number("tile_full_s", 0, 1.0);
+  if (f.tile_full_s <= 0)
+    r.fail("tile_full_s", "must be > 0: a tile cannot take no time");
+  f.tile_partial_s = r.get_number("tile_partial_s", 0, 1.0);
+  f.ctas_per_sm = int(r.get_int("ctas_per_sm", 1, 64));
+  f.hbm_bytes_per_s = r.get_number("hbm_bytes_per_s", 1e6, 1e15);
+  f.hbm_source = r.get_enum("hbm_source", {"fit", "spec"});
+  f.tiles = read_range(r, "tiles", 0);
+  f.ctas = read_range(r, "ctas", 0);
+  f.tokens = read_range(r, "tokens", 0);
+  f.partial_fraction = read_range(r, "partial_fraction", 0);
+  f.quality = read_quality(r);
+  r.finish();
+  return f;
+}
+
+CommFit read_comm(const Json& j, const std::string& path) {
+  JsonObjectReader r(j, path);
+  CommFit f;
+  f.link = r.get_enum("link", {"intra_node", "inter_node"});
+  f.op = r.get_enum("op", {"p2p", "all_gather", "reduce_scatter", "all_to_all", "all_reduce"});
+  f.latency_s = r.get_number("latency_s", 0, 1.0);
+  f.bandwidth_bytes_per_s = r.get_number("bandwidth_bytes_per_s", 1e3, 1e15);
+  const Json& c = r.raw("correction");
+  if (!c.is_array())
+    r.fail("correction", "must be an array of [bytes_sent, factor] pairs");
+  double last = -1;
+  for (const auto& e : c) {
+    if (!e.is_array() || e.size() != 2 || !e[0].is_number() || !e[1].is_number())
+      r.fail("correction", "every entry must be [bytes_sent, factor]");
+    double b = e[0].get<double>(), k = e[1].get<double>();
+    if (!(b > last) || !(k > 0.01 && k < 100))
+      r.fail("correction", "bytes must increase and factors lie in (0.01, 100); entry [" + json_value_text(e[0]) +
+                               ", " + json_value_text(e[1]) + "] does not");
+    last = b;
+    f.correction.push_back({b, k});
+  }
+  f.bytes = read_range(r, "bytes_sent", 0);
+  f.group = read_range(r, "group", 2);
+  f.quality = read_quality(r);
+  r.finish();
+  return f;
+}
+} // namespace
+
+Json profile_to_json(const Profile& p) {
+  Json kernels = Json::array(), comms = Json::array();
+  for (const auto& k : p.kernels)
+    kernels.push_back({{"direction", k.dir == Direction::FORWARD ? "fwd" : "bwd"},
+                       {"head_dim", k.head_dim},
+                       {"launch_s", k.launch_s},
+                       {"cta_s", k.cta_s},
+                       {"tile_full_s", k.tile_full_s},
+                       {"tile_partial_s", k.tile_partial_s},
+                       {"ctas_per_sm", k.ctas_per_sm},
+                       {"hbm_bytes_per_s", k.hbm_bytes_per_s},
+                       {"hbm_source", k.hbm_source},
+                       {"tiles", range_json(k.tiles)},
+                       {"ctas", range_json(k.ctas)},
+                       {"tokens", range_json(k.tokens)},
+                       {"partial_fraction", range_json(k.partial_fraction)},
+                       {"fit_quality", quality_json(k.quality)}});
+  for (const auto& c : p.comms) {
+    Json corr = Json::array();
+    for (const auto& [b, k] : c.correction)
+      corr.push_back({b, k});
+    comms.push_back({{"link", c.link},
+                     {"op", c.op},
+                     {"latency_s", c.latency_s},
+                     {"bandwidth_bytes_per_s", c.bandwidth_bytes_per_s},
+                     {"correction", corr},
+                     {"bytes_sent", range_json(c.bytes)},
+                     {"group", range_json(c.group)},
+                     {"fit_quality", quality_json(c.quality)}});
+  }
+  Json j{{"format", kProfileFormat},
+         {"version", 1},
+         {"name", p.name},
+         {"gpu_name", p.gpu_name},
+         {"sm_count", p.sm_count},
+         {"gpus", p.gpus},
+         {"hardware", p.hardware},
+         {"hardware_gpu", p.hardware_gpu},
+         {"date_utc", p.date_utc},
+         {"git_sha", p.git_sha},
+         {"source", p.source},
+         {"raw_file", p.raw_file},
+         {"tile_m", p.tile_m},
+         {"tile_n", p.tile_n},
+         {"kernels", kernels},
+         {"comms", comms},
+         {"not_calibrated", p.not_calibrated}};
+  if (p.has_overlap)
+    j["overlap"] = {{"compute_slowdown", p.overlap.compute_slowdown},
+                    {"comm_slowdown", p.overlap.comm_slowdown},
+                    {"samples", p.overlap.samples}};
+  return j;
+}
+
+Profile profile_from_json(const Json& j, const std::string& where) {
+  if (!j.is_object())
+    throw UserError(where + ": a profile must be a JSON object");
+  JsonObjectReader r(j, "");
+  auto fail = [&](const std::string& key, const std::string& why) { throw UserError(where + ": " + key + ": " + why); };
+  try {
+    if (r.get_string("format") != kProfileFormat)
+      r.fail("format", std::string("a profile must have format \"") + kProfileFormat + "\"");
+    r.get_int("version", 1, 1);
+    Profile p;
+    p.name = r.get_string("name");
+    p.gpu_name = r.get_string("gpu_name");
+    p.sm_count = int(r.get_int("sm_count", 1, 100000));
+    p.gpus = int(r.get_int("gpus", 1, 1 << 20));
+    p.hardware = r.get_string("hardware");
+    p.hardware_gpu = r.get_string("hardware_gpu");
+    p.date_utc = r.get_string("date_utc");
+    p.git_sha = r.get_string("git_sha");
+    p.source = r.get_string("source");
+    p.raw_file = r.get_string_or("raw_file", "");
+    p.tile_m = r.get_int("tile_m", 16, 1024);
+    p.tile_n = r.get_int("tile_n", 16, 1024);
+    const Json& ks = r.raw("kernels");
+    if (!ks.is_array())
+      r.fail("kernels", "must be an array");
+    for (size_t i = 0; i < ks.size(); ++i) {
+      KernelFit k = read_kernel(ks[i], "kernels[" + std::to_string(i) + "]");
+      for (const auto& o : p.kernels)
+        if (o.dir == k.dir && o.head_dim == k.head_dim)
+          fail("kernels[" + std::to_string(i) + "]",
+               "a second entry for direction " + to_string(k.dir) + ", head_dim " + std::to_string(k.head_dim));
+      p.kernels.push_back(k);
+    }
+    const Json& cs = r.raw("comms");
+    if (!cs.is_array())
+      r.fail("comms", "must be an array");
+    for (size_t i = 0; i < cs.size(); ++i) {
+      CommFit c = read_comm(cs[i], "comms[" + std::to_string(i) + "]");
+      for (const auto& o : p.comms)
+        if (o.link == c.link && o.op == c.op)
+          fail("comms[" + std::to_string(i) + "]", "a second entry for " + c.op + " over " + c.link);
+      p.comms.push_back(c);
+    }
+    if (p.kernels.empty() && p.comms.empty())
+      fail("kernels", "the profile calibrates nothing (no kernels and no comms)");
+    if (r.has("overlap")) {
+      JsonObjectReader o = r.get_object("overlap");
+      p.has_overlap = true;
+      p.overlap.compute_slowdown = o.get_number("compute_slowdown", 0.5, 10);
+      p.overlap.comm_slowdown = o.get_number("comm_slowdown", 0.5, 10);
+      p.overlap.samples = int(o.get_int("samples", 1, 1 << 30));
+      o.finish();
+    }
+    const Json& nc = r.raw("not_calibrated");
+    if (!nc.is_array())
+      r.fail("not_calibrated", "must be an array of strings");
+    for (const auto& s : nc) {
+      if (!s.is_string())
+        r.fail("not_calibrated", "must be an array of strings");
+      p.not_calibrated.push_back(s.get<std::string>());
+    }
+    r.finish();
+    return p;
+  } catch (const UserError& e) {
+    std::string m = e.what();
+    if (m.rfind(where, 0) == 0)
+      throw;
+    throw UserError(where + ": " + m);
+  }
+}
+
+Profile load_profile(const std::string& path) {
+  return profile_from_json(load_json_file(path), "profile '" + path + "'");
+}
+
+} // namespace cpsim::calib

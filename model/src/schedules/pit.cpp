@@ -1,0 +1,175 @@
+// PIT-style gathered sparse attention (schedules.md 8): the block-sparse layout is read at the
+// granularity of micro-tiles of `granularity` tokens along one permutation-invariant axis: key
+// columns per query tile (the default, MInference's PIT kernel) or query rows per key tile. The
+// needed micro-tiles are gathered into dense tiles (a memory-bound gather op with the index
+// build), and the attention op counts the dense tiles after the gather, so granularities (and
+// axes) can be compared. Gathering query rows permutes an output axis: partial outputs are
+// scatter-merged into their rows afterwards.
+// Across cp ranks the queries are split in contiguous chunks and K, V are all-gathered first
+// (the kernel technique needs every key a query tile may pick); the backward gathers again,
+// scatters dK, dV back to their rows and reduce-scatters them.
+#include "cpsim/model/errors.hpp"
+#include "cpsim/model/schedule_builder.hpp"
+#include "cpsim/model/schedule_generator.hpp"
+
+#include "hybrid_degrees.hpp"
+
+#include <algorithm>
+
+namespace cpsim {
+
+namespace {
+constexpr int64_t kMinGranularity = 8, kMaxGranularity = 4096;
+
+int64_t read_granularity(const Scenario& sc) {
+  const Json& o = sc.parallel.options;
+  if (!o.contains("granularity"))
+    throw UserError("'parallel.granularity': scheme 'pit' needs the micro-tile width in key columns (e.g. 16, 64, 128)");
+  const Json& v = o.at("granularity");
+  if (!v.is_number_integer() || v.get<int64_t>() < kMinGranularity || v.get<int64_t>() > kMaxGranularity)
+    throw UserError("'parallel.granularity' = " + v.dump() + ": must be an integer in [" +
+                    std::to_string(kMinGranularity) + ", " + std::to_string(kMaxGranularity) + "]");
+  return v.get<int64_t>();
+}
+
+GatherAxis read_axis(const Scenario& sc) {
+  const Json& o = sc.parallel.options;
+  if (!o.contains("axis"))
+    return GatherAxis::KEYS;
+  const Json& v = o.at("axis");
+  if (v == "columns")
+    return GatherAxis::KEYS;
+  if (v == "rows")
+    return GatherAxis::QUERIES;
+  throw UserError("'parallel.axis' = " + v.dump() + ": must be \"columns\" (gather key columns per query tile) or "
+                  "\"rows\" (gather query rows per key tile)");
+}
+} // namespace
+
+std::vector<Json> pit_variants(const Scenario&) {
+  std::vector<Json> out;
+  for (const char* axis : {"columns", "rows"})
+    for (int g : {16, 64, 128})
+      out.push_back(Json{{"granularity", g}, {"axis", axis}});
+  return out;
+}
+
+Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
+  check_scheme_options(sc, {"granularity", "axis"});
+  const int64_t g = read_granularity(sc);
+  const GatherAxis axis = read_axis(sc);
+  const bool cols = axis == GatherAxis::KEYS;
+  const Workload& w = sc.workload;
+  if (w.mask.kind != MaskKind::BLOCK_SPARSE)
+    throw UserError("'workload.mask.kind' = \"" + to_string(w.mask.kind) +
+                    "\": scheme 'pit' gathers a sparse layout and needs a block_sparse mask");
+  const int W = sc.parallel.cp, H = w.heads, G = w.kv_heads, D = w.head_dim, e = w.elem_bytes();
+  require_seq_divisible(sc, W, "scheme 'pit' with cp = " + std::to_string(W));
+  const bool bwd = sc.pass == PassKind::FWD_BWD;
+  ScheduleBuilder b(sc, mask, "pit", W);
+  const int comp = b.add_stream("compute", StreamKind::COMPUTE);
+  const int comm = b.add_stream("comm_ag", StreamKind::COMM);
+  std::vector<int> all;
+  for (int r = 0; r < W; ++r)
+    all.push_back(r);
+  std::vector<TokenSlice> whole;
+  for (size_t s = 0; s < w.seq_lens.size(); ++s)
+    whole.push_back({int(s), {0, w.seq_lens[s]}});
+  // K/V rows are gathered per KV head: with a head-uniform mask the H/G query heads of a group
+  // share one gathered copy; with per-head masks every query head gathers its own.
+  const double kv_share = mask.per_head() ? 1.0 : double(G) / H;
+  const int64_t row_bytes = int64_t(D) * e; // one K (or V) row of one head
+
+  for (int r = 0; r < W; ++r) {
+    std::vector<TokenSlice> mine;
+    std::vector<AttnSegment> segs;
+    for (size_t s = 0; s < w.seq_lens.size(); ++s) {
+      const int64_t c = w.seq_lens[s] / W;
+      mine.push_back({int(s), {r * c, (r + 1) * c}});
+      segs.push_back({int(s), {r * c, (r + 1) * c}, {0, w.seq_lens[s]}});
+    }
+    const int64_t c = w.total_tokens() / W, B_Q = c * H * D * e, B_KV = 2 * c * G * D * e;
+    auto buf = [&](std::string n, std::string t, int64_t bytes, int h1, std::vector<TokenSlice> toks) {
+      Buffer x;
+      x.name = std::move(n);
+      x.tensor = std::move(t);
+      x.bytes = bytes;
+      x.head_end = h1;
+      x.tokens = std::move(toks);
+      return b.add_buffer(r, std::move(x)).name;
+    };
+    buf("q", "q", B_Q, H, mine);
+    buf("kv", "kv", B_KV, G, mine);
+    buf("o", "o", B_Q, H, mine);
+    buf("lse", "lse", 4 * c * H, H, mine);
+    const std::string kv_all = W > 1 ? buf("kv_gathered", "kv", W * B_KV, G, whole) : "kv";
+    int ag = b.collective(r, comm, {}, CollectiveKind::ALL_GATHER, all, B_KV, 0, "fwd ag kv", {"kv"}, {kv_all});
+    if (W > 1)
+      b.set_alloc(r, kv_all, ag);
+
+    // The gather runs before the attention, but what it moves is known once the attention's
+    // rectangles are counted: emit both, then set the gather's bytes and the index size. The
+    // gathered rows go to shared memory (PIT's SRead), so no packed copy is kept in HBM.
+    buf("mt_index", "staging", 0, H, mine);
+    const int gather_slot = b.compute(r, comp, {ag}, ComputeKind::GATHER, 0, 0, "fwd gather micro-tiles",
+                                      {cols ? kv_all : "q"}, {"mt_index"});
+    int a = b.attention(r, comp, {gather_slot}, Direction::FORWARD, 0, H, segs, "fwd attn (gathered tiles)",
+                        {"q", kv_all, "mt_index"}, {"o", "lse"});
+    // no visible cell in this rank's queries (a < 0): nothing to gather either
+    const GatheredTiles gt = a >= 0 ? b.gather_tiles(r, a, g, axis) : GatheredTiles{};
+    // Gathered rows of one head's K and V (columns) or Q (rows). The gather loads each once by
+    // index, scans the micro-tile flags (1 byte each) and writes then reads the int32 index
+    // (schedules.md 8: t'_tile and t_index).
+    const int64_t rows = cols ? int64_t(double(gt.gathered) * kv_share) : gt.gathered;
+    const int64_t index_bytes = gt.candidates + 8 * gt.micro_tiles;
+    b.set_compute_cost(r, gather_slot, 0, (cols ? 2 : 1) * rows * row_bytes + index_bytes);
+    b.set_buffer_bytes(r, "mt_index", 4 * gt.micro_tiles);
+    b.set_alloc(r, "mt_index", gather_slot);
+    int fwd_end = a;
+    if (!cols) {
+      // rows: a query row's keys span several key tiles, so each gathered row leaves a partial
+      // (O, LSE) that the scatter merges into its home row (SWrite onto the output axis)
+      buf("o_partial", "staging", rows * (row_bytes + 4), H, mine);
+      fwd_end = b.merge(r, comp, {a}, Direction::FORWARD, 0, H, (rows + H - 1) / H, 2, 0, "fwd scatter-merge o",
+                        {"o_partial"}, {"o", "lse"});
+      b.set_alloc(r, "o_partial", a);
+      b.set_free(r, "o_partial", fwd_end);
+    }
+    if (W > 1)
+      b.set_free(r, kv_all, a);
+    if (!bwd) {
+      b.set_free(r, "mt_index", fwd_end);
+      continue;
+    }
+    // ---- backward: gather again, gathered backward, scatter-add the gathered gradient rows
+    // (dK, dV for columns; dQ for rows), reduce-scatter dK, dV
+    buf("do", "do", B_Q, H, mine);
+    buf("dq", "dq", B_Q, H, mine);
+    buf("dkv", "dkv", B_KV, G, mine);
+    const std::string kv_all2 = W > 1 ? buf("kv_gathered_bwd", "kv", W * B_KV, G, whole) : "kv";
+    buf("dkv_full", "dkv", W * B_KV, G, whole);
+    // columns load K, V again by index; rows load Q and dO; the index is kept from the forward
+    int ag2 = b.collective(r, comm, {fwd_end}, CollectiveKind::ALL_GATHER, all, B_KV, 1, "bwd ag kv", {"kv"}, {kv_all2});
+    int gb = b.compute(r, comp, {ag2, fwd_end}, ComputeKind::GATHER, 0, 2 * rows * row_bytes + 4 * gt.micro_tiles,
+                       "bwd gather micro-tiles", {cols ? kv_all2 : "do", "mt_index"}, {});
+    int ab = b.attention(r, comp, {gb}, Direction::BACKWARD, 0, H, segs, "bwd attn (gathered tiles)",
+                         {"q", kv_all2, "o", "lse", "do", "mt_index"}, {"dq", "dkv_full"});
+    if (ab >= 0)
+      b.gather_tiles(r, ab, g, axis);
+    // scatter-add the gathered gradient rows into their home rows (read-modify-write)
+    int sc_op = b.compute(r, comp, {ab}, ComputeKind::SCATTER, 0, 2 * (cols ? 2 : 1) * rows * row_bytes + 4 * gt.micro_tiles,
+                          "bwd scatter grads", {"mt_index"}, {cols ? "dkv_full" : "dq"});
+    int rs = b.collective(r, comm, {sc_op, ab}, CollectiveKind::REDUCE_SCATTER, all, B_KV, 2, "bwd rs dkv",
+                          {"dkv_full"}, {"dkv"});
+    if (W > 1) {
+      b.set_alloc(r, kv_all2, ag2);
+      b.set_free(r, kv_all2, ab);
+    }
+    b.set_free(r, "mt_index", sc_op);
+    b.set_alloc(r, "dkv_full", ab);
+    b.set_free(r, "dkv_full", std::max(rs, sc_op));
+  }
+  return b.finish();
+}
+
+} // namespace cpsim

@@ -1,0 +1,95 @@
+// Profile and raw-measurement files: a round trip keeps every field, and every kind of bad file is
+// refused with a message naming the key (no silent default).
+#include "cpsim/calibrate/profile.hpp"
+#include "cpsim/calibrate/samples.hpp"
+#include "profile_factory.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+
+using namespace cpsim;
+using namespace cpsim::calib;
+
+TEST_CASE("calibrate::profile: JSON round trip keeps every field") {
+  Profile p = test::test_profile();
+  p.comms[0].correction = {{1024, 1.2}, {1 << 20, 0.9}};
+  p.not_calibrated = {"reduce_scatter: refused"};
+  Json j = profile_to_json(p);
+  Profile q = profile_from_json(j, "t");
+  CHECK(profile_to_json(q) == j);
+  CHECK(q.kernels.size() == 2);
+  CHECK(q.kernels[1].dir == Direction::BACKWARD);
+  CHECK(q.comms[0].correction.size() == 2);
+  CHECK(q.overlap.compute_slowdown == 1.1);
+  CHECK(q.hardware_gpu == p.hardware_gpu);
+}
+
+TEST_CASE("calibrate::profile: bad profiles are named errors") {
+  const Json good = profile_to_json(test::test_profile());
+  auto fails = [&](const std::function<void(Json&)>& edit, const std::string& expect) {
+    Json j = good;
+    edit(j);
+    CHECK_THROWS_WITH(profile_from_json(j, "profile 'p.json'"),
+                      Catch::Contains("profile 'p.json'") && Catch::Contains(expect));
+  };
+  fails([](Json& j) { j["format"] = "cpsim-plan"; }, "format");
+  fails([](Json& j) { j.erase("gpu_name"); }, "gpu_name' is missing");
+  fails([](Json& j) { j["colour"] = "red"; }, "colour");
+  fails([](Json& j) { j["kernels"][0]["tile_full_s"] = 0; }, "kernels[0].tile_full_s");
+  fails([](Json& j) { j["kernels"][0]["launch_s"] = -1; }, "kernels[0].launch_s");
+  fails([](Json& j) { j["kernels"][0]["direction"] = "sideways"; }, "kernels[0].direction");
+  fails([](Json& j) { j["kernels"][0]["tiles"] = Json::array({5, 1}); }, "kernels[0].tiles");
+  fails([](Json& j) { j["kernels"][1] = j["kernels"][0]; }, "a second entry for direction fwd, head_dim 64");
+  fails([](Json& j) { j["comms"][0]["bandwidth_bytes_per_s"] = 0; }, "comms[0].bandwidth_bytes_per_s");
+  fails([](Json& j) { j["comms"][0]["link"] = "pcie"; }, "comms[0].link");
+  fails(
+      [](Json& j) {
+        j["comms"][0]["correction"] = Json::array({Json::array({2048, 1.0}), Json::array({1024, 1.0})});
+      },
+      "bytes must increase");
+  fails([](Json& j) { j["comms"][0]["group"] = Json::array({1, 2}); }, "comms[0].group");
+  fails([](Json& j) { j["overlap"]["compute_slowdown"] = 0.1; }, "overlap.compute_slowdown");
+  fails(
+      [](Json& j) {
+        j["kernels"] = Json::array();
+        j["comms"] = Json::array();
+      },
+      "calibrates nothing");
+  fails([](Json& j) { j["kernels"][0]["fit_quality"].erase("samples"); }, "kernels[0].fit_quality.samples");
+}
+
+TEST_CASE("calibrate::profile: load_profile names a missing file") {
+  CHECK_THROWS_WITH(load_profile("/nonexistent/p.json"), Catch::Contains("/nonexistent/p.json"));
+}
+
+TEST_CASE("calibrate::samples: raw measurements round trip and strict reading") {
+  RawMeasurements r;
+  r.gpu_name = "NVIDIA H200";
+  r.sm_count = 132;
+  r.gpus = 2;
+  r.hardware = "h200-sxm-2";
+  r.hardware_gpu = "NVIDIA H200";
+  r.date_utc = "d";
+  r.git_sha = "s";
+  KernelSample k;
+  k.plan = "k1";
+  k.mask = "causal";
+  k.x = {Direction::BACKWARD, 128, 16, 30, 6, 1e6, 1024};
+  k.measured_s = 1e-4;
+  r.kernels = {k};
+  r.comms = {{"p2p_intra_node", "intra_node", "p2p", 2, 4096, 4096, 2e-5}};
+  r.overlaps = {{"o", 1e-3, 1.1e-3, 2e-3, 2.2e-3}};
+  r.not_calibrated = {"x"};
+  Json j = raw_to_json(r);
+  RawMeasurements q = raw_from_json(j, "raw");
+  CHECK(raw_to_json(q) == j);
+  CHECK(q.kernels[0].x.partial_tiles == 6);
+  Json bad = j;
+  bad["kernel_samples"][0]["measured_s"] = 0;
+  CHECK_THROWS_WITH(raw_from_json(bad, "raw 'r.json'"),
+                    Catch::Contains("raw 'r.json'") && Catch::Contains("kernel_samples[0].measured_s"));
+  bad = j;
+  bad["comm_samples"][0]["op"] = "broadcast";
+  CHECK_THROWS_WITH(raw_from_json(bad, "raw"), Catch::Contains("comm_samples[0].op"));
+}

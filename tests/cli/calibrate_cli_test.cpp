@@ -1,0 +1,200 @@
+// `cpsim calibrate`, `cpsim validate` and `--profile` end to end, without GPUs: fitting recorded
+// raw measurements, validating given measured files (CSV, JSON, PNG), refusing the GPU paths with
+// exit 2 and the cause, and predictions that say where they leave the calibrated ranges.
+#include "cpsim/calibrate/fit.hpp"
+#include "cpsim/calibrate/profile.hpp"
+#include "cpsim/calibrate/samples.hpp"
+#include "cpsim/model/json_reader.hpp"
+#include "support/run_cpsim.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+using namespace cpsim;
+using Catch::Contains;
+using test::Run;
+
+namespace {
+std::string tmp(const std::string& name) {
+  auto d = std::filesystem::temp_directory_path() / ("cpsim_calib_cli_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(d);
+  return (d / name).string();
+}
+
+calib::KernelFit truth(Direction dir) {
+  calib::KernelFit k;
+  k.dir = dir;
+  k.head_dim = 64;
+  k.launch_s = 4e-6;
+  k.cta_s = 0.5e-6;
+  k.tile_full_s = dir == Direction::FORWARD ? 1.5e-6 : 4e-6;
+  k.tile_partial_s = k.tile_full_s * 1.2;
+  k.ctas_per_sm = 1;
+  k.hbm_bytes_per_s = 3e12;
+  return k;
+}
+
+/** Raw measurements made from known parameters: kernels on a small grid, p2p from 1 KiB to 1 MiB. */
+std::string write_raw() {
+  calib::RawMeasurements r;
+  r.gpu_name = "NVIDIA H100 80GB HBM3";
+  r.sm_count = 132;
+  r.gpus = 2;
+  r.hardware = "h100-sxm-8";
+  r.hardware_gpu = "NVIDIA H100 80GB HBM3";
+  r.date_utc = "2026-11-24 09:00:00 UTC";
+  r.git_sha = "test";
+  for (Direction d : {Direction::FORWARD, Direction::BACKWARD})
+    for (int64_t ctas : {16, 132, 600, 4000})
+      for (int64_t per : {2, 8, 32}) {
+        calib::KernelSample s;
+        s.plan = "synthetic";
+        s.mask = "causal";
+        const int64_t partial = per == 2 ? 0 : ctas * per / (per == 8 ? 4 : 2); // masked fractions 0, 1/4, 1/2
+        s.x = {d, 64, ctas, ctas * per - partial, partial, double(ctas * per) * 1e4, ctas * 128};
+        s.measured_s = calib::kernel_time_s(truth(d), s.x, 132);
+        r.kernels.push_back(s);
+      }
+  for (int64_t b = 1024; b <= (1 << 20); b *= 4)
+    r.comms.push_back({"p2p_intra_node", "intra_node", "p2p", 2, b, b, 9e-6 + double(b) / 280e9});
+  r.not_calibrated = {"inter_node links: calibrate runs on the GPUs of one node"};
+  std::string path = tmp("raw.json");
+  save_json_file(path, calib::raw_to_json(r), 1);
+  return path;
+}
+
+std::string write_scenario(const std::string& name, int64_t tokens) {
+  std::string path = tmp(name + ".json");
+  std::ofstream(path) << R"({"name": ")" << name << R"(", "hardware": "h100-sxm-8",
+    "workload": {"seq_lens": [)"
+                      << tokens << R"(], "heads": 4, "kv_heads": 4, "head_dim": 64, "dtype": "bf16", "mask": "causal"},
+    "parallel": {"scheme": "ring", "cp": 2}, "pass": "fwd_bwd"})";
+  return path;
+}
+} // namespace
+
+TEST_CASE("cli: calibrate --from-raw fits recorded measurements and writes a valid profile") {
+  std::string raw = write_raw(), out = tmp("h100_test.json");
+  Run r = test::run_cpsim("calibrate --from-raw " + raw + " --out " + out);
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Contains("attention fwd d=64") && Contains("p2p") && Contains("not calibrated: inter_node") &&
+                        Contains("wrote " + out));
+  calib::Profile p = calib::load_profile(out);
+  CHECK(p.name == "h100_test");
+  CHECK(p.source == "from raw " + raw);
+  CHECK(p.gpu_name == "NVIDIA H100 80GB HBM3");
+  REQUIRE(p.kernels.size() == 2);
+  CHECK(p.kernels[0].tile_full_s == Approx(1.5e-6).epsilon(1e-6));
+  CHECK(p.kernels[1].tile_full_s == Approx(4e-6).epsilon(1e-6));
+  CHECK(p.kernels[1].tile_partial_s == Approx(4.8e-6).epsilon(1e-6));
+  REQUIRE(p.comms.size() == 1);
+  CHECK(p.comms[0].bandwidth_bytes_per_s == Approx(280e9).epsilon(1e-6));
+}
+
+TEST_CASE("cli: calibrate and validate refuse the GPU path with exit 2 and the cause where no GPU is usable") {
+  Run c = test::run_cpsim("calibrate --out " + tmp("never.json") + " --hardware h100-sxm-8");
+  CHECK(c.code == 2);
+  CHECK_THAT(c.out, Contains("'cpsim calibrate' runs on GPUs") && Contains("--from-raw"));
+  CHECK_FALSE(std::filesystem::exists(tmp("never.json")));
+  Run v = test::run_cpsim("validate " + write_scenario("v", 1024));
+  CHECK(v.code == 2);
+  CHECK_THAT(v.out, Contains("'cpsim validate' runs on GPUs") && Contains("--measured"));
+  Run sweeps = test::run_cpsim("calibrate --out " + tmp("never.json") + " --hardware h100-sxm-8 --sweeps comm,gemm");
+  CHECK(sweeps.code == 2);
+  CHECK_THAT(sweeps.out, Contains("unknown group 'gemm'"));
+  Run bad = test::run_cpsim("calibrate --from-raw " + tmp("missing_raw.json") + " --out " + tmp("x.json"));
+  CHECK(bad.code == 2);
+  CHECK_THAT(bad.out, Contains("missing_raw.json"));
+}
+
+TEST_CASE("cli: simulate --profile uses the profile and notes what lies outside its ranges") {
+  std::string raw = write_raw(), prof = tmp("p_sim.json"), json = tmp("sim.json");
+  REQUIRE(test::run_cpsim("calibrate --from-raw " + raw + " --out " + prof).code == 0);
+  // 65536 tokens: more tiles per op than the calibration grid holds
+  Run r = test::run_cpsim("simulate " + write_scenario("big", 65536) + " --profile " + prof + " --json " + json);
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Contains("cost model: profile " + prof) &&
+                        Contains("calibration note: fwd attention (head_dim 64): tiles x heads") &&
+                        Contains("outside the calibrated"));
+  Json j = load_json_file(json);
+  CHECK(j["cost_model"]["profile"] == prof);
+  bool tiles_note = false;
+  for (const auto& n : j["cost_model"]["notes"])
+    tiles_note |= n.value("quantity", "") == "tiles x heads";
+  CHECK(tiles_note);
+  // without a profile the roofline answers and says so
+  Run plain = test::run_cpsim("simulate " + write_scenario("big2", 65536) + " --json " + json);
+  REQUIRE(plain.code == 0);
+  CHECK(load_json_file(json)["cost_model"]["profile"].is_null());
+  Run bad = test::run_cpsim("simulate " + write_scenario("b3", 1024) + " --profile " + raw);
+  CHECK(bad.code == 2);
+  CHECK_THAT(bad.out, Contains("profile '" + raw + "'") && Contains("format"));
+}
+
+TEST_CASE("cli: the profile travels in the scenario key and in plans") {
+  std::string raw = write_raw(), prof = tmp("p_key.json"), plan = tmp("plan.json");
+  REQUIRE(test::run_cpsim("calibrate --from-raw " + raw + " --out " + prof).code == 0);
+  std::string sc = tmp("keyed.json");
+  std::ofstream(sc) << R"({"name": "keyed", "hardware": "h100-sxm-8", "profile": "p_key.json",
+    "workload": {"seq_lens": [2048], "heads": 4, "kv_heads": 4, "head_dim": 64, "dtype": "bf16", "mask": "causal"},
+    "parallel": {"scheme": "ring", "cp": 2}, "pass": "fwd"})";
+  Run r = test::run_cpsim("simulate " + sc);
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Contains("cost model: profile") && Contains("p_key.json"));
+  REQUIRE(test::run_cpsim("plan " + write_scenario("planned", 2048) + " --profile " + prof + " -o " + plan).code == 0);
+  CHECK(load_json_file(plan)["scenario"]["profile"].get<std::string>().find("p_key.json") != std::string::npos);
+  Run s = test::run_cpsim("simulate " + plan);
+  CHECK_THAT(s.out, Contains("cost model: profile"));
+  Run missing =
+      test::run_cpsim("plan " + write_scenario("planned2", 2048) + " --profile " + tmp("nope.json") + " -o " + plan);
+  CHECK(missing.code == 2);
+  Run cmp = test::run_cpsim("compare " + write_scenario("cmp", 65536) + " --profile " + prof);
+  REQUIRE(cmp.code == 0);
+  CHECK_THAT(cmp.out, Contains("calibration note (#1") && Contains("outside the calibrated"));
+}
+
+TEST_CASE("cli: validate --measured prints, and writes CSV, JSON and PNG with the errors of the step") {
+  std::string sc = write_scenario("val", 2048), pred = tmp("pred.json"), plan = tmp("val_plan.json");
+  REQUIRE(test::run_cpsim("simulate " + sc + " --json " + pred).code == 0);
+  const double predicted = load_json_file(pred)["step_time_s"].get<double>();
+  REQUIRE(test::run_cpsim("plan " + sc + " -o " + plan).code == 0);
+  Json pj = load_json_file(plan);
+  // a measured file as `cpsim run --json` writes it: every op 100 us, the step 10 ms
+  Json ops = Json::array();
+  for (const auto& rank : pj["schedule"]["ranks"])
+    for (const auto& op : rank["ops"])
+      ops.push_back({{"rank", rank["rank"]}, {"op", op["id"]}, {"label", op["label"]}, {"median_s", 1e-4}});
+  std::string meas = tmp("val_measured.json"), dir = tmp("val_out");
+  save_json_file(meas, Json{{"scenario", pj["scenario"]}, {"step_time_s", 0.01}, {"ops", ops}}, 1);
+  Run r = test::run_cpsim("validate " + sc + " --measured " + meas + " --out-dir " + dir);
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Contains("rel_err") && Contains("step time") && Contains("attention fwd") && Contains("p95"));
+  std::ifstream csv(dir + "/validation.csv");
+  std::string header, step;
+  std::getline(csv, header);
+  std::getline(csv, step);
+  CHECK(header == "scenario,level,item,rank,op,predicted_s,measured_s,rel_err");
+  CHECK(step.rfind("\"val\",step,\"step\",-1,-1,", 0) == 0);
+  std::istringstream fields(step.substr(step.rfind(',') + 1));
+  double err = 0;
+  fields >> err;
+  CHECK(err == Approx((predicted - 0.01) / 0.01).epsilon(1e-5));
+  CHECK(std::filesystem::file_size(dir + "/validation.png") > 1000);
+  Json vj = load_json_file(dir + "/validation.json");
+  CHECK(vj["summary"][0]["item"] == "step");
+  // the scenarios can also come from the measured files alone
+  Run alone = test::run_cpsim("validate --measured " + meas + " --out-dir " + dir);
+  CHECK(alone.code == 0);
+  Run unpaired =
+      test::run_cpsim("validate " + write_scenario("other", 2048) + " --measured " + meas + " --out-dir " + dir);
+  CHECK(unpaired.code == 2);
+  CHECK_THAT(unpaired.out, Contains("no --measured file measures it"));
+}
