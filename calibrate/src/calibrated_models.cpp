@@ -52,6 +52,11 @@ double CalibratedKernelModel::merge_s(const Op& op) const {
   return roofline_.merge_s(op);
 }
 
+double CalibratedKernelModel::compute_s(const Op& op) const {
+  notes_.note("compute ops (gather, sparsity predictor): not calibrated in the profile, roofline used");
+  return roofline_.compute_s(op);
+}
+
 CalibratedCommModel::CalibratedCommModel(const Profile& p, const ClusterSpec& c, std::vector<int> placement,
                                          RangeNotes& notes)
     : p_(p), roofline_(c, std::move(placement)), notes_(notes) {}

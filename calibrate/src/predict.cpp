@@ -25,6 +25,7 @@ public:
     return base_.attention_s(op) * (it == factor_.end() ? 1.0 : it->second);
   }
   double merge_s(const Op& op) const override { return base_.merge_s(op); }
+  double compute_s(const Op& op) const override { return base_.compute_s(op); }
 
 private:
   const KernelCostModel& base_;

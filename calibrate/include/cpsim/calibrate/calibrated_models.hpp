@@ -19,6 +19,7 @@ public:
                         RangeNotes& notes);
   double attention_s(const Op& op) const override;
   double merge_s(const Op& op) const override;
+  double compute_s(const Op& op) const override;
 
 private:
   const Profile& p_;
