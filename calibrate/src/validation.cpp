@@ -22,6 +22,8 @@ std::string op_kind_name(const Op& op) {
     return "p2p";
   case OpKind::COLLECTIVE:
     return to_string(op.coll);
+  case OpKind::COMPUTE:
+    return "compute";
   }
   return "?";
 }
