@@ -216,14 +216,7 @@ Profile profile_from_json(const Json& j, const std::string& where) {
       p.overlap.samples = int(o.get_int("samples", 1, 1 << 30));
       o.finish();
     }
-    const Json& nc = r.raw("not_calibrated");
-    if (!nc.is_array())
-      r.fail("not_calibrated", "must be an array of strings");
-    for (const auto& s : nc) {
-      if (!s.is_string())
-        r.fail("not_calibrated", "must be an array of strings");
-      p.not_calibrated.push_back(s.get<std::string>());
-    }
+    p.not_calibrated = r.get_string_array("not_calibrated");
     r.finish();
     return p;
   } catch (const UserError& e) {

@@ -132,14 +132,7 @@ RawMeasurements raw_from_json(const Json& j, const std::string& where) {
     m.kernels = read_array<KernelSample>(r, "kernel_samples", read_kernel);
     m.comms = read_array<CommSample>(r, "comm_samples", read_comm);
     m.overlaps = read_array<OverlapSample>(r, "overlap_samples", read_overlap);
-    const Json& nc = r.raw("not_calibrated");
-    if (!nc.is_array())
-      r.fail("not_calibrated", "must be an array of strings");
-    for (const auto& s : nc) {
-      if (!s.is_string())
-        r.fail("not_calibrated", "must be an array of strings");
-      m.not_calibrated.push_back(s.get<std::string>());
-    }
+    m.not_calibrated = r.get_string_array("not_calibrated");
     r.finish();
     return m;
   } catch (const UserError& e) {

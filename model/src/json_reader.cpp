@@ -142,6 +142,19 @@ bool JsonObjectReader::get_bool_or(const std::string& key, bool fallback) {
   return v.get<bool>();
 }
 
+std::vector<std::string> JsonObjectReader::get_string_array(const std::string& key) {
+  const Json& v = raw(key);
+  if (!v.is_array())
+    fail(key, "must be an array of strings");
+  std::vector<std::string> out;
+  for (const Json& e : v) {
+    if (!e.is_string())
+      fail(key, "must be an array of strings");
+    out.push_back(e.get<std::string>());
+  }
+  return out;
+}
+
 std::vector<int64_t> JsonObjectReader::get_int_array(const std::string& key, int64_t min, int64_t max) {
   const Json& v = raw(key);
   if (!v.is_array() || v.empty())

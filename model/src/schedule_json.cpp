@@ -50,18 +50,9 @@ std::vector<int> int_list(JsonObjectReader& r, const std::string& key) {
 }
 
 std::vector<std::string> string_list(JsonObjectReader& r, const std::string& key) {
-  std::vector<std::string> out;
   if (!r.has(key))
-    return out;
-  const Json& v = r.raw(key);
-  if (!v.is_array())
-    r.fail(key, "must be an array of strings");
-  for (const Json& e : v) {
-    if (!e.is_string())
-      r.fail(key, "must be an array of strings");
-    out.push_back(e.get<std::string>());
-  }
-  return out;
+    return {};
+  return r.get_string_array(key);
 }
 
 template <typename E>

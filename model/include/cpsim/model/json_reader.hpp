@@ -47,6 +47,7 @@ public:
                        double max = std::numeric_limits<double>::infinity());
   bool get_bool_or(const std::string& key, bool fallback);
   std::vector<int64_t> get_int_array(const std::string& key, int64_t min, int64_t max);
+  std::vector<std::string> get_string_array(const std::string& key); // may be empty
   JsonObjectReader get_object(const std::string& key);
 
   /** Rejects every key that was not read. Call once all keys are consumed. */
