@@ -5,6 +5,7 @@
 #include "cpsim/model/schedule_generator.hpp"
 #include "cpsim/model/schedule_json.hpp"
 #include "cpsim/simulator/analytic_engine.hpp"
+#include "support/deadlocked_plan.hpp"
 #include "support/scenario_factory.hpp"
 
 #include <catch2/catch.hpp>
@@ -85,32 +86,7 @@ TEST_CASE("simulator::analytic: causal contiguous ring is lock-step: the last ra
 }
 
 TEST_CASE("simulator::analytic: a plan that deadlocks is a named error") {
-  // Both ranks post their receive first and their send behind it on the same stream: no send can start.
-  Schedule t;
-  t.scheme = "hand";
-  t.world = 2;
-  t.streams = {{"compute", StreamKind::COMPUTE}, {"comm", StreamKind::COMM}};
-  t.placement = {0, 1};
-  for (int r = 0; r < 2; ++r) {
-    RankProgram p;
-    p.rank = r;
-    Op recv;
-    recv.id = 0;
-    recv.kind = OpKind::RECV;
-    recv.stream = 1;
-    recv.peer = 1 - r;
-    recv.tag = 1 - r;
-    recv.bytes = 100;
-    recv.label = "first recv";
-    Op send = recv;
-    send.id = 1;
-    send.kind = OpKind::SEND;
-    send.tag = r;
-    send.label = "blocked send";
-    p.ops = {recv, send};
-    t.ranks.push_back(p);
-  }
-  validate_schedule(t);
+  Schedule t = test::deadlocked_two_rank_plan();
   Scenario sc = ring_scenario(2, 100.0);
   RooflineKernelModel k(sc.cluster.gpu, sc.workload, t.tile_m, t.tile_n);
   CHECK_THROWS_WITH(run_analytic(t, sc.workload, sc.cluster, k),
