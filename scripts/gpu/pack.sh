@@ -5,7 +5,7 @@
 #   gpu-pack/lib/   non-system shared libraries (e.g. SimGrid, Boost pieces)
 #   gpu-pack/GIT_SHA
 # Kernels are compiled for sm_80 and sm_90. Ship the folder with the repository (device `carry`:
-# gpu-pack) and run scripts/gpu/run_all.sh there.
+# gpu-pack, or the smaller gpu-pack.tar.xz, which run_all.sh unpacks) and run scripts/gpu/run_all.sh there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${CPSIM_GPU_BUILD:-build-gpu}
@@ -24,4 +24,6 @@ for b in "$PACK"/bin/*; do
 done | sort -u | while read -r l; do [ -n "$l" ] && cp -L "$l" "$PACK/lib/"; done
 git rev-parse --short=12 HEAD >"$PACK/GIT_SHA"
 git diff --quiet HEAD || echo "dirty" >>"$PACK/GIT_SHA"
-du -sh "$PACK"
+# One compressed archive as well: a lent machine's carry limit (64 MiB) is below the folder's size.
+tar -C . -cJf "$PACK.tar.xz" "$PACK"
+du -sh "$PACK" "$PACK.tar.xz"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Calibration and validation on a lent GPU machine, in two halves (like run_backend.sh):
-#   here:   scripts/gpu/run_backend.sh pack                      builds cpsim with the backend into gpu-pack/backend
+#   here:   scripts/gpu/pack.sh                                  builds cpsim with the backend into gpu-pack/ (+ .tar.xz)
 #   device: scripts/gpu/run_calibrate.sh calibrate HW [--quick] [--sweeps comm]  sweeps -> $OUT/<HW>.json + raw
 #           scripts/gpu/run_calibrate.sh validate HW PROFILE     validation scenarios -> $OUT/validation_<HW>/
 # HW is a built-in description of the machine (h100-sxm-1, h200-sxm-2, ...). Everything lands in $OUT
@@ -8,11 +8,12 @@
 # the GPU, the date and the git SHA, and calibrate.log the commands.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-PACK=gpu-pack/backend
+PACK=gpu-pack
 : "${OUT:?set OUT to the folder whose files come back}"
+[ -x "$PACK/bin/cpsim" ] || [ ! -f "$PACK.tar.xz" ] || tar -xJf "$PACK.tar.xz"
 export LD_LIBRARY_PATH="$PWD/$PACK/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" NCCL_NVLS_ENABLE=0
-CPSIM="$PACK/cpsim"
-[ -x "$CPSIM" ] || { echo "no $CPSIM: run 'scripts/gpu/run_backend.sh pack' first (here, not on the device)" >&2; exit 2; }
+CPSIM="$PACK/bin/cpsim"
+[ -x "$CPSIM" ] || { echo "no $CPSIM: run 'scripts/gpu/pack.sh' first (here, not on the device)" >&2; exit 2; }
 
 header() { { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; echo "git $(cat $PACK/GIT_SHA)"; } >"$1" 2>&1; }
 
