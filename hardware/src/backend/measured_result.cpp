@@ -4,6 +4,7 @@
 #include "cpsim/model/errors.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 
 namespace cpsim::backend {
@@ -120,6 +121,24 @@ Measured aggregate(const Schedule& s, const Workload& w, const std::vector<Json>
     }
   }
   return m;
+}
+
+std::string check_table(const Json& checks) {
+  std::string t = "check (vs single-GPU attention)  rank  tensor  rel_l2      max_abs     ok\n";
+  char line[160];
+  for (const Json& c : checks)
+    for (const auto& [k, v] : c.items()) {
+      if (!v.is_object())
+        continue;
+      if (v.contains("rel_l2"))
+        std::snprintf(line, sizeof line, "                                 %4d  %-6s  %-10.3e  %-10.3e  %s\n", c.value("rank", -1),
+                      k.c_str(), v.at("rel_l2").get<double>(), v.value("max_abs", 0.0), v.value("ok", false) ? "yes" : "NO");
+      else
+        std::snprintf(line, sizeof line, "                                 %4d  %-6s  %s\n", c.value("rank", -1), k.c_str(),
+                      v.value("why", std::string("not checked")).c_str());
+      t += line;
+    }
+  return t;
 }
 
 } // namespace cpsim::backend

@@ -4,6 +4,7 @@
 #include "gpu_check.hpp"
 #include "kernel_profiler.hpp"
 #include "rank_executor.hpp"
+#include "result_check.hpp"
 
 #include "cpsim/hardware/backend/rendezvous.hpp"
 #include "cpsim/model/errors.hpp"
@@ -94,6 +95,8 @@ int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const 
       report["kernel_records"] = kernel_records_json(last, first_op); // aligned on the first op: approximate
       report["kernel_summary"] = kernel_summary_json(all, o.profile_reps);
     }
+    if (o.check) // last: the reference's memory comes after every timed repetition
+      report["check"] = check_results(ex, s, sc);
     publish_file(o.rendezvous_dir, "rank_" + std::to_string(rank) + ".json", report.dump());
     return 0;
   } catch (const UserError& e) {

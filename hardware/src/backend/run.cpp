@@ -39,6 +39,8 @@ int finish(const Schedule& s, const Scenario& sc, const RunOptions& o, const std
       std::printf("profiling overhead (CUPTI kernel activity): %.2f %% of the step\n",
                   100 * m.json["profile"]["overhead_fraction"].get<double>());
   }
+  if (!o.quiet && m.json.contains("check"))
+    std::fputs(check_table(m.json["check"]).c_str(), stdout);
   if (!m.check_ok) {
     std::fprintf(stderr, "cpsim: error: --check failed: the CP result differs from single-GPU attention beyond bf16 tolerance\n");
     return 1;

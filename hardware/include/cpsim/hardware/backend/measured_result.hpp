@@ -6,6 +6,7 @@
 #include "cpsim/model/json_reader.hpp"
 #include "cpsim/model/timeline.hpp"
 
+#include <string>
 #include <vector>
 
 namespace cpsim::backend {
@@ -21,6 +22,9 @@ struct Measured {
 
 /** `reports[r]` is rank r's report (see docs/backend.md for its keys). */
 Measured aggregate(const Schedule& s, const Workload& w, const std::vector<Json>& reports);
+
+/** The --check outcomes (the result's "check" array) as a table: a line per rank and tensor. */
+std::string check_table(const Json& checks);
 
 /** Median of a non-empty list (lower median for even sizes, so it is one measured value). */
 double median_of(std::vector<double> v);
