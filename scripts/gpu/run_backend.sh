@@ -29,7 +29,8 @@ PY
 run_one() { # tag, then cpsim run arguments
   local tag=$1; shift
   local t0=$(date +%s.%N)
-  "$PACK/bin/cpsim" run "$@" --json "$W/$tag.json" >"$W/$tag.log" 2>&1
+  # a bound on each run, so that one stuck run (a watchdog that fails to fire) cannot eat the stage's results
+  timeout -k 5 "${CPSIM_RUN_LIMIT_S:-150}" "$PACK/bin/cpsim" run "$@" --json "$W/$tag.json" >"$W/$tag.log" 2>&1
   local rc=$?
   printf '%-44s rc=%-3s %6.1fs  %s\n' "$tag" "$rc" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "cpsim run $*" | tee -a "$W/runs.log"
   tail -n 3 "$W/$tag.log" | sed 's/^/    /'
@@ -73,13 +74,14 @@ LIST
   elif [ "$1" = failures ]; then
     scenario fail ring 2 65536 causal fwd_bwd >"$W/sc/fail.json"
     run_one fail-die "$W/sc/fail.json" --comm-only --reps 2 --warmup 1 --profile-reps 0 --inject die:1:3 --timeout 20
-    run_one fail-hang "$W/sc/fail.json" --comm-only --reps 2 --warmup 1 --profile-reps 0 --inject hang:1 --timeout 10
     run_one fail-cuda "$W/sc/fail.json" --comm-only --reps 2 --warmup 1 --profile-reps 0 --inject cuda:0:2 --timeout 20
     run_one fail-oom-limit "$W/sc/fail.json" --comm-only --memory-limit 1000000 --timeout 20
     scenario huge ring 2 33554432 causal fwd_bwd >"$W/sc/huge.json"
     run_one fail-oom-real "$W/sc/huge.json" --comm-only --timeout 20
     scenario huge-compute ring 2 4194304 causal fwd_bwd >"$W/sc/huge-compute.json"
     run_one fail-oom-real-compute "$W/sc/huge-compute.json" --timeout 20
+    # last: it hung past 150 s on 2 H100s (2026-11-27) before per-run limits existed
+    CPSIM_RUN_LIMIT_S=90 run_one fail-hang "$W/sc/fail.json" --comm-only --reps 2 --warmup 1 --profile-reps 0 --inject hang:1 --timeout 10
   else
     for scheme in ring zigzag ulysses; do for p in fwd fwd_bwd; do
       scenario "$scheme-$p-1gpu" $scheme 1 32768 causal $p >"$W/sc/$scheme-$p-1gpu.json"

@@ -130,12 +130,14 @@ std::string check_table(const Json& checks) {
     for (const auto& [k, v] : c.items()) {
       if (!v.is_object())
         continue;
-      if (v.contains("rel_l2"))
+      if (v.contains("rel_l2") && v.at("rel_l2").is_number() && v.at("rel_l2").get<double>() >= 0)
         std::snprintf(line, sizeof line, "                                 %4d  %-6s  %-10.3e  %-10.3e  %s\n", c.value("rank", -1),
-                      k.c_str(), v.at("rel_l2").get<double>(), v.value("max_abs", 0.0), v.value("ok", false) ? "yes" : "NO");
+                      k.c_str(), v.at("rel_l2").get<double>(),
+                      v.contains("max_abs") && v.at("max_abs").is_number() ? v.at("max_abs").get<double>() : -1.0,
+                      v.value("ok", false) ? "yes" : "NO");
       else
-        std::snprintf(line, sizeof line, "                                 %4d  %-6s  %s\n", c.value("rank", -1), k.c_str(),
-                      v.value("why", std::string("not checked")).c_str());
+        std::snprintf(line, sizeof line, "                                 %4d  %-6s  %s: %s\n", c.value("rank", -1), k.c_str(),
+                      v.value("ok", false) ? "yes" : "NO", v.value("why", std::string("not checked")).c_str());
       t += line;
     }
   return t;

@@ -338,6 +338,34 @@ void RankExecutor::issue_attention(const Op& op, cudaStream_t st) {
       }
     attention_forward(c);
   } else {
+    // the kernels write dK/dV only for key tiles that some query tile sees: rows of a rectangle that the
+    // mask hides entirely (zigzag's later chunks, a sparse layout's empty columns) would keep stale arena
+    // bytes, which the dKV merge then adds in (seen on 2 H100s, 2026-11-27: zigzag dk off by 9 %)
+    std::vector<std::pair<int64_t, int64_t>> rows;
+    for (const auto& sg : *c.segments)
+      rows.push_back({sg.k_row, sg.k_row + sg.k.size()});
+    std::sort(rows.begin(), rows.end());
+    for (const auto& n : op.writes) {
+      const BufferPlacement& bp = rp_.buffer(n);
+      const std::string f = family(bp.tensor);
+      if ((f != "dkv" && f != "dk" && f != "dv") || ends_with(bp.tensor, "_acc"))
+        continue;
+      int64_t lo = -1, hi = -1;
+      auto clear = [&] {
+        for (int plane = 0; plane < bp.planes && hi > lo; ++plane)
+          BK_CUDA_CHECK(cudaMemsetAsync(static_cast<char*>(ptr(rp_.buffer_index.at(n))) + plane * bp.plane_bytes() +
+                                            lo * bp.row_bytes(),
+                                        0, size_t((hi - lo) * bp.row_bytes()), st));
+      };
+      for (const auto& [a, b] : rows) {
+        if (a > hi) {
+          clear();
+          lo = a;
+        }
+        hi = std::max(hi, b);
+      }
+      clear();
+    }
     attention_backward(c);
   }
 }
