@@ -45,8 +45,12 @@ device() {
   local extra=${CPSIM_RUN_EXTRA:---comm-only}
   if [ "$1" = checks ]; then # --check: every schedule the backend executes, against single-GPU attention
     while read -r scheme par; do
-      local cases="causal:fwd causal:fwd_bwd full:fwd_bwd"
-      case $scheme in ring | zigzag) cases="$cases sparse:fwd_bwd window:fwd_bwd" ;; esac
+      local cases="causal:fwd causal:fwd_bwd"
+      case $scheme in
+        ring | zigzag | ulysses) cases="$cases full:fwd full:fwd_bwd sparse:fwd sparse:fwd_bwd window:fwd_bwd" ;;
+        stripe | loongtrain) ;; # causal only, by design
+        *) cases="$cases full:fwd_bwd" ;;
+      esac
       for c in $cases; do
         local mask=${c%%:*} p=${c#*:}
         local tag="check-$scheme${par:+-$(echo "$par" | tr -dc 'a-z0-9')}-$mask-$p"

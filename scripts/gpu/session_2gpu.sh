@@ -19,7 +19,7 @@ export LD_LIBRARY_PATH="$PWD/$PACK/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 CPSIM="$PACK/bin/cpsim"
 header() { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; echo "git $(cat $PACK/GIT_SHA)"; echo "command: $0 $*"; }
 
-timeout -k 5 "${CPSIM_CHECKS_S:-170}" scripts/gpu/run_backend.sh checks | grep -c "rc=0" | sed 's/^/checks passed: /'
+timeout -k 5 "${CPSIM_CHECKS_S:-200}" scripts/gpu/run_backend.sh checks | grep -c "rc=0" | sed 's/^/checks passed: /'
 
 W=$(mktemp -d)
 { header; echo "$CPSIM calibrate --hardware $HW --sweeps comm,overlap --reps 5 --warmup 2"; } >"$W/calibrate.log" 2>&1
@@ -32,13 +32,13 @@ M=$(mktemp -d); mkdir -p "$M/sc" "$M/measured"
 header >"$M/runs.log" 2>&1
 for f in scenarios/validation/h200x2/*.json; do
   k=$(basename "$f" .json | grep -o '[0-9]*k$' | tr -d k)
-  [ "${k:-0}" -le "${CPSIM_VALIDATE_MAX_K:-128}" ] && cp "$f" "$M/sc/"
+  [ "${k:-0}" -le "${CPSIM_VALIDATE_MAX_K:-128}" ] && [[ $(basename "$f") =~ ${CPSIM_GRID_FILTER:-.} ]] && cp "$f" "$M/sc/"
 done
-python3 - "$M/sc" "$HW" <<'PY'
+python3 - "$M/sc" "$HW" "${CPSIM_SPARSE_TOKENS-32768,65536,131072}" <<'PY'
 import json, sys
 d, hw = sys.argv[1:3]
 for s in ("ring", "zigzag", "ulysses"):
-    for t in (32768, 65536, 131072):
+    for t in [int(x) for x in sys.argv[3].split(",") if x]:
         json.dump({"name": f"{s}-sparse-{t}", "hardware": hw, "parallel": {"scheme": s, "cp": 2}, "pass": "fwd_bwd",
                    "workload": {"seq_lens": [t], "heads": 32, "kv_heads": 8, "head_dim": 128, "dtype": "bf16",
                                 "mask": {"kind": "block_sparse", "block": 128, "density": 0.2, "seed": 11, "causal": True}}},

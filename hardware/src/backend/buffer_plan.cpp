@@ -167,8 +167,9 @@ void plan_collectives(const Schedule& s, const Workload& w, ExecPlan& plan) {
     throw UserError("rank " + std::to_string(rank) + " has no collective with tag " + std::to_string(tag));
   };
   auto pieces = [](const BufferPlacement& src, const BufferPlacement& dst, int peer, std::vector<CollectivePiece>& out) {
-    if (src.planes != dst.planes || src.elem_bytes != dst.elem_bytes || src.width / std::max(1, src.heads) != dst.width / std::max(1, dst.heads))
-      throw UserError("collective from '" + src.name + "' to '" + dst.name + "': the buffers differ in element type or layout");
+    // an fp32 accumulator may feed a bf16 buffer (converted on packing); planes and row layout must agree
+    if (src.planes != dst.planes || src.width / std::max(1, src.heads) != dst.width / std::max(1, dst.heads))
+      throw UserError("collective from '" + src.name + "' to '" + dst.name + "': the buffers differ in layout");
     const int h0 = std::max(src.head_begin, dst.head_begin), h1 = std::min(src.head_begin + src.heads, dst.head_begin + dst.heads);
     int64_t bytes = 0;
     if (h1 <= h0)
@@ -180,7 +181,7 @@ void plan_collectives(const Schedule& s, const Workload& w, ExecPlan& plan) {
         RowBlock blk;
         if (sl.seq == d.seq && intersect_rows(sl.range, srow, d.range, drow, blk)) {
           out.push_back({peer, blk, h0 - src.head_begin, h0 - dst.head_begin, h1 - h0});
-          bytes += blk.rows * (h1 - h0) * (src.width / std::max(1, src.heads)) * src.elem_bytes * src.planes;
+          bytes += blk.rows * (h1 - h0) * (src.width / std::max(1, src.heads)) * dst.elem_bytes * src.planes; // wire type
         }
         srow += sl.range.size();
       }

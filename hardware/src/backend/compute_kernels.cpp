@@ -19,6 +19,8 @@ namespace cpsim::backend {
 
 bool attention_kernels_available() { return false; }
 
+void prepare_attention(const AttnCall&) {}
+
 void attention_forward(const AttnCall&) {
   throw GpuError("this build has no attention kernels (cpsim_kernels): run with --comm-only, or rebuild with CUDA");
 }
@@ -109,6 +111,10 @@ template <class F> void translate(F&& f) {
 } // namespace
 
 bool attention_kernels_available() { return true; }
+
+void prepare_attention(const AttnCall& c) {
+  translate([&] { plan_for(c); });
+}
 
 void attention_forward(const AttnCall& c) {
   translate([&] {

@@ -41,6 +41,8 @@ struct AttnCall {
 
 /** True when the build has the attention kernels; false: attention ops fail with a clear message. */
 bool attention_kernels_available();
+/** Builds and uploads the op's kernel plan now (it may synchronise), so that timed repetitions only launch. */
+void prepare_attention(const AttnCall& c);
 void attention_forward(const AttnCall& c);
 void attention_backward(const AttnCall& c);
 

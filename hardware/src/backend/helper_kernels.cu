@@ -61,6 +61,14 @@ __global__ void k_convert(void* dst, int de, const void* src, int se, int64_t n)
     store(dst, de, i, load(src, se, i));
 }
 
+__global__ void k_convert_2d(void* dst, int de, int64_t dp, const void* src, int se, int64_t sp, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    store(dst, de, r * dp + c, load(src, se, r * sp + c));
+  }
+}
+
 __device__ float merged_lse(float la, float lb) {
   float m = fmaxf(la, lb);
   return m == -INFINITY ? -INFINITY : m + log1pf(expf(fminf(la, lb) - m));
@@ -110,6 +118,17 @@ __global__ void k_compare(const void* a, int ae, int64_t as, const void* b, int 
   atomicMax(reinterpret_cast<unsigned long long*>(&out[2]), __double_as_longlong(double(mx))); // non-negative doubles order like integers
 }
 
+__global__ void k_wait_flag(const volatile int* flag, uint64_t max_ns) {
+  uint64_t t0 = 0, t = 0;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  while (*flag == 0) {
+    __nanosleep(500);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    if (t - t0 > max_ns)
+      break; // never hold the GPU for good: the host's watchdog reports the cause
+  }
+}
+
 __global__ void k_sleep(uint64_t ns) {
   uint64_t t0 = 0;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
@@ -153,6 +172,21 @@ void convert(void* dst, int dst_elem_bytes, const void* src, int src_elem_bytes,
   BK_CUDA_CHECK(cudaGetLastError());
 }
 
+void convert_2d(void* dst, int dst_elem_bytes, int64_t dst_pitch, const void* src, int src_elem_bytes, int64_t src_pitch,
+                int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows * cols == 0)
+    return;
+  if (dst_elem_bytes == src_elem_bytes) {
+    const size_t e = size_t(dst_elem_bytes);
+    BK_CUDA_CHECK(cudaMemcpy2DAsync(dst, size_t(dst_pitch) * e, src, size_t(src_pitch) * e, size_t(cols) * e, size_t(rows),
+                                    cudaMemcpyDeviceToDevice, s));
+    return;
+  }
+  k_convert_2d<<<blocks_for(rows * cols), kThreads, 0, s>>>(dst, dst_elem_bytes, dst_pitch, src, src_elem_bytes, src_pitch,
+                                                            rows, cols);
+  BK_CUDA_CHECK(cudaGetLastError());
+}
+
 void lse_merge2(float* o_acc, float* lse_acc, const void* o_part, int part_elem_bytes, const float* lse_part, int64_t rows,
                 int heads, int dim, bool first, cudaStream_t s) {
   int64_t n = rows * heads * dim;
@@ -171,6 +205,11 @@ void compare_block(const void* a, int a_elem, int64_t a_row_stride, const void* 
     return;
   k_compare<<<blocks_for(rows * cols) / 8 + 1, kThreads, 0, s>>>(a, a_elem, a_row_stride, b, b_elem, b_row_stride, rows,
                                                                  cols, out);
+  BK_CUDA_CHECK(cudaGetLastError());
+}
+
+void wait_host_flag(const int* flag, uint64_t max_ns, cudaStream_t s) {
+  k_wait_flag<<<1, 1, 0, s>>>(flag, max_ns);
   BK_CUDA_CHECK(cudaGetLastError());
 }
 

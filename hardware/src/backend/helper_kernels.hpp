@@ -18,12 +18,17 @@ void fill_f32(void* dst, int64_t n, float value, cudaStream_t s);
 void accumulate_f32(void* dst, const void* src, int src_elem_bytes, int64_t n, cudaStream_t s);
 /** dst = src with element conversion between bf16 (2) and fp32 (4). */
 void convert(void* dst, int dst_elem_bytes, const void* src, int src_elem_bytes, int64_t n, cudaStream_t s);
+/** rows x cols elements from src (row pitch src_pitch elements) to dst (dst_pitch), converting bf16 <-> fp32 as needed. */
+void convert_2d(void* dst, int dst_elem_bytes, int64_t dst_pitch, const void* src, int src_elem_bytes, int64_t src_pitch,
+                int64_t rows, int64_t cols, cudaStream_t s);
 /** Per (row, head): (o_acc, lse_acc) <- merge with (o_part, lse_part); `first` copies. Rows whose lse is -inf add nothing. */
 void lse_merge2(float* o_acc, float* lse_acc, const void* o_part, int part_elem_bytes, const float* lse_part, int64_t rows,
                 int heads, int dim, bool first, cudaStream_t s);
 /** Accumulates sum (a-b)^2, sum b^2 and max |a-b| into out[0..2] (doubles, zeroed by the caller) over a rows x cols block. */
 void compare_block(const void* a, int a_elem, int64_t a_row_stride, const void* b, int b_elem, int64_t b_row_stride,
                    int64_t rows, int64_t cols, double* out, cudaStream_t s);
+/** Holds stream `s` until the host writes non-zero to `flag` (mapped pinned memory), at most max_ns. */
+void wait_host_flag(const int* flag, uint64_t max_ns, cudaStream_t s);
 /** Spins on the device for about `ns` nanoseconds (used by the hang injection and nothing else). */
 void device_sleep(uint64_t ns, cudaStream_t s);
 

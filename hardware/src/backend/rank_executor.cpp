@@ -48,6 +48,9 @@ RankExecutor::RankExecutor(const Schedule& s, const Scenario& sc, const ExecPlan
     BK_CUDA_CHECK(cudaEventCreate(&end_[i]));
   }
   BK_CUDA_CHECK(cudaEventCreate(&t0_));
+  BK_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&gate_host_), sizeof(int), cudaHostAllocMapped));
+  BK_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&gate_dev_), gate_host_, 0));
+  *gate_host_ = 1;
   first_acc_writer_.assign(rp_.buffers.size(), -1);
   for (const Slot& sl : rp_.slots)
     for (int id : sl.ops) {
@@ -56,7 +59,12 @@ RankExecutor::RankExecutor(const Schedule& s, const Scenario& sc, const ExecPlan
         continue;
       for (const auto& n : op.writes) {
         int b = rp_.buffer_index.at(n);
-        if (ends_with(rp_.buffers[size_t(b)].tensor, "_acc") && first_acc_writer_[size_t(b)] < 0)
+        // accumulators start at zero, and so do dK/dV outputs: the kernels write only the key rows of the
+        // op's rectangles that some query sees, and a merge adds the whole buffer (zigzag's dKV of the
+        // other rank's first chunk only: 9 % off on 2 H100s, 2026-11-27, before this)
+        const std::string f = family(rp_.buffers[size_t(b)].tensor);
+        const bool grad_kv = f == "dkv" || f == "dk" || f == "dv";
+        if ((ends_with(rp_.buffers[size_t(b)].tensor, "_acc") || grad_kv) && first_acc_writer_[size_t(b)] < 0)
           first_acc_writer_[size_t(b)] = id;
       }
     }
@@ -71,6 +79,8 @@ RankExecutor::~RankExecutor() {
     cudaEventDestroy(e);
   if (t0_)
     cudaEventDestroy(t0_);
+  if (gate_host_)
+    cudaFreeHost(gate_host_);
   for (auto st : streams_)
     cudaStreamDestroy(st);
 }
@@ -122,15 +132,60 @@ void RankExecutor::fill_inputs() {
   BK_CUDA_CHECK(cudaStreamSynchronize(streams_[0]));
 }
 
+void RankExecutor::prepare() {
+  if (opt_.comm_only)
+    return;
+  for (const Op& op : s_.ranks[size_t(rank_)].ops)
+    if (op.kind == OpKind::ATTENTION) {
+      AttnCall c;
+      c.mask = &mask_;
+      c.segments = &rp_.segments.at(op.id);
+      c.stream = streams_[size_t(op.stream)];
+      prepare_attention(c);
+    }
+  BK_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void RankExecutor::touch(int slot, bool waiting) {
+  slot_ = slot;
+  waiting_ = waiting;
+  progress_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::string RankExecutor::where() const {
+  const int i = slot_.load();
+  if (i < 0 || size_t(i) >= rp_.slots.size())
+    return "starting a repetition";
+  const Op& op = s_.ranks[size_t(rank_)].ops[size_t(rp_.slots[size_t(i)].ops[0])];
+  return std::string(waiting_ ? "waiting for" : "posting") + " op " + std::to_string(op.id) + " ('" + op.label + "')";
+}
+
 std::vector<OpTime> RankExecutor::run_once(bool inject) {
+  touch(-1, false);
+  busy_ = true;
   if (inject && inj_.kind == InjectKind::HANG && inj_.rank == rank_)
     std::this_thread::sleep_for(std::chrono::hours(1)); // a process that stops answering; peers must time out
+  // the gate opens on every exit path (a throw while posting must not leave the GPU spinning)
+  struct Gate {
+    int* flag;
+    ~Gate() {
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      *reinterpret_cast<volatile int*>(flag) = 1;
+    }
+  } gate{gate_host_};
+  *reinterpret_cast<volatile int*>(gate_host_) = 0;
+  wait_host_flag(gate_dev_, uint64_t(opt_.timeout_s * 1e9), streams_[0]);
   BK_CUDA_CHECK(cudaEventRecord(t0_, streams_[0]));
   for (size_t i = 1; i < streams_.size(); ++i)
     BK_CUDA_CHECK(cudaStreamWaitEvent(streams_[i], t0_));
-  for (size_t i = 0; i < rp_.slots.size(); ++i)
+  for (size_t i = 0; i < rp_.slots.size(); ++i) {
+    touch(int(i), false);
     issue_slot(i, inject);
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  *reinterpret_cast<volatile int*>(gate_host_) = 1;
   wait_done();
+  busy_ = false;
   std::vector<OpTime> out;
   for (size_t i = 0; i < rp_.slots.size(); ++i) {
     float a = 0, b = 0;
@@ -146,6 +201,7 @@ std::vector<OpTime> RankExecutor::run_once(bool inject) {
 void RankExecutor::wait_done() {
   auto t0 = std::chrono::steady_clock::now();
   for (size_t i = 0; i < rp_.slots.size(); ++i) {
+    touch(int(i), true);
     while (true) {
       cudaError_t e = cudaEventQuery(end_[i]);
       if (e == cudaSuccess)
@@ -217,37 +273,41 @@ void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
   const CollectivePlan& cp = rp_.collectives.at(op.id);
   const BufferPlacement &src = rp_.buffers[size_t(cp.src)], &dst = rp_.buffers[size_t(cp.dst)];
   char* staging = arena_ + rp_.arena_bytes + cp.staging_offset_bytes;
-  const int64_t head_bytes = src.heads ? src.row_bytes() / src.heads : 0;
-  auto copy = [&](const CollectivePiece& pc, const char* from, int64_t from_row_bytes, int64_t from_plane, char* to,
-                  int64_t to_row_bytes, int64_t to_plane, bool from_is_buf, bool to_is_buf) {
-    const int64_t w = pc.heads * head_bytes;
+  // element units: an fp32 accumulator may feed a bf16 destination (dq_acc -> dq, dkv_acc -> dkv), and the
+  // wire carries the destination's type, as frameworks convert before they communicate
+  const int64_t head_elems = src.heads ? src.width / src.heads : 0;
+  const int wire = dst.elem_bytes;
+  auto copy = [&](const CollectivePiece& pc, const char* from, int from_elem, int64_t from_row, int64_t from_plane, char* to,
+                  int to_elem, int64_t to_row, int64_t to_plane, bool from_is_buf, bool to_is_buf) {
+    const int64_t w = pc.heads * head_elems;
     for (int plane = 0; plane < src.planes; ++plane) {
       const char* f = from + plane * from_plane;
       char* t = to + plane * to_plane;
-      size_t spitch = size_t(w), dpitch = size_t(w);
+      int64_t spitch = w, dpitch = w;
       if (from_is_buf) {
-        f += pc.block.src_row * from_row_bytes + pc.src_head_offset * head_bytes;
-        spitch = size_t(from_row_bytes * pc.block.src_step);
+        f += (pc.block.src_row * from_row + pc.src_head_offset * head_elems) * from_elem;
+        spitch = from_row * pc.block.src_step;
       }
       if (to_is_buf) {
-        t += pc.block.dst_row * to_row_bytes + pc.dst_head_offset * head_bytes;
-        dpitch = size_t(to_row_bytes * pc.block.dst_step);
+        t += (pc.block.dst_row * to_row + pc.dst_head_offset * head_elems) * to_elem;
+        dpitch = to_row * pc.block.dst_step;
       }
-      BK_CUDA_CHECK(cudaMemcpy2DAsync(t, dpitch, f, spitch, size_t(w), size_t(pc.block.rows), cudaMemcpyDeviceToDevice, st));
+      convert_2d(t, to_elem, dpitch, f, from_elem, spitch, pc.block.rows, w, st);
     }
   };
-  auto piece_bytes = [&](const CollectivePiece& pc) { return pc.block.rows * pc.heads * head_bytes; };
+  auto piece_bytes = [&](const CollectivePiece& pc) { return pc.block.rows * pc.heads * head_elems * wire; };
   std::map<int, std::pair<int64_t, int64_t>> send_span, recv_span; // peer -> (offset, bytes)
   int64_t off = 0;
-  for (const auto& pc : cp.sends) { // packed as [piece][plane][rows][heads x dim]
-    copy(pc, static_cast<char*>(ptr(cp.src)), src.row_bytes(), src.plane_bytes(), staging + off, 0, piece_bytes(pc), true, false);
+  for (const auto& pc : cp.sends) { // packed as [piece][plane][rows][heads x dim], in the wire type
+    copy(pc, static_cast<char*>(ptr(cp.src)), src.elem_bytes, src.width, src.plane_bytes(), staging + off, wire, 0,
+         piece_bytes(pc), true, false);
     auto& sp = send_span.try_emplace(pc.peer, off, 0).first->second;
     sp.second += piece_bytes(pc) * src.planes;
     off += piece_bytes(pc) * src.planes;
   }
   for (const auto& pc : cp.local)
-    copy(pc, static_cast<char*>(ptr(cp.src)), src.row_bytes(), src.plane_bytes(), static_cast<char*>(ptr(cp.dst)),
-         dst.row_bytes(), dst.plane_bytes(), true, true);
+    copy(pc, static_cast<char*>(ptr(cp.src)), src.elem_bytes, src.width, src.plane_bytes(), static_cast<char*>(ptr(cp.dst)),
+         dst.elem_bytes, dst.width, dst.plane_bytes(), true, true);
   off = cp.send_bytes;
   for (const auto& pc : cp.recvs) {
     auto& sp = recv_span.try_emplace(pc.peer, off, 0).first->second;
@@ -267,7 +327,8 @@ void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
   comms_.wait_ready("posting collective op " + std::to_string(op.id));
   off = cp.send_bytes;
   for (const auto& pc : cp.recvs) {
-    copy(pc, staging + off, 0, piece_bytes(pc), static_cast<char*>(ptr(cp.dst)), dst.row_bytes(), dst.plane_bytes(), false, true);
+    copy(pc, staging + off, wire, 0, piece_bytes(pc), static_cast<char*>(ptr(cp.dst)), dst.elem_bytes, dst.width,
+         dst.plane_bytes(), false, true);
     off += piece_bytes(pc) * src.planes;
   }
 }
@@ -338,34 +399,6 @@ void RankExecutor::issue_attention(const Op& op, cudaStream_t st) {
       }
     attention_forward(c);
   } else {
-    // the kernels write dK/dV only for key tiles that some query tile sees: rows of a rectangle that the
-    // mask hides entirely (zigzag's later chunks, a sparse layout's empty columns) would keep stale arena
-    // bytes, which the dKV merge then adds in (seen on 2 H100s, 2026-11-27: zigzag dk off by 9 %)
-    std::vector<std::pair<int64_t, int64_t>> rows;
-    for (const auto& sg : *c.segments)
-      rows.push_back({sg.k_row, sg.k_row + sg.k.size()});
-    std::sort(rows.begin(), rows.end());
-    for (const auto& n : op.writes) {
-      const BufferPlacement& bp = rp_.buffer(n);
-      const std::string f = family(bp.tensor);
-      if ((f != "dkv" && f != "dk" && f != "dv") || ends_with(bp.tensor, "_acc"))
-        continue;
-      int64_t lo = -1, hi = -1;
-      auto clear = [&] {
-        for (int plane = 0; plane < bp.planes && hi > lo; ++plane)
-          BK_CUDA_CHECK(cudaMemsetAsync(static_cast<char*>(ptr(rp_.buffer_index.at(n))) + plane * bp.plane_bytes() +
-                                            lo * bp.row_bytes(),
-                                        0, size_t((hi - lo) * bp.row_bytes()), st));
-      };
-      for (const auto& [a, b] : rows) {
-        if (a > hi) {
-          clear();
-          lo = a;
-        }
-        hi = std::max(hi, b);
-      }
-      clear();
-    }
     attention_backward(c);
   }
 }

@@ -13,6 +13,8 @@
 #include <cuda_runtime.h>
 
 #include <array>
+#include <atomic>
+#include <string>
 #include <vector>
 
 namespace cpsim::backend {
@@ -35,8 +37,17 @@ public:
   void allocate();
   /** Deterministic inputs (q, k, v, dO) by global position. */
   void fill_inputs();
-  /** One repetition; waits for it under the watchdog. `inject` arms the failure injection. */
+  /** Uploads every attention op's kernel plan (may synchronise): call before the first repetition. */
+  void prepare();
+  /** One repetition; waits for it under the watchdog. `inject` arms the failure injection. All of it is
+   *  posted behind a device-side gate opened once posting is done, so op times are GPU time, not the host's
+   *  posting latency (NCCL's non-blocking posting took ~150 us per op on 2 H100s, 2026-11-27). */
   std::vector<OpTime> run_once(bool inject);
+
+  /** For the rank's watchdog thread: whether a repetition is under way, when it last progressed, and where. */
+  bool busy() const { return busy_.load(); }
+  int64_t last_progress_ns() const { return progress_ns_.load(); }
+  std::string where() const;
 
   void* ptr(int buffer) const;
   int64_t allocated_bytes() const { return allocated_bytes_; }
@@ -67,6 +78,13 @@ private:
   char* arena_ = nullptr;
   int64_t allocated_bytes_ = 0;
   std::vector<int> first_acc_writer_; // per buffer: the op that zeroes an accumulator before writing it
+  int* gate_host_ = nullptr;          // mapped pinned flag: 0 holds stream 0 (and so every stream), 1 opens
+  int* gate_dev_ = nullptr;
+  std::atomic<bool> busy_{false};
+  std::atomic<int64_t> progress_ns_{0};
+  std::atomic<int> slot_{-1};
+  std::atomic<bool> waiting_{false};
+  void touch(int slot, bool waiting);
 };
 
 } // namespace cpsim::backend

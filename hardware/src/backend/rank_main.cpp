@@ -9,6 +9,7 @@
 #include "cpsim/hardware/backend/rendezvous.hpp"
 #include "cpsim/model/errors.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -66,6 +67,32 @@ int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const 
                         {"working_set_bytes", rp.working_set_bytes},
                         {"device_used_bytes", int64_t(total_b - free_b)}, {"device_total_bytes", int64_t(total_b)}};
     ex.fill_inputs();
+    ex.prepare();
+    // last line of defence against a hang: whatever call the main thread is stuck in (the in-loop timeouts
+    // did not fire when a peer slept on 2 H100s, 2026-11-27), the rank leaves with its cause named
+    std::atomic<bool> finished{false};
+    std::thread watchdog([&] {
+      const int64_t limit_ns = int64_t((1.5 * o.timeout_s + 5) * 1e9);
+      while (!finished) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::steady_clock::now().time_since_epoch()).count();
+        if (ex.busy() && now - ex.last_progress_ns() > limit_ns) {
+          std::fprintf(stderr, "cpsim: rank %d (GPU %d): watchdog: no progress for %.0f s while %s; a peer may have died or hung\n",
+                       rank, dev, double(now - ex.last_progress_ns()) * 1e-9, ex.where().c_str());
+          std::fflush(stderr);
+          _exit(3);
+        }
+      }
+    });
+    struct Join {
+      std::atomic<bool>& f;
+      std::thread& t;
+      ~Join() {
+        f = true;
+        t.join();
+      }
+    } join{finished, watchdog};
     for (int i = 0; i < o.warmup; ++i)
       ex.run_once(false);
     Json reps = Json::array();
