@@ -118,17 +118,6 @@ __global__ void k_compare(const void* a, int ae, int64_t as, const void* b, int 
   atomicMax(reinterpret_cast<unsigned long long*>(&out[2]), __double_as_longlong(double(mx))); // non-negative doubles order like integers
 }
 
-__global__ void k_wait_flag(const volatile int* flag, uint64_t max_ns) {
-  uint64_t t0 = 0, t = 0;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-  while (*flag == 0) {
-    __nanosleep(500);
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    if (t - t0 > max_ns)
-      break; // never hold the GPU for good: the host's watchdog reports the cause
-  }
-}
-
 __global__ void k_sleep(uint64_t ns) {
   uint64_t t0 = 0;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
@@ -205,11 +194,6 @@ void compare_block(const void* a, int a_elem, int64_t a_row_stride, const void* 
     return;
   k_compare<<<blocks_for(rows * cols) / 8 + 1, kThreads, 0, s>>>(a, a_elem, a_row_stride, b, b_elem, b_row_stride, rows,
                                                                  cols, out);
-  BK_CUDA_CHECK(cudaGetLastError());
-}
-
-void wait_host_flag(const int* flag, uint64_t max_ns, cudaStream_t s) {
-  k_wait_flag<<<1, 1, 0, s>>>(flag, max_ns);
   BK_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -27,8 +27,6 @@ void lse_merge2(float* o_acc, float* lse_acc, const void* o_part, int part_elem_
 /** Accumulates sum (a-b)^2, sum b^2 and max |a-b| into out[0..2] (doubles, zeroed by the caller) over a rows x cols block. */
 void compare_block(const void* a, int a_elem, int64_t a_row_stride, const void* b, int b_elem, int64_t b_row_stride,
                    int64_t rows, int64_t cols, double* out, cudaStream_t s);
-/** Holds stream `s` until the host writes non-zero to `flag` (mapped pinned memory), at most max_ns. */
-void wait_host_flag(const int* flag, uint64_t max_ns, cudaStream_t s);
 /** Spins on the device for about `ns` nanoseconds (used by the hang injection and nothing else). */
 void device_sleep(uint64_t ns, cudaStream_t s);
 

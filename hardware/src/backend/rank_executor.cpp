@@ -48,9 +48,6 @@ RankExecutor::RankExecutor(const Schedule& s, const Scenario& sc, const ExecPlan
     BK_CUDA_CHECK(cudaEventCreate(&end_[i]));
   }
   BK_CUDA_CHECK(cudaEventCreate(&t0_));
-  BK_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&gate_host_), sizeof(int), cudaHostAllocMapped));
-  BK_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&gate_dev_), gate_host_, 0));
-  *gate_host_ = 1;
   first_acc_writer_.assign(rp_.buffers.size(), -1);
   for (const Slot& sl : rp_.slots)
     for (int id : sl.ops) {
@@ -79,8 +76,7 @@ RankExecutor::~RankExecutor() {
     cudaEventDestroy(e);
   if (t0_)
     cudaEventDestroy(t0_);
-  if (gate_host_)
-    cudaFreeHost(gate_host_);
+
   for (auto st : streams_)
     cudaStreamDestroy(st);
 }
@@ -165,16 +161,6 @@ std::vector<OpTime> RankExecutor::run_once(bool inject) {
   busy_ = true;
   if (inject && inj_.kind == InjectKind::HANG && inj_.rank == rank_)
     std::this_thread::sleep_for(std::chrono::hours(1)); // a process that stops answering; peers must time out
-  // the gate opens on every exit path (a throw while posting must not leave the GPU spinning)
-  struct Gate {
-    int* flag;
-    ~Gate() {
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      *reinterpret_cast<volatile int*>(flag) = 1;
-    }
-  } gate{gate_host_};
-  *reinterpret_cast<volatile int*>(gate_host_) = 0;
-  wait_host_flag(gate_dev_, uint64_t(opt_.timeout_s * 1e9), streams_[0]);
   BK_CUDA_CHECK(cudaEventRecord(t0_, streams_[0]));
   for (size_t i = 1; i < streams_.size(); ++i)
     BK_CUDA_CHECK(cudaStreamWaitEvent(streams_[i], t0_));
@@ -182,8 +168,6 @@ std::vector<OpTime> RankExecutor::run_once(bool inject) {
     touch(int(i), false);
     issue_slot(i, inject);
   }
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  *reinterpret_cast<volatile int*>(gate_host_) = 1;
   wait_done();
   busy_ = false;
   std::vector<OpTime> out;

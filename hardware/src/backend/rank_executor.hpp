@@ -39,9 +39,10 @@ public:
   void fill_inputs();
   /** Uploads every attention op's kernel plan (may synchronise): call before the first repetition. */
   void prepare();
-  /** One repetition; waits for it under the watchdog. `inject` arms the failure injection. All of it is
-   *  posted behind a device-side gate opened once posting is done, so op times are GPU time, not the host's
-   *  posting latency (NCCL's non-blocking posting took ~150 us per op on 2 H100s, 2026-11-27). */
+  /** One repetition; waits for it under the watchdog. `inject` arms the failure injection. Op times include
+   *  the host's posting latency: NCCL's non-blocking posting took ~150 us per op on 2 H100s (2026-11-27), and a
+   *  device-side gate that held the streams until everything was posted stalled that posting (ncclGroupEnd
+   *  stayed in progress until the 60 s timeout), so it was removed. */
   std::vector<OpTime> run_once(bool inject);
 
   /** For the rank's watchdog thread: whether a repetition is under way, when it last progressed, and where. */
@@ -78,8 +79,6 @@ private:
   char* arena_ = nullptr;
   int64_t allocated_bytes_ = 0;
   std::vector<int> first_acc_writer_; // per buffer: the op that zeroes an accumulator before writing it
-  int* gate_host_ = nullptr;          // mapped pinned flag: 0 holds stream 0 (and so every stream), 1 opens
-  int* gate_dev_ = nullptr;
   std::atomic<bool> busy_{false};
   std::atomic<int64_t> progress_ns_{0};
   std::atomic<int> slot_{-1};
