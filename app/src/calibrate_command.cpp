@@ -134,8 +134,12 @@ int cmd_calibrate(const CalibrateOptions& o) {
   calib::RawMeasurements raw;
   std::string raw_file;
   if (!o.from_raw.empty()) {
-    raw = calib::load_raw(o.from_raw);
-    raw_file = o.from_raw;
+    std::vector<calib::RawMeasurements> runs;
+    for (const auto& f : o.from_raw) {
+      runs.push_back(calib::load_raw(f));
+      raw_file += (raw_file.empty() ? "" : " + ") + f;
+    }
+    raw = calib::merge_raw(runs, o.from_raw);
   } else {
     calib::SweepOptions check;
     calib::select_sweeps(check, o.sweeps); // a bad list is the user's error whatever the machine
@@ -162,7 +166,7 @@ int cmd_calibrate(const CalibrateOptions& o) {
   const ClusterSpec c = cluster_from_json(builtin_hardware(hw), hw);
   calib::Profile p = calib::fit_profile(raw, c.gpu.hbm_bytes_per_s);
   p.name = fs::path(o.out).stem().string();
-  p.source = o.from_raw.empty() ? "gpu sweep" : "from raw " + o.from_raw;
+  p.source = o.from_raw.empty() ? "gpu sweep" : "from raw " + raw_file;
   p.raw_file = raw_file;
   save_json_file(o.out, calib::profile_to_json(p), 2);
   print_profile(p);

@@ -43,7 +43,9 @@ int main(int argc, char** argv) {
   auto* ca = app.add_subcommand("calibrate", "Run calibration sweeps on the local GPUs (or fit recorded ones) and write a profile");
   ca->add_option("--out", cal.out, "Profile to write (hardware/profiles/<name>.json)")->required();
   ca->add_option("--hardware", cal.hardware, "Built-in description of this machine (the sweeps are planned for it)");
-  ca->add_option("--from-raw", cal.from_raw, "Fit these raw measurements (results/calibration/.../raw.json) instead of running sweeps");
+  ca->add_option("--from-raw", cal.from_raw,
+                 "Fit these raw measurements (results/calibration/.../raw.json) instead of running sweeps; repeat it to "
+                 "join runs on one GPU model (kernels on one GPU, links on two)");
   ca->add_option("--raw-dir", cal.raw_dir, "Folder for plans, measured results, logs and raw.json (default results/calibration/<UTC>_<hardware>)");
   ca->add_option("--gpus", cal.gpus, "GPUs to use (default: all visible, up to the node's)");
   ca->add_flag("--quick", cal.quick, "A small sweep grid (a first look, a smoke test)");

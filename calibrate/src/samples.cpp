@@ -1,6 +1,7 @@
 // Raw measurement files (see samples.hpp).
 #include "cpsim/calibrate/samples.hpp"
 
+#include <algorithm>
 #include <limits>
 
 namespace cpsim::calib {
@@ -142,6 +143,47 @@ RawMeasurements raw_from_json(const Json& j, const std::string& where) {
 
 RawMeasurements load_raw(const std::string& path) {
   return raw_from_json(load_json_file(path), "raw measurements '" + path + "'");
+}
+
+RawMeasurements merge_raw(const std::vector<RawMeasurements>& runs, const std::vector<std::string>& names) {
+  if (runs.empty())
+    throw UserError("no raw measurements to merge");
+  auto name = [&](size_t i) { return i < names.size() ? "'" + names[i] + "'" : "run " + std::to_string(i); };
+  RawMeasurements m = runs[0];
+  for (size_t i = 1; i < runs.size(); ++i) {
+    const RawMeasurements& r = runs[i];
+    if (r.gpu_name != m.gpu_name || r.sm_count != m.sm_count)
+      throw UserError("raw measurements " + name(i) + " were taken on " + r.gpu_name + " (" + std::to_string(r.sm_count) +
+                      " SMs) but " + name(0) + " on " + m.gpu_name + " (" + std::to_string(m.sm_count) +
+                      " SMs): one profile describes one GPU model");
+    if (r.tile_m != m.tile_m || r.tile_n != m.tile_n)
+      throw UserError("raw measurements " + name(i) + " use " + std::to_string(r.tile_m) + "x" + std::to_string(r.tile_n) +
+                      " tiles but " + name(0) + " " + std::to_string(m.tile_m) + "x" + std::to_string(m.tile_n));
+    m.kernels.insert(m.kernels.end(), r.kernels.begin(), r.kernels.end());
+    m.comms.insert(m.comms.end(), r.comms.begin(), r.comms.end());
+    m.overlaps.insert(m.overlaps.end(), r.overlaps.begin(), r.overlaps.end());
+    m.not_calibrated.insert(m.not_calibrated.end(), r.not_calibrated.begin(), r.not_calibrated.end());
+    if (r.gpus > m.gpus) { // the description of the larger machine covers both
+      m.gpus = r.gpus;
+      m.hardware = r.hardware;
+      m.hardware_gpu = r.hardware_gpu;
+    }
+    if (m.date_utc.find(r.date_utc) == std::string::npos)
+      m.date_utc += " + " + r.date_utc;
+    if (m.git_sha.find(r.git_sha) == std::string::npos)
+      m.git_sha += " + " + r.git_sha;
+  }
+  auto starts = [](const std::string& s, const char* p) { return s.rfind(p, 0) == 0; };
+  std::vector<std::string> notes;
+  for (const std::string& n : m.not_calibrated) {
+    const bool covered = (starts(n, "kernel:") && !m.kernels.empty()) || (starts(n, "comm:") && !m.comms.empty()) ||
+                         (starts(n, "overlap:") && !m.overlaps.empty()) ||
+                         (starts(n, "communication and overlap") && !m.comms.empty() && !m.overlaps.empty());
+    if (!covered && std::find(notes.begin(), notes.end(), n) == notes.end())
+      notes.push_back(n);
+  }
+  m.not_calibrated = notes;
+  return m;
 }
 
 } // namespace cpsim::calib

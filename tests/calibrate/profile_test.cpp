@@ -93,3 +93,48 @@ TEST_CASE("calibrate::samples: raw measurements round trip and strict reading") 
   bad["comm_samples"][0]["op"] = "broadcast";
   CHECK_THROWS_WITH(raw_from_json(bad, "raw"), Catch::Contains("comm_samples[0].op"));
 }
+
+TEST_CASE("calibrate::samples: kernels measured on one GPU and links on two join into one set") {
+  RawMeasurements one;
+  one.gpu_name = one.hardware_gpu = "NVIDIA H100 80GB HBM3";
+  one.sm_count = 132;
+  one.gpus = 1;
+  one.hardware = "h100-sxm-1";
+  one.date_utc = "d1";
+  one.git_sha = "s1";
+  KernelSample k;
+  k.plan = "k1";
+  k.mask = "causal";
+  k.x = {Direction::FORWARD, 128, 16, 30, 6, 1e6, 1024};
+  k.measured_s = 1e-4;
+  one.kernels = {k, k};
+  one.not_calibrated = {"communication and overlap: one GPU only", "inter_node links: calibrate runs on the GPUs of one node"};
+  RawMeasurements two = one;
+  two.gpus = 2;
+  two.hardware = "h100-sxm-2";
+  two.date_utc = "d2";
+  two.git_sha = "s2";
+  two.kernels.clear();
+  two.comms = {{"p2p_intra_node", "intra_node", "p2p", 2, 4096, 4096, 2e-5}};
+  two.overlaps = {{"o", 1e-3, 1.1e-3, 2e-3, 2.2e-3}};
+  two.not_calibrated = {"kernel: not selected (--sweeps comm,overlap)", "inter_node links: calibrate runs on the GPUs of one node",
+                        "reduce_scatter: 1 of 1 plans did not run"};
+  RawMeasurements m = merge_raw({one, two}, {"a.json", "b.json"});
+  CHECK(m.kernels.size() == 2);
+  CHECK(m.comms.size() == 1);
+  CHECK(m.overlaps.size() == 1);
+  CHECK(m.gpus == 2);
+  CHECK(m.hardware == "h100-sxm-2");
+  CHECK(m.date_utc == "d1 + d2");
+  // what the other run measured is no longer "not calibrated"; what nobody measured stays, once
+  CHECK(m.not_calibrated == std::vector<std::string>{"inter_node links: calibrate runs on the GPUs of one node",
+                                                      "reduce_scatter: 1 of 1 plans did not run"});
+  RawMeasurements other = two;
+  other.gpu_name = "NVIDIA H200";
+  CHECK_THROWS_WITH(merge_raw({one, other}, {"a.json", "c.json"}),
+                    Catch::Contains("'c.json'") && Catch::Contains("NVIDIA H200") && Catch::Contains("one GPU model"));
+  other = two;
+  other.tile_n = 64;
+  CHECK_THROWS_WITH(merge_raw({one, other}, {"a.json", "c.json"}), Catch::Contains("tiles"));
+  CHECK_THROWS(merge_raw({}, {}));
+}

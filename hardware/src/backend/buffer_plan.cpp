@@ -69,6 +69,9 @@ void find_results(const RankProgram& p, const std::vector<bool>& written, RankEx
 
 bool is_two_plane(const std::string& t) { return t == "kv" || t == "dkv" || t == "dkv_acc"; }
 bool is_lse(const std::string& t) { return t == "lse" || t == "lse_acc"; }
+std::string tensor_family(const std::string& t) {
+  return t.size() > 4 && t.compare(t.size() - 4, 4, "_acc") == 0 ? t.substr(0, t.size() - 4) : t;
+}
 
 void place_buffers(const Schedule& s, const Workload& w, const ExecutionGraph& g, RankExecPlan& rp) {
   const RankProgram& p = s.ranks[size_t(rp.rank)];

@@ -14,5 +14,7 @@ void plan_collectives(const Schedule& s, const Workload& w, ExecPlan& plan);
 /** K and V travel together in these tensors (two planes). */
 bool is_two_plane(const std::string& tensor);
 bool is_lse(const std::string& tensor);
+/** The tensor an accumulator accumulates ("dq_acc" -> "dq"); other names unchanged. */
+std::string tensor_family(const std::string& tensor);
 
 } // namespace cpsim::backend

@@ -167,6 +167,29 @@ void check_p2p_order(const Schedule& s, const ExecPlan& plan) {
 
 } // namespace
 
+namespace {
+/** Fills rp.zero_before: the first attention op (in issue order) that writes each accumulator or dK/dV buffer. */
+void plan_zeroing(const RankProgram& p, RankExecPlan& rp) {
+  std::vector<bool> done(rp.buffers.size(), false);
+  for (const Slot& sl : rp.slots)
+    for (int id : sl.ops) {
+      const Op& op = p.ops[size_t(id)];
+      if (op.kind != OpKind::ATTENTION)
+        continue;
+      for (const auto& n : op.writes) {
+        const int b = rp.buffer_index.at(n);
+        const std::string& t = rp.buffers[size_t(b)].tensor;
+        const std::string f = tensor_family(t);
+        const bool acc = t != f, grad_kv = f == "dkv" || f == "dk" || f == "dv";
+        if ((acc || grad_kv) && !done[size_t(b)]) {
+          done[size_t(b)] = true;
+          rp.zero_before[id].push_back(b);
+        }
+      }
+    }
+}
+} // namespace
+
 ExecPlan make_exec_plan(const Schedule& s, const Workload& w) {
   validate_schedule(s);
   ExecutionGraph g(s);
@@ -227,6 +250,7 @@ ExecPlan make_exec_plan(const Schedule& s, const Workload& w) {
       for (const AttnSegment& seg : op.segments)
         segs.push_back(map_segment(p.rank, op, seg, *q, *kv));
     }
+    plan_zeroing(p, rp);
     plan.ranks.push_back(std::move(rp));
   }
   plan_collectives(s, w, plan);

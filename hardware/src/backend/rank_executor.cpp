@@ -1,6 +1,7 @@
 // Slot issue, op implementations and the completion watchdog of RankExecutor.
 #include "rank_executor.hpp"
 
+#include "buffer_plan.hpp"
 #include "gpu_check.hpp"
 #include "helper_kernels.hpp"
 
@@ -13,10 +14,6 @@
 namespace cpsim::backend {
 
 namespace {
-bool ends_with(const std::string& s, const std::string& x) {
-  return s.size() >= x.size() && s.compare(s.size() - x.size(), x.size(), x) == 0;
-}
-std::string family(const std::string& t) { return ends_with(t, "_acc") ? t.substr(0, t.size() - 4) : t; }
 int input_tensor_id(const std::string& t, int plane) {
   if (t == "q")
     return 1;
@@ -48,23 +45,6 @@ RankExecutor::RankExecutor(const Schedule& s, const Scenario& sc, const ExecPlan
     BK_CUDA_CHECK(cudaEventCreate(&end_[i]));
   }
   BK_CUDA_CHECK(cudaEventCreate(&t0_));
-  first_acc_writer_.assign(rp_.buffers.size(), -1);
-  for (const Slot& sl : rp_.slots)
-    for (int id : sl.ops) {
-      const Op& op = s_.ranks[size_t(rank_)].ops[size_t(id)];
-      if (op.kind != OpKind::ATTENTION)
-        continue;
-      for (const auto& n : op.writes) {
-        int b = rp_.buffer_index.at(n);
-        // accumulators start at zero, and so do dK/dV outputs: the kernels write only the key rows of the
-        // op's rectangles that some query sees, and a merge adds the whole buffer (zigzag's dKV of the
-        // other rank's first chunk only: 9 % off on 2 H100s, 2026-11-27, before this)
-        const std::string f = family(rp_.buffers[size_t(b)].tensor);
-        const bool grad_kv = f == "dkv" || f == "dk" || f == "dv";
-        if ((ends_with(rp_.buffers[size_t(b)].tensor, "_acc") || grad_kv) && first_acc_writer_[size_t(b)] < 0)
-          first_acc_writer_[size_t(b)] = id;
-      }
-    }
 }
 
 RankExecutor::~RankExecutor() {
@@ -318,6 +298,9 @@ void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
 }
 
 void RankExecutor::issue_attention(const Op& op, cudaStream_t st) {
+  if (auto z = rp_.zero_before.find(op.id); z != rp_.zero_before.end())
+    for (int b : z->second)
+      BK_CUDA_CHECK(cudaMemsetAsync(ptr(b), 0, size_t(rp_.buffers[size_t(b)].bytes), st));
   AttnCall c;
   c.mask = &mask_;
   c.segments = &rp_.segments.at(op.id);
@@ -349,9 +332,7 @@ void RankExecutor::issue_attention(const Op& op, cudaStream_t st) {
   for (const auto& n : op.writes) {
     int b = rp_.buffer_index.at(n);
     const BufferPlacement& bp = rp_.buffers[size_t(b)];
-    if (first_acc_writer_[size_t(b)] == op.id)
-      BK_CUDA_CHECK(cudaMemsetAsync(ptr(b), 0, size_t(bp.bytes), st));
-    const std::string f = family(bp.tensor);
+    const std::string f = tensor_family(bp.tensor);
     if (f == "o")
       c.o = block_of(b);
     else if (f == "lse")
@@ -417,7 +398,7 @@ void RankExecutor::issue_merge(const Op& op, cudaStream_t st) {
     bool first = true;
     for (const auto& r : op.reads) {
       const BufferPlacement& rb = rp_.buffer(r);
-      if (r == n || family(rb.tensor) != family(wb.tensor))
+      if (r == n || tensor_family(rb.tensor) != tensor_family(wb.tensor))
         continue;
       const int64_t elems = wb.rows * wb.width * wb.planes;
       if (rb.rows * rb.width * rb.planes != elems)

@@ -78,7 +78,6 @@ private:
   cudaEvent_t t0_ = nullptr;
   char* arena_ = nullptr;
   int64_t allocated_bytes_ = 0;
-  std::vector<int> first_acc_writer_; // per buffer: the op that zeroes an accumulator before writing it
   std::atomic<bool> busy_{false};
   std::atomic<int64_t> progress_ns_{0};
   std::atomic<int> slot_{-1};

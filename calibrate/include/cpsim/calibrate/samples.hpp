@@ -60,5 +60,11 @@ Json raw_to_json(const RawMeasurements& r);
 /** Strict reading; UserError naming the sample and key. */
 RawMeasurements raw_from_json(const Json& j, const std::string& where);
 RawMeasurements load_raw(const std::string& path);
+/**
+ * One set of measurements from several runs on the same GPU model (kernel sweeps on one GPU, link sweeps on
+ * two, say): samples are joined; a "not calibrated" note about a sweep group that another run did measure is
+ * dropped. UserError when the GPU models or tile shapes differ. `names` label the runs in errors.
+ */
+RawMeasurements merge_raw(const std::vector<RawMeasurements>& runs, const std::vector<std::string>& names);
 
 } // namespace cpsim::calib

@@ -95,6 +95,10 @@ struct RankExecPlan {
   std::map<int, std::vector<SegmentRows>> segments; // attention op -> its rectangles in buffer rows
   std::map<int, CollectivePlan> collectives;        // collective op -> pieces
   std::map<std::string, int> results;               // o, lse, dq, dk, dv, dkv -> buffer index read back by --check
+  // attention op -> buffers zeroed right before it, every repetition: accumulators (the op adds into them)
+  // and dK/dV outputs, of which the kernels write only the key rows some query of the op sees while a later
+  // merge adds the whole buffer (zigzag's backward step on the other rank's KV covers its first chunk only)
+  std::map<int, std::vector<int>> zero_before;
   int64_t arena_bytes = 0;   // buffers, with reuse only where the IR orders the lifetimes
   int64_t staging_bytes = 0; // packing space of collectives, after the arena
   int64_t predicted_peak_bytes = 0;
