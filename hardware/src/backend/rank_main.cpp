@@ -34,6 +34,17 @@ Json device_json(int dev) {
           {"nccl", nccl}, {"host", host}};
 }
 
+/** One write per message: the ranks share the launcher's stderr, and fprintf's pieces interleaved there. */
+void say(std::string line) {
+  line += "\n";
+  for (size_t off = 0; off < line.size();) {
+    const ssize_t n = ::write(2, line.data() + off, line.size() - off);
+    if (n <= 0)
+      return;
+    off += size_t(n);
+  }
+}
+
 Json times_json(const std::vector<OpTime>& t) {
   Json a = Json::array();
   for (const auto& x : t)
@@ -78,9 +89,9 @@ int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const 
         const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                                 std::chrono::steady_clock::now().time_since_epoch()).count();
         if (ex.busy() && now - ex.last_progress_ns() > limit_ns) {
-          std::fprintf(stderr, "cpsim: rank %d (GPU %d): watchdog: no progress for %.0f s while %s; a peer may have died or hung\n",
-                       rank, dev, double(now - ex.last_progress_ns()) * 1e-9, ex.where().c_str());
-          std::fflush(stderr);
+          say("cpsim: rank " + std::to_string(rank) + " (GPU " + std::to_string(dev) + "): watchdog: no progress for " +
+              std::to_string(int(double(now - ex.last_progress_ns()) * 1e-9)) + " s while " + ex.where() +
+              "; a peer may have died or hung");
           _exit(3);
         }
       }
@@ -127,12 +138,12 @@ int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const 
     publish_file(o.rendezvous_dir, "rank_" + std::to_string(rank) + ".json", report.dump());
     return 0;
   } catch (const UserError& e) {
-    std::fprintf(stderr, "cpsim: rank %d: error: %s\n", rank, e.what());
+    say("cpsim: rank " + std::to_string(rank) + ": error: " + e.what());
     if (comms)
       comms->abort_all();
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "cpsim: rank %d (GPU %d): %s\n", rank, dev, e.what());
+    say("cpsim: rank " + std::to_string(rank) + " (GPU " + std::to_string(dev) + "): " + e.what());
     std::fflush(stderr);
     // ncclCommAbort may itself wait on a kernel stuck on the dead peer (suspected in the 2026-11-23
     // hang test): give it a few seconds on its own thread, then leave regardless
