@@ -12,8 +12,18 @@
 namespace cpsim {
 
 namespace {
-/** Divisor that brings the largest weight to at most `cap` (so that sums stay inside idx_t). */
-int64_t scale_for(int64_t max_weight, int64_t cap) { return max_weight <= cap ? 1 : (max_weight + cap - 1) / cap; }
+
+// METIS sums weights in idx_t (32 bits): a constraint's total past 2^31 wraps negative, coarsening
+// then matches nothing and the partition ignores the balance bounds (DCP's 256-token blocks did).
+// Half the range leaves room for the part bounds METIS derives from a total (total x imbalance / parts).
+constexpr int64_t kMaxWeightTotal = int64_t(1) << 30;
+
+/** Divisor that brings the largest weight to at most `cap` and the sum of all to at most kMaxWeightTotal. */
+int64_t scale_for(int64_t max_weight, int64_t cap, int64_t total) {
+  auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+  return std::max({int64_t(1), ceil_div(max_weight, cap), ceil_div(total, kMaxWeightTotal)});
+}
+
 } // namespace
 
 std::vector<int> partition_graph(const WeightedGraph& g, int parts, const std::vector<double>& imbalance) {
@@ -30,7 +40,7 @@ std::vector<int> partition_graph(const WeightedGraph& g, int parts, const std::v
   }
   // Adjacency with parallel edges merged; self loops carry no cut and are dropped.
   std::vector<std::map<int, int64_t>> adj(static_cast<size_t>(n));
-  int64_t max_edge = 1;
+  int64_t max_edge = 1, edge_total = 0; // edge_total: both directions, as METIS sums them
   for (const GraphEdge& e : g.edges) {
     CPSIM_ASSERT(e.u >= 0 && e.u < n && e.v >= 0 && e.v < n, "graph edge names a missing vertex");
     if (e.u == e.v)
@@ -39,6 +49,7 @@ std::vector<int> partition_graph(const WeightedGraph& g, int parts, const std::v
     a += e.weight;
     adj[size_t(e.v)][e.u] = a;
     max_edge = std::max(max_edge, a);
+    edge_total += 2 * e.weight;
   }
   if (std::all_of(adj.begin(), adj.end(), [](const auto& a) { return a.empty(); })) {
     // No edge to cut: largest total weight first onto the lightest part (METIS wants edges).
@@ -60,7 +71,7 @@ std::vector<int> partition_graph(const WeightedGraph& g, int parts, const std::v
     }
     return p;
   }
-  const int64_t edge_div = scale_for(max_edge, 1000);
+  const int64_t edge_div = scale_for(max_edge, 1000, edge_total);
   std::vector<idx_t> xadj{0}, adjncy, adjwgt;
   for (int u = 0; u < n; ++u) {
     for (auto [v, w] : adj[size_t(u)]) {
@@ -71,10 +82,12 @@ std::vector<int> partition_graph(const WeightedGraph& g, int parts, const std::v
   }
   std::vector<idx_t> vwgt(g.vertex_weight.size());
   for (int c = 0; c < g.ncon; ++c) {
-    int64_t mx = 1;
-    for (int u = 0; u < n; ++u)
+    int64_t mx = 1, total = 0;
+    for (int u = 0; u < n; ++u) {
       mx = std::max(mx, g.vertex_weight[size_t(u * g.ncon + c)]);
-    const int64_t div = scale_for(mx, 100000);
+      total += g.vertex_weight[size_t(u * g.ncon + c)];
+    }
+    const int64_t div = scale_for(mx, 100000, total);
     for (int u = 0; u < n; ++u)
       vwgt[size_t(u * g.ncon + c)] = idx_t(g.vertex_weight[size_t(u * g.ncon + c)] / div);
   }
