@@ -28,7 +28,7 @@ DcpOptions dcp_options_from(const Scenario& sc) {
   if (o.head_block % per_kv != 0 && per_kv % o.head_block != 0)
     r.fail("head_block", "must divide or be a multiple of the " + std::to_string(per_kv) +
                              " query heads of one KV head (GQA), so that a head block reads whole KV heads");
-  o.stages = int(r.get_int_or("stages", 4, 1, 64));
+  o.stages = int(r.get_int_or("stages", 4, 1, kDcpMaxStages));
   o.eps_comp = r.get_number_or("eps_comp", 0.1, 0.0, 10.0);
   o.eps_mem = r.get_number_or("eps_mem", 0.2, 0.0, 10.0);
   if (o.eps_comp <= 0.0)
