@@ -170,8 +170,8 @@ DcpPlan plan_dcp(const Scenario& sc, const MaskGeometry& mask, const DcpOptions&
   if (W > gpn && W % gpn == 0) {
     p.nodes = W / gpn;
     // Machines first, on the graph with the head blocks of each (query block, key block) merged:
-    // METIS's coarsening stalls on the star-shaped block graph, so the smaller graph keeps the
-    // first level fast; the GPUs of a node then split the head blocks again.
+    // head_blocks times fewer work vertices keep the first level fast; the GPUs of a node then
+    // split the head blocks again.
     std::vector<int> pair_of(static_cast<size_t>(g.vertices()));
     int groups = nd;
     for (int b = 0; b < nd; ++b)
