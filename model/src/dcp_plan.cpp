@@ -28,7 +28,7 @@ DcpOptions dcp_options_from(const Scenario& sc) {
   if (o.head_block % per_kv != 0 && per_kv % o.head_block != 0)
     r.fail("head_block", "must divide or be a multiple of the " + std::to_string(per_kv) +
                              " query heads of one KV head (GQA), so that a head block reads whole KV heads");
-  o.stages = int(r.get_int_or("stages", 4, 1, 64));
+  o.stages = int(r.get_int_or("stages", 4, 1, kDcpMaxStages));
   o.eps_comp = r.get_number_or("eps_comp", 0.1, 0.0, 10.0);
   o.eps_mem = r.get_number_or("eps_mem", 0.2, 0.0, 10.0);
   if (o.eps_comp <= 0.0)
@@ -62,21 +62,24 @@ int64_t dcp_block_heuristic(const std::vector<int64_t>& seq_lens, int devices, d
 
 namespace {
 
-/** Partition of the vertices `sub` of `g` into `parts`, keeping only edges inside `sub`. */
-std::vector<int> partition_subset(const WeightedGraph& g, const std::vector<int>& sub, int parts, double eps_comp,
-                                  double eps_mem) {
-  std::vector<int> local(static_cast<size_t>(g.vertices()), -1);
-  WeightedGraph s;
-  s.ncon = g.ncon;
-  for (int v : sub) {
-    local[size_t(v)] = s.vertices();
+/** The subgraph of each part (vertices in their order in `g`, edges between parts dropped) and its vertices. */
+std::vector<std::pair<WeightedGraph, std::vector<int>>> split_by_part(const WeightedGraph& g, const std::vector<int>& part,
+                                                                      int parts) {
+  std::vector<std::pair<WeightedGraph, std::vector<int>>> out(static_cast<size_t>(parts));
+  for (auto& sub : out)
+    sub.first.ncon = g.ncon;
+  std::vector<int> local(static_cast<size_t>(g.vertices()));
+  for (int v = 0; v < g.vertices(); ++v) {
+    auto& [s, members] = out[size_t(part[size_t(v)])];
+    local[size_t(v)] = int(members.size());
+    members.push_back(v);
     for (int c = 0; c < g.ncon; ++c)
       s.vertex_weight.push_back(g.vertex_weight[size_t(v * g.ncon + c)]);
   }
   for (const GraphEdge& e : g.edges)
-    if (local[size_t(e.u)] >= 0 && local[size_t(e.v)] >= 0)
-      s.edges.push_back({local[size_t(e.u)], local[size_t(e.v)], e.weight});
-  return partition_graph(s, parts, {1.0 + eps_comp, 1.0 + eps_mem});
+    if (part[size_t(e.u)] == part[size_t(e.v)])
+      out[size_t(part[size_t(e.u)])].first.edges.push_back({local[size_t(e.u)], local[size_t(e.v)], e.weight});
+  return out;
 }
 
 /** The graph with vertex v merged into group[v]: weights and parallel edges summed, inner edges dropped. */
@@ -144,6 +147,8 @@ DcpPlan plan_dcp(const Scenario& sc, const MaskGeometry& mask, const DcpOptions&
   const int nd = int(p.blocks.size());
   WeightedGraph g;
   g.ncon = 2;
+  g.vertex_weight.reserve(2 * (size_t(nd) + p.work.size()));
+  g.edges.reserve(2 * p.work.size());
   for (const auto& b : p.blocks) {
     g.vertex_weight.push_back(0);
     g.vertex_weight.push_back(b.tokens());
@@ -165,8 +170,8 @@ DcpPlan plan_dcp(const Scenario& sc, const MaskGeometry& mask, const DcpOptions&
   if (W > gpn && W % gpn == 0) {
     p.nodes = W / gpn;
     // Machines first, on the graph with the head blocks of each (query block, key block) merged:
-    // METIS's coarsening stalls on the star-shaped block graph, so the smaller graph keeps the
-    // first level fast; the GPUs of a node then split the head blocks again.
+    // head_blocks times fewer work vertices keep the first level fast; the GPUs of a node then
+    // split the head blocks again.
     std::vector<int> pair_of(static_cast<size_t>(g.vertices()));
     int groups = nd;
     for (int b = 0; b < nd; ++b)
@@ -181,19 +186,15 @@ DcpPlan plan_dcp(const Scenario& sc, const MaskGeometry& mask, const DcpOptions&
     std::vector<int> node(static_cast<size_t>(g.vertices()));
     for (int v = 0; v < g.vertices(); ++v)
       node[size_t(v)] = pair_node[size_t(pair_of[size_t(v)])];
+    const auto node_graphs = split_by_part(g, node, p.nodes);
     for (int n = 0; n < p.nodes; ++n) {
-      std::vector<int> sub;
-      for (int v = 0; v < g.vertices(); ++v)
-        if (node[size_t(v)] == n)
-          sub.push_back(v);
-      std::vector<int> local = partition_subset(g, sub, gpn, o.eps_comp, o.eps_mem);
-      for (size_t k = 0; k < sub.size(); ++k)
-        device[size_t(sub[k])] = n * gpn + local[k];
+      const auto& [sub, members] = node_graphs[size_t(n)];
+      const std::vector<int> local = partition_graph(sub, gpn, {1.0 + o.eps_comp, 1.0 + o.eps_mem});
+      for (size_t k = 0; k < members.size(); ++k)
+        device[size_t(members[k])] = n * gpn + local[k];
     }
   } else {
-    std::vector<int> all(static_cast<size_t>(g.vertices()));
-    std::iota(all.begin(), all.end(), 0);
-    device = partition_subset(g, all, W, o.eps_comp, o.eps_mem);
+    device = partition_graph(g, W, {1.0 + o.eps_comp, 1.0 + o.eps_mem});
   }
   for (int b = 0; b < nd; ++b)
     p.blocks[size_t(b)].device = device[size_t(b)];

@@ -147,6 +147,68 @@ TEST_CASE("model::dcp: compute balances within the bound plus one work block, st
   CHECK(mx <= (1.0 + 0.1) * total / W + biggest);
 }
 
+TEST_CASE("model::dcp: 35k work blocks on two nodes: each placed once, both levels balanced, deterministic") {
+  // Enough full 256-token blocks that the partitioner's weights add up past 32 bits (they once
+  // wrapped, and the machines then held up to 1.8x their share of tokens). METIS treats the bounds
+  // as targets; this batch meets each level's, up to one block.
+  const int W = 16, gpn = 8, T = 4;
+  const int64_t B = 256;
+  Scenario sc = dcp_scenario(W, {65536, 16384}, kCausal, Json{{"block", B}, {"stages", T}});
+  MaskGeometry m(sc.workload);
+  const DcpOptions o = dcp_options_from(sc);
+  const DcpPlan p = plan_dcp(sc, m, o);
+  REQUIRE(p.nodes == 2);
+  REQUIRE(p.work.size() > 30000);
+  std::set<std::tuple<int, int, int>> seen;
+  std::vector<double> tokens(size_t(W), 0.0), compute(size_t(W), 0.0);
+  double biggest = 0;
+  int misplaced = 0, misstaged = 0;
+  for (const DcpWork& w : p.work) {
+    seen.insert({w.q_block, w.kv_block, w.head_block});
+    if (w.device < 0 || w.device >= W) {
+      ++misplaced;
+      continue;
+    }
+    const bool local = p.blocks[size_t(w.q_block)].device == w.device && p.blocks[size_t(w.kv_block)].device == w.device;
+    misstaged += local ? w.stage != 0 : (w.stage < 1 || w.stage > T);
+    compute[size_t(w.device)] += double(w.cells);
+    biggest = std::max(biggest, double(w.cells));
+  }
+  for (const DcpDataBlock& b : p.blocks) {
+    REQUIRE((b.device >= 0 && b.device < W));
+    tokens[size_t(b.device)] += double(b.tokens());
+  }
+  CHECK(seen.size() == p.work.size());
+  CHECK(misplaced == 0);
+  CHECK(misstaged == 0);
+  // a range of devices within `bound` x its mean, plus one vertex
+  auto within = [](const std::vector<double>& v, int first, int count, double bound, double slack) {
+    const double total = std::accumulate(v.begin() + first, v.begin() + first + count, 0.0);
+    return *std::max_element(v.begin() + first, v.begin() + first + count) <= bound * total / count + slack;
+  };
+  std::vector<double> node_tokens(2, 0.0), node_compute(2, 0.0);
+  for (int d = 0; d < W; ++d) {
+    node_tokens[size_t(d / gpn)] += tokens[size_t(d)];
+    node_compute[size_t(d / gpn)] += compute[size_t(d)];
+  }
+  CHECK(within(node_tokens, 0, 2, 1 + o.eps_mem, double(B)));
+  CHECK(within(node_compute, 0, 2, 1 + o.eps_comp * o.inter_node_factor, biggest));
+  for (int n = 0; n < 2; ++n) {
+    INFO("node " << n);
+    CHECK(within(tokens, n * gpn, gpn, 1 + o.eps_mem, double(B)));
+    CHECK(within(compute, n * gpn, gpn, 1 + o.eps_comp, biggest));
+  }
+  auto placement = [](const DcpPlan& x) {
+    std::vector<int> v;
+    for (const DcpWork& w : x.work)
+      v.insert(v.end(), {w.device, w.stage});
+    for (const DcpDataBlock& b : x.blocks)
+      v.push_back(b.device);
+    return v;
+  };
+  CHECK(placement(plan_dcp(sc, m, o)) == placement(p));
+}
+
 TEST_CASE("model::dcp: resident buffers hold the owned token blocks") {
   const int H = 4, G = 2, D = 64, e = 2;
   Scenario sc = dcp_scenario(4, {128, 64}, kCausal, Json{{"block", 16}}, H, G, "h100-sxm-8");

@@ -12,13 +12,17 @@
 #include "cpsim/model/schedule_generator.hpp"
 
 #include <algorithm>
+#include <bitset>
 #include <map>
-#include <set>
 #include <tuple>
 
 namespace cpsim {
 
 namespace dcp {
+
+namespace {
+const std::string kLocalQ = "q", kLocalKv = "kv"; // the resident buffers a work block reads when local
+} // namespace
 
 StageInputs emit_stage_fetches(ScheduleBuilder& b, int r, int comm, int stages, const Fetches& fx,
                                const std::vector<int>& send_deps, StageTags tags, const std::string& label,
@@ -55,6 +59,50 @@ StageInputs emit_stage_fetches(ScheduleBuilder& b, int r, int comm, int stages, 
 
 using namespace dcp;
 
+namespace {
+
+/** A (device, q block, head block) whose output the device computes part of, and the stages it does so in. */
+struct Partial {
+  int device = 0, q_block = 0, head_block = 0;
+  std::bitset<kDcpMaxStages + 1> stages;
+
+  auto key() const { return std::tie(device, q_block, head_block); }
+};
+
+/** One Partial per (device, q block, head block) that has work, in that order. */
+std::vector<Partial> partials_of_plan(const DcpPlan& plan) {
+  // (device, q block, head block, stage) packed into one integer that sorts like the tuple
+  const int64_t blocks = int64_t(plan.blocks.size()), heads = plan.head_blocks, stages = kDcpMaxStages + 1;
+  std::vector<int64_t> packed;
+  packed.reserve(plan.work.size());
+  for (const DcpWork& wk : plan.work)
+    packed.push_back(((wk.device * blocks + wk.q_block) * heads + wk.head_block) * stages + wk.stage);
+  std::sort(packed.begin(), packed.end());
+  std::vector<Partial> out;
+  for (int64_t x : packed) {
+    const int64_t key = x / stages;
+    const Partial p{int(key / heads / blocks), int(key / heads % blocks), int(key % heads), {}};
+    if (out.empty() || out.back().key() != p.key())
+      out.push_back(p);
+    out.back().stages.set(size_t(x % stages));
+  }
+  return out;
+}
+
+/** The distinct names among `names`, sorted: the order an op lists the buffers it reads. */
+std::vector<std::string> sorted_names(std::vector<const std::string*> names) {
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end()); // one pointer per buffer
+  std::vector<std::string> out;
+  for (const std::string* n : names)
+    out.push_back(*n);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+} // namespace
+
 Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
   const DcpOptions opt = dcp_options_from(sc);
   const Workload& w = sc.workload;
@@ -72,35 +120,33 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
   const auto& kv_first = fx.kv_first;
 
   // ---- partial outputs: per (device, q block, head block) the stages that computed it
-  std::map<std::tuple<int, int, int>, std::set<int>> stages_of; // (device, q block, head block) -> stages
-  for (const DcpWork& wk : plan.work)
-    stages_of[{wk.device, wk.q_block, wk.head_block}].insert(wk.stage);
-  std::map<std::pair<int, int>, Message> out_msgs;                 // (src, owner) -> partials
-  std::map<std::pair<int, int>, int> contributors;                 // (q block, head block) -> remote devices
-  for (const auto& [key, st] : stages_of) {
-    auto [dev, blk, h] = key;
-    const auto& b = plan.blocks[size_t(blk)];
-    if (b.device == dev)
+  const std::vector<Partial> partials = partials_of_plan(plan);
+  std::vector<size_t> first_partial; // of each device, and the end
+  for (int r = 0; r <= W; ++r)
+    first_partial.push_back(size_t(std::lower_bound(partials.begin(), partials.end(), r,
+                                                    [](const Partial& p, int d) { return p.device < d; }) -
+                                   partials.begin()));
+  std::map<std::pair<int, int>, Message> out_msgs; // (src, owner) -> partials
+  std::vector<int> contributors(plan.blocks.size() * size_t(plan.head_blocks), 0); // remote devices per (q block, head block)
+  for (const Partial& pt : partials) {
+    const auto& b = plan.blocks[size_t(pt.q_block)];
+    if (b.device == pt.device)
       continue;
-    Message& m = out_msgs[{dev, b.device}];
+    Message& m = out_msgs[{pt.device, b.device}];
     add_slice(m.slices, b);
     m.bytes += b.tokens() * part_tok;
-    contributors[{blk, h}]++;
+    contributors[size_t(pt.q_block) * size_t(plan.head_blocks) + size_t(pt.head_block)]++;
   }
 
-  // per device: its work in (stage, head block) order, and its (q block, head block) -> stages
+  // per device: its work in (stage, head block) order
   const auto work_of = work_by_device(plan);
-  std::vector<std::vector<std::pair<int, const std::set<int>*>>> partials_of(static_cast<size_t>(W)); // (block, h)
-  std::vector<std::vector<int>> partial_head(static_cast<size_t>(W));
-  for (const auto& [key, st] : stages_of) {
-    partials_of[size_t(std::get<0>(key))].push_back({std::get<1>(key), &st});
-    partial_head[size_t(std::get<0>(key))].push_back(std::get<2>(key));
-  }
 
   ScheduleBuilder bld(sc, mask, "dcp", W);
   const int comp = bld.add_stream("compute", StreamKind::COMPUTE);
   const int comm = bld.add_stream("comm", StreamKind::COMM);
   for (int r = 0; r < W; ++r) {
+    const auto my_partials_begin = partials.begin() + std::ptrdiff_t(first_partial[size_t(r)]);
+    const auto my_partials_end = partials.begin() + std::ptrdiff_t(first_partial[size_t(r) + 1]);
     std::vector<TokenSlice> mine;
     int64_t tokens = 0;
     for (const auto& b : plan.blocks)
@@ -127,9 +173,9 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
       const std::string part = "o_part_s" + std::to_string(t);
       int64_t part_bytes = 0;
       std::vector<TokenSlice> part_slices;
-      for (const auto& [blk, st] : partials_of[size_t(r)])
-        if (st->count(t)) {
-          const auto& b = plan.blocks[size_t(blk)];
+      for (auto pt = my_partials_begin; pt != my_partials_end; ++pt)
+        if (pt->stages.test(size_t(t))) {
+          const auto& b = plan.blocks[size_t(pt->q_block)];
           part_bytes += b.tokens() * part_tok;
           add_slice(part_slices, b);
         }
@@ -143,16 +189,15 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
                                      [](const DcpWork* a, int stage) { return a->stage < stage; });
       for (int h = 0; h < plan.head_blocks; ++h) {
         std::vector<AttnSegment> segs;
-        std::set<std::string> reads;
+        std::vector<const std::string*> reads;
         for (; cursor != mine_work.end() && (*cursor)->stage == t && (*cursor)->head_block == h; ++cursor) {
           const DcpWork& wk = **cursor;
           const auto& qb = plan.blocks[size_t(wk.q_block)];
           const auto& kb = plan.blocks[size_t(wk.kv_block)];
           segs.push_back({qb.seq, {qb.begin, qb.end}, {kb.begin, kb.end}});
-          reads.insert(qb.device == r ? std::string("q")
-                                      : buf_from.at({q_first.at({r, wk.q_block, wk.head_block}), qb.device}));
-          reads.insert(kb.device == r ? std::string("kv")
-                                      : kv_buf_from.at({kv_first.at({r, wk.kv_block, kv_range(wk.head_block).first}), kb.device}));
+          reads.push_back(qb.device == r ? &kLocalQ : &buf_from.at({q_first.at({r, wk.q_block, wk.head_block}), qb.device}));
+          reads.push_back(kb.device == r ? &kLocalKv
+                                         : &kv_buf_from.at({kv_first.at({r, wk.kv_block, kv_range(wk.head_block).first}), kb.device}));
         }
         if (segs.empty())
           continue;
@@ -160,7 +205,7 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
         for (int ft = 1; ft <= t; ++ft)
           if (auto it = recv_ops.find(ft); it != recv_ops.end())
             deps.insert(deps.end(), it->second.begin(), it->second.end());
-        std::vector<std::string> rd(reads.begin(), reads.end());
+        const std::vector<std::string> rd = sorted_names(std::move(reads));
         int id = bld.attention(r, comp, deps, Direction::FORWARD, h * hb, (h + 1) * hb, segs,
                                "stage " + std::to_string(t) + " attn heads " + std::to_string(h * hb), rd, {part});
         CPSIM_ASSERT(id >= 0, "a DCP work block holds visible cells by construction");
@@ -176,11 +221,11 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
 
     // pre-merge partials of foreign query blocks computed in several stages, grouped by (heads, count)
     std::map<std::pair<int, int>, int64_t> pre_rows; // (head block, stages) -> rows
-    for (size_t k = 0; k < partials_of[size_t(r)].size(); ++k) {
-      const auto [blk, st] = partials_of[size_t(r)][k];
-      if (plan.blocks[size_t(blk)].device == r || st->size() < 2)
+    for (auto pt = my_partials_begin; pt != my_partials_end; ++pt) {
+      const int n = int(pt->stages.count());
+      if (plan.blocks[size_t(pt->q_block)].device == r || n < 2)
         continue;
-      pre_rows[{partial_head[size_t(r)][k], int(st->size())}] += plan.blocks[size_t(blk)].tokens();
+      pre_rows[{pt->head_block, n}] += plan.blocks[size_t(pt->q_block)].tokens();
     }
     std::vector<std::string> out_to;
     for (int peer = 0; peer < W; ++peer)
@@ -227,11 +272,13 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
         continue;
       for (int h = 0; h < plan.head_blocks; ++h) {
         int n = 0;
-        if (auto it = stages_of.find({r, blk, h}); it != stages_of.end())
-          n += int(it->second.size());
+        const Partial key{r, blk, h, {}};
+        auto it = std::lower_bound(my_partials_begin, my_partials_end, key,
+                                   [](const Partial& a, const Partial& b) { return a.key() < b.key(); });
+        if (it != my_partials_end && it->key() == key.key())
+          n += int(it->stages.count());
         const bool has_local = n > 0;
-        if (auto it = contributors.find({blk, h}); it != contributors.end())
-          n += it->second;
+        n += contributors[size_t(blk) * size_t(plan.head_blocks) + size_t(h)];
         if (n >= 2 || (n == 1 && !has_local)) // one local partial is already final
           final_rows[{h, n}] += plan.blocks[size_t(blk)].tokens();
       }

@@ -30,9 +30,9 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
   const auto& q_first = fx.q_first;
   const auto& kv_first = fx.kv_first;
   std::set<std::tuple<int, int, int>> dq_parts, dkv_parts; // (device, block, head key) off the owner
-  for (const auto& [key, stage] : q_first)
+  for (const auto& [key, stage] : q_first.entries())
     dq_parts.insert(key);
-  for (const auto& [key, stage] : kv_first)
+  for (const auto& [key, stage] : kv_first.entries())
     dkv_parts.insert(key);
   // gradient partials: (src, owner) -> one message with dQ and dKV; per owner the rows it sums
   std::map<std::pair<int, int>, Message> grad_msgs;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "cpsim/model/dcp_plan.hpp"
+#include "cpsim/model/errors.hpp"
 #include "cpsim/model/schedule_builder.hpp"
 
 #include <algorithm>
@@ -42,9 +43,59 @@ inline std::pair<int, int> kv_heads_of(int h, int hb, int per_kv) {
   return {h * hb / per_kv, ((h + 1) * hb - 1) / per_kv + 1};
 }
 
+/**
+ * The first stage in which each (dst, block, head block | first KV head) is needed, built from one
+ * read per work block and looked up per work block while emitting. (key, stage) is packed into one
+ * integer that sorts like the pair: plans of 10^5 work blocks sort and search these much faster than
+ * they fill and search a std::map.
+ */
+class FirstStages {
+ public:
+  using Key = std::tuple<int, int, int>;
+
+  FirstStages() = default;
+  /** Keys' blocks lie in [0, blocks), their head keys in [0, head_keys). */
+  FirstStages(int blocks, int head_keys) : blocks_(blocks), head_keys_(head_keys) {}
+
+  /** A read of `k` in `stage`; finish() once after the last. */
+  void add(const Key& k, int stage) { packed_.push_back(pack(k) * kStageSlots + stage); }
+  /** Keeps the earliest stage of every key. */
+  void finish() {
+    std::sort(packed_.begin(), packed_.end());
+    packed_.erase(std::unique(packed_.begin(), packed_.end(),
+                              [](int64_t a, int64_t b) { return a / kStageSlots == b / kStageSlots; }),
+                  packed_.end());
+  }
+  int at(const Key& k) const {
+    const int64_t key = pack(k);
+    auto it = std::lower_bound(packed_.begin(), packed_.end(), key * kStageSlots);
+    CPSIM_ASSERT(it != packed_.end() && *it / kStageSlots == key, "a remote DCP input was never fetched");
+    return int(*it % kStageSlots);
+  }
+  /** (key, first stage), keys ascending. */
+  std::vector<std::pair<Key, int>> entries() const {
+    std::vector<std::pair<Key, int>> out;
+    out.reserve(packed_.size());
+    for (int64_t x : packed_) {
+      const int64_t key = x / kStageSlots;
+      out.push_back({{int(key / head_keys_ / blocks_), int(key / head_keys_ % blocks_), int(key % head_keys_)},
+                     int(x % kStageSlots)});
+    }
+    return out;
+  }
+
+ private:
+  static constexpr int64_t kStageSlots = kDcpMaxStages + 1;
+  int64_t pack(const Key& k) const {
+    return (int64_t(std::get<0>(k)) * blocks_ + std::get<1>(k)) * head_keys_ + std::get<2>(k);
+  }
+  int blocks_ = 0, head_keys_ = 0;
+  std::vector<int64_t> packed_; // (key, first stage), ascending, one per key once finished
+};
+
 /** The remote inputs of a pass: first stage of each (dst, block, head key) and the messages they make. */
 struct Fetches {
-  std::map<std::tuple<int, int, int>, int> q_first, kv_first; // (dst, block, head block | first KV head) -> stage
+  FirstStages q_first, kv_first;
   std::map<std::tuple<int, int, int>, Message> q_msgs, kv_msgs; // (stage, src, dst) -> message
 };
 
@@ -53,21 +104,19 @@ struct Fetches {
  * (per head block) weigh `q_bytes_per_token`, KV blocks (per KV head range) `kv_bytes_per_token`.
  */
 inline Fetches plan_fetches(const DcpPlan& plan, int per_kv, int64_t q_bytes_per_token, int64_t kv_bytes_per_token) {
-  Fetches f;
-  auto first = [](std::map<std::tuple<int, int, int>, int>& m, std::tuple<int, int, int> key, int stage) {
-    auto [it, fresh] = m.emplace(key, stage);
-    if (!fresh)
-      it->second = std::min(it->second, stage);
-  };
+  const int blocks = int(plan.blocks.size());
+  const int kv_heads = kv_heads_of(plan.head_blocks - 1, plan.head_block, per_kv).second; // the last head block's end
+  Fetches f{FirstStages(blocks, plan.head_blocks), FirstStages(blocks, kv_heads), {}, {}};
   for (const DcpWork& wk : plan.work) {
     if (plan.blocks[size_t(wk.q_block)].device != wk.device)
-      first(f.q_first, {wk.device, wk.q_block, wk.head_block}, wk.stage);
+      f.q_first.add({wk.device, wk.q_block, wk.head_block}, wk.stage);
     if (plan.blocks[size_t(wk.kv_block)].device != wk.device)
-      first(f.kv_first, {wk.device, wk.kv_block, kv_heads_of(wk.head_block, plan.head_block, per_kv).first}, wk.stage);
+      f.kv_first.add({wk.device, wk.kv_block, kv_heads_of(wk.head_block, plan.head_block, per_kv).first}, wk.stage);
   }
-  auto messages = [&](const std::map<std::tuple<int, int, int>, int>& firsts, int64_t per_token,
-                      std::map<std::tuple<int, int, int>, Message>& out) {
-    for (const auto& [key, stage] : firsts) {
+  f.q_first.finish();
+  f.kv_first.finish();
+  auto messages = [&](const FirstStages& firsts, int64_t per_token, std::map<std::tuple<int, int, int>, Message>& out) {
+    for (const auto& [key, stage] : firsts.entries()) {
       const DcpDataBlock& b = plan.blocks[size_t(std::get<1>(key))];
       Message& m = out[{stage, b.device, std::get<0>(key)}];
       add_slice(m.slices, b);

@@ -16,6 +16,8 @@ class MaskGeometry;
 
 /** Most (query block, key block, head block) triples a plan may have to consider (bounds time and memory). */
 constexpr int64_t kDcpMaxWorkBlocks = int64_t(1) << 21;
+/** Most communication stages after the local stage 0. */
+constexpr int kDcpMaxStages = 64;
 
 struct DcpOptions {
   int64_t block = 0;        // tokens per block; 0: DCP's heuristic (_block_size_heuristic)
