@@ -38,7 +38,7 @@ parallel_for() {
 
 # Longest DSV sequence that fits the GPU: the video layer keeps 32 MHA heads (4x the Llama grid's KV)
 # and the gathered K/V stay alive for the backward. At 512k the analytic engine's peak per rank is
-# 120..260 GiB on 2 and 4 GPUs (2026-11-27 predictions), more than an H100 (79.6 GiB) or, on 2, an
+# 120..260 GiB on 2 and 4 GPUs (`cpsim simulate` refuses them), more than an H100 (79.6 GiB) or, on 2, an
 # H200 (139 GiB) holds; on 8 GPUs it is 63..77 GiB.
 dsv_max_tokens() { case $1 in h100x2|h200x2|h100x4) echo 262144 ;; *) echo 524288 ;; esac; }
 
