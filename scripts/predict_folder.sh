@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Predicts every scenario of a folder with the analytic engine and prints a markdown table with
-# provenance (git SHA, command, date): the prediction half of a predicted-vs-measured validation,
+# provenance (git SHA, command, date, machine): the prediction half of a predicted-vs-measured validation,
 # committed before the GPUs that would measure it are available.
 # Usage: scripts/predict_folder.sh <folder> [extra simulate args]
 set -euo pipefail
@@ -14,6 +14,7 @@ echo
 echo "- command: \`scripts/predict_folder.sh $dir $*\`"
 echo "- git SHA: $(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- model simulator hardware app || echo ' (+local changes)')"
 echo "- date: $(date -u +%Y-%m-%d), engine: analytic, roofline cost model (not calibrated)"
+echo "- machine: $(uname -n), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), one simulate at a time"
 echo
 echo "| scenario | scheme | step ms | compute ms (busiest rank) | comm ms | exposed comm ms | exposed % | peak GiB |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"

@@ -2,7 +2,8 @@
 # Calibration and validation on a lent GPU machine, in two halves (like run_backend.sh):
 #   here:   scripts/gpu/pack.sh                                  builds cpsim with the backend into gpu-pack/ (+ .tar.xz)
 #   device: scripts/gpu/run_calibrate.sh calibrate HW [--quick] [--sweeps comm]  sweeps -> $OUT/<HW>.json + raw
-#           scripts/gpu/run_calibrate.sh validate HW PROFILE     validation scenarios -> $OUT/validation_<HW>/
+#           scripts/gpu/run_calibrate.sh validate HW PROFILE [--only GLOB]... [validate options]
+#                                                                validation scenarios -> $OUT/validation_<HW>.tgz
 # HW is a built-in description of the machine (h100-sxm-1, h200-sxm-2, ...). Everything lands in $OUT
 # as one tarball plus the small files, since few files come back from the device; the profile records
 # the GPU, the date and the git SHA, and calibrate.log the commands.
@@ -17,9 +18,16 @@ CPSIM="$PACK/bin/cpsim"
 
 header() { { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; echo "git $(cat $PACK/GIT_SHA)"; } >"$1" 2>&1; }
 
-# Validation scenarios off the calibration grid: H100 kernels (one GPU, generated here); on two GPUs
-# the committed grid scenarios/validation/h200x2 (ring, zigzag, ulysses fwd_bwd, 32k..512k, causal
-# and full) plus block-sparse ones generated here.
+# Validation scenarios off the calibration grid: H100 kernels (one GPU, generated here); on N = 2, 4
+# or 8 GPUs block-sparse ring, zigzag and Ulysses over all N (generated here) plus the committed grid
+# scenarios/validation/<gpu>xN of HW <gpu>-sxm-N (scripts/gen_validation_scenarios.sh: ring, zigzag,
+# Ulysses, from 4 GPUs USP and LoongTrain; fwd_bwd, 32k..512k, causal and full). Its sim_only/
+# subfolder (DSV, CQS: schemes the backend refuses) is not run.
+grid_for() { # hw -> the committed grid folder, or nothing
+  [[ $1 =~ ^(h100|h200)-sxm-([248])$ ]] && [ -d "scenarios/validation/${BASH_REMATCH[1]}x${BASH_REMATCH[2]}" ] &&
+    echo "scenarios/validation/${BASH_REMATCH[1]}x${BASH_REMATCH[2]}"
+  return 0
+}
 scenarios() { # dir hw
   python3 - "$1" "$2" <<'PY'
 import json, os, sys
@@ -37,9 +45,10 @@ if hw.endswith("-1"):
         for m in masks:
             put(f"kernel-{m}-{t}", "ring", 1, t, masks[m], heads=24, kv=8)
 else:
+    n = int(hw.rsplit("-", 1)[1])
     for s in ("ring", "zigzag", "ulysses"):
         for t in (32768, 65536, 131072, 262144):
-            put(f"{s}-sparse-{t}", s, 2, t, masks["sparse"])
+            put(f"{s}-sparse-{t}", s, n, t, masks["sparse"])
 PY
 }
 
@@ -54,23 +63,46 @@ case "${1:-}" in
     tar -C "$W" -czf "$OUT/calibration_$HW.tgz" raw
     exit "$rc" ;;
   validate)
-    HW=${2:?hardware name}; PROFILE=${3:?profile}
+    # Scenarios run: the generated ones and the grid of HW up to CPSIM_VALIDATE_MAX_K thousand tokens
+    # (default 256: 512k steps take minutes each at 10 repetitions), then only those whose file name
+    # matches one --only GLOB, if any is given (e.g. --only '*_32k*' --only '*-32768*'): a whole 4- or
+    # 8-GPU grid takes longer than one device command may run (docs/calibration.md). Further options
+    # (and CPSIM_VALIDATE_ARGS) go to `cpsim validate`, e.g. --warmup 1 --reps 3.
+    HW=${2:?hardware name}; PROFILE=${3:?profile}; shift 3
+    ONLY=(); PASS=()
+    while [ $# -gt 0 ]; do
+      case $1 in
+        --only) ONLY+=("${2:?--only needs a file-name pattern}"); shift 2 ;;
+        *) PASS+=("$1"); shift ;;
+      esac
+    done
     W=$(mktemp -d); header "$W/validate.log"; scenarios "$W/sc" "$HW"
-    # the PNG needs matplotlib; without it the CSV and JSON are still written (plot locally from the CSV)
-    # the committed grid for this machine, up to CPSIM_VALIDATE_MAX_K thousand tokens (512k steps take
-    # minutes each at 10 repetitions: more than one lent-machine command allows)
-    GRID=""; [ "$HW" = h200-sxm-2 ] && GRID=scenarios/validation/h200x2
+    GRID=$(grid_for "$HW")
     if [ -n "$GRID" ]; then
       for f in "$GRID"/*.json; do
         k=$(basename "$f" .json | grep -o '[0-9]*k$' | tr -d k)
         [ -z "$k" ] || [ "$k" -le "${CPSIM_VALIDATE_MAX_K:-256}" ] && cp "$f" "$W/sc/"
       done
     fi
-    echo "$CPSIM validate $W/sc --profile $PROFILE ${CPSIM_VALIDATE_ARGS:-}" >>"$W/validate.log"
-    "$CPSIM" validate "$W/sc" --profile "$PROFILE" --out-dir "$W/validation_$HW" ${CPSIM_VALIDATE_ARGS:-} \
+    if [ ${#ONLY[@]} -gt 0 ]; then
+      for f in "$W"/sc/*.json; do
+        keep=0
+        for g in "${ONLY[@]}"; do
+          # shellcheck disable=SC2053 # g is a pattern
+          [[ $(basename "$f") == $g ]] && keep=1
+        done
+        [ "$keep" = 1 ] || rm "$f"
+      done
+    fi
+    n=$(find "$W/sc" -name '*.json' | wc -l)
+    [ "$n" -gt 0 ] || { echo "validate: no scenario left (grid ${GRID:-none}, --only ${ONLY[*]:-none})" | tee -a "$W/validate.log" >&2; exit 2; }
+    echo "grid: ${GRID:-none for $HW}; $n scenarios: $(cd "$W/sc" && echo *.json)" | tee -a "$W/validate.log"
+    echo "$CPSIM validate $W/sc --profile $PROFILE ${PASS[*]} ${CPSIM_VALIDATE_ARGS:-}" >>"$W/validate.log"
+    # the PNG needs matplotlib; without it the CSV and JSON are still written (plot locally from the CSV)
+    "$CPSIM" validate "$W/sc" --profile "$PROFILE" --out-dir "$W/validation_$HW" "${PASS[@]}" ${CPSIM_VALIDATE_ARGS:-} \
       --plot-script scripts/plot_validation.py 2>&1 | tee -a "$W/validate.log"
     rc=${PIPESTATUS[0]}
     cp "$W/validate.log" "$OUT/"; tar -C "$W" -czf "$OUT/validation_$HW.tgz" "validation_$HW" sc
     exit "$rc" ;;
-  *) echo "usage: $0 calibrate HW [calibrate options] | validate HW PROFILE" >&2; exit 2 ;;
+  *) echo "usage: $0 calibrate HW [calibrate options] | validate HW PROFILE [--only GLOB]... [validate options]" >&2; exit 2 ;;
 esac
