@@ -30,7 +30,9 @@ tar -C "$W" -czf "$OUT/calibration_comm.tgz" calibrate.log raw/raw.json profile_
 
 M=$(mktemp -d); mkdir -p "$M/sc" "$M/measured"
 header >"$M/runs.log" 2>&1
-for f in scenarios/validation/h200x2/*.json; do
+GRID=scenarios/validation/${HW%%-*}x2 # h100-sxm-2 -> h100x2, h200-sxm-2 -> h200x2: the grid of the machine it runs on
+[ -d "$GRID" ] || { echo "no validation grid $GRID for hardware $HW" >&2; exit 2; }
+for f in "$GRID"/*.json; do
   k=$(basename "$f" .json | grep -o '[0-9]*k$' | tr -d k)
   [ "${k:-0}" -le "${CPSIM_VALIDATE_MAX_K:-128}" ] && [[ $(basename "$f") =~ ${CPSIM_GRID_FILTER:-.} ]] && cp "$f" "$M/sc/"
 done
