@@ -43,11 +43,17 @@ void print_profile(const calib::Profile& p) {
                 to_string(k.dir).c_str(), k.head_dim, k.launch_s * 1e6, k.cta_s * 1e6, k.tile_full_s * 1e6,
                 k.tile_partial_s * 1e6, k.ctas_per_sm, k.hbm_bytes_per_s / 1e9, k.hbm_source.c_str(),
                 100 * k.quality.median_abs_rel_err, 100 * k.quality.p95_abs_rel_err, k.quality.samples);
-  for (const auto& c : p.comms)
+  for (const auto& c : p.comms) {
     std::printf("  %-14s %-10s latency %.2f us  bandwidth %.1f GB/s  bytes %.3g..%.3g  in-sample |err| median "
-                "%.1f%% p95 %.1f%% (n=%d)\n",
+                "%.1f%% p95 %.1f%% (n=%d)",
                 c.op.c_str(), c.link.c_str(), c.latency_s * 1e6, c.bandwidth_bytes_per_s / 1e9, c.bytes.min,
                 c.bytes.max, 100 * c.quality.median_abs_rel_err, 100 * c.quality.p95_abs_rel_err, c.quality.samples);
+    // the per-size correction makes the in-sample error ~0 by construction; the line alone shows the model's fit
+    if (c.line_quality.samples > 0)
+      std::printf("; latency+bandwidth line alone median %.1f%% p95 %.1f%%", 100 * c.line_quality.median_abs_rel_err,
+                  100 * c.line_quality.p95_abs_rel_err);
+    std::printf("\n");
+  }
   if (p.has_overlap)
     std::printf("  overlap: attention x%.3f beside NCCL traffic, traffic x%.3f beside attention (n=%d)\n",
                 p.overlap.compute_slowdown, p.overlap.comm_slowdown, p.overlap.samples);

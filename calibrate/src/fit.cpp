@@ -233,6 +233,12 @@ std::vector<CommFit> fit_comms(const std::vector<CommSample>& samples) {
     f.latency_s = p(0);
     f.bandwidth_bytes_per_s = 1.0 / p(1);
     f.bytes = f.group = Range::none();
+    std::vector<double> line_pred, line_meas;
+    for (const auto* s : ss) {
+      line_pred.push_back(comm_time_s(f, s->group, s->bytes_sent)); // no correction yet: the line alone
+      line_meas.push_back(s->measured_s);
+    }
+    f.line_quality = quality_of(line_pred, line_meas);
     std::map<int64_t, std::vector<double>> ratio;
     for (const auto* s : ss) {
       ratio[s->bytes_sent].push_back(s->measured_s / comm_time_s(f, s->group, s->bytes_sent));

@@ -47,8 +47,8 @@ Range read_range(JsonObjectReader& r, const std::string& key, double lo) {
   return out;
 }
 
-FitQuality read_quality(JsonObjectReader& parent) {
-  JsonObjectReader r = parent.get_object("fit_quality");
+FitQuality read_quality(JsonObjectReader& parent, const std::string& key = "fit_quality") {
+  JsonObjectReader r = parent.get_object(key);
   FitQuality q;
   q.samples = int(r.get_int("samples", 1, 1 << 30));
   q.median_abs_rel_err = r.get_number("median_abs_rel_err", 0, kInf);
@@ -104,6 +104,8 @@ CommFit read_comm(const Json& j, const std::string& path) {
   f.bytes = read_range(r, "bytes_sent", 0);
   f.group = read_range(r, "group", 2);
   f.quality = read_quality(r);
+  if (r.has("line_fit_quality")) // absent in profiles written before 2026-11-28
+    f.line_quality = read_quality(r, "line_fit_quality");
   r.finish();
   return f;
 }
@@ -138,6 +140,8 @@ Json profile_to_json(const Profile& p) {
                      {"bytes_sent", range_json(c.bytes)},
                      {"group", range_json(c.group)},
                      {"fit_quality", quality_json(c.quality)}});
+    if (c.line_quality.samples > 0)
+      comms.back()["line_fit_quality"] = quality_json(c.line_quality);
   }
   Json j{{"format", kProfileFormat},
          {"version", 1},

@@ -148,6 +148,9 @@ TEST_CASE("calibrate::fit_comms: the correction table absorbs what alpha-beta ca
   for (const auto& s : ss)
     CHECK(comm_time_s(f, 2, s.bytes_sent) == Approx(s.measured_s).epsilon(1e-9));
   CHECK(f.quality.p95_abs_rel_err < 1e-9);
+  // the line alone keeps the truth about the slow middle: its error is what the model cannot express
+  CHECK(f.line_quality.samples == int(ss.size()));
+  CHECK(f.line_quality.p95_abs_rel_err > 0.1);
   // between two measured sizes the factor is interpolated in log bytes
   const double mid = std::sqrt(double(1 << 22) * double(1 << 24));
   const double t_lo = comm_time_s(f, 2, int64_t(mid)) / (f.latency_s + mid / f.bandwidth_bytes_per_s);

@@ -23,6 +23,13 @@ TEST_CASE("calibrate::profile: JSON round trip keeps every field") {
   CHECK(q.comms[0].correction.size() == 2);
   CHECK(q.overlap.compute_slowdown == 1.1);
   CHECK(q.hardware_gpu == p.hardware_gpu);
+  // the line's own fit quality is kept when recorded, and profiles written without it still load
+  p.comms[0].line_quality = {11, 0.05, 0.2};
+  Profile r = profile_from_json(profile_to_json(p), "t");
+  CHECK(r.comms[0].line_quality.p95_abs_rel_err == 0.2);
+  Json old = profile_to_json(p);
+  old["comms"][0].erase("line_fit_quality");
+  CHECK(profile_from_json(old, "t").comms[0].line_quality.samples == 0);
 }
 
 TEST_CASE("calibrate::profile: bad profiles are named errors") {

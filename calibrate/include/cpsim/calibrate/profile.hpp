@@ -68,7 +68,8 @@ struct CommFit {
   std::vector<std::pair<double, double>> correction; // (bytes_sent, factor), bytes increasing
   Range bytes;                                       // bytes_sent covered
   Range group;                                       // group sizes covered
-  FitQuality quality;
+  FitQuality quality;      // with the per-size correction: near 0 in-sample by construction
+  FitQuality line_quality; // latency + bytes / bandwidth alone: how well the alpha-beta line itself fits (samples 0: not recorded)
 };
 
 /** Slowdown of an attention kernel while NCCL traffic runs beside it, and of the traffic. */
