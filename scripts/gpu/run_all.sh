@@ -12,12 +12,10 @@
 # and join them afterwards: scripts/gpu/bench_summary.py bench.json peers_*.json > summary.md
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-PACK=gpu-pack
+. scripts/gpu/pack_env.sh
 OUT=${OUT:-out}
 mkdir -p "$OUT"
-[ -x "$PACK/bin/cpsim_kernel_bench" ] || [ ! -f "$PACK.tar.xz" ] || tar -xJf "$PACK.tar.xz"
 [ -x "$PACK/bin/cpsim_kernel_bench" ] || { echo "no $PACK/bin: run scripts/gpu/pack.sh first (and carry gpu-pack)" >&2; exit 2; }
-export LD_LIBRARY_PATH="$PWD/$PACK/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" NCCL_NVLS_ENABLE=0
 W=$(mktemp -d)
 stage=${1:-all}
 { date -u; echo "git $(cat $PACK/GIT_SHA)"; echo "command: $0 $*";

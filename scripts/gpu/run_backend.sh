@@ -37,8 +37,7 @@ run_one() { # tag, then cpsim run arguments
 }
 
 device() {
-  [ -x "$PACK/bin/cpsim" ] || [ ! -f "$PACK.tar.xz" ] || tar -xJf "$PACK.tar.xz"
-  export LD_LIBRARY_PATH="$PWD/$PACK/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" NCCL_NVLS_ENABLE=0
+  . scripts/gpu/pack_env.sh
   W=$(mktemp -d)
   { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nvidia-smi topo -m; echo "git $(cat $PACK/GIT_SHA)"; } >"$W/runs.log" 2>&1
   mkdir -p "$W/sc"

@@ -9,10 +9,8 @@
 # the GPU, the date and the git SHA, and calibrate.log the commands.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-PACK=gpu-pack
 : "${OUT:?set OUT to the folder whose files come back}"
-[ -x "$PACK/bin/cpsim" ] || [ ! -f "$PACK.tar.xz" ] || tar -xJf "$PACK.tar.xz"
-export LD_LIBRARY_PATH="$PWD/$PACK/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" NCCL_NVLS_ENABLE=0
+. scripts/gpu/pack_env.sh
 CPSIM="$PACK/bin/cpsim"
 [ -x "$CPSIM" ] || { echo "no $CPSIM: run 'scripts/gpu/pack.sh' first (here, not on the device)" >&2; exit 2; }
 

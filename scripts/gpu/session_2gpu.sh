@@ -13,9 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 HW=${1:?hardware name, e.g. h100-sxm-2}
 : "${OUT:?set OUT}"
-PACK=gpu-pack
-[ -x "$PACK/bin/cpsim" ] || [ ! -f "$PACK.tar.xz" ] || tar -xJf "$PACK.tar.xz"
-export LD_LIBRARY_PATH="$PWD/$PACK/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" NCCL_NVLS_ENABLE=0
+. scripts/gpu/pack_env.sh
 CPSIM="$PACK/bin/cpsim"
 header() { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; echo "git $(cat $PACK/GIT_SHA)"; echo "command: $0 $*"; }
 

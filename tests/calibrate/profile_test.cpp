@@ -70,21 +70,32 @@ TEST_CASE("calibrate::profile: load_profile names a missing file") {
   CHECK_THROWS_WITH(load_profile("/nonexistent/p.json"), Catch::Contains("/nonexistent/p.json"));
 }
 
-TEST_CASE("calibrate::samples: raw measurements round trip and strict reading") {
+namespace {
+/** A run's header fields, as `cpsim calibrate` records them. */
+RawMeasurements raw_run(const std::string& gpu, int gpus, const std::string& hardware, const std::string& date_sha) {
   RawMeasurements r;
-  r.gpu_name = "NVIDIA H200";
+  r.gpu_name = r.hardware_gpu = gpu;
   r.sm_count = 132;
-  r.gpus = 2;
-  r.hardware = "h200-sxm-2";
-  r.hardware_gpu = "NVIDIA H200";
-  r.date_utc = "d";
-  r.git_sha = "s";
+  r.gpus = gpus;
+  r.hardware = hardware;
+  r.date_utc = "d" + date_sha;
+  r.git_sha = "s" + date_sha;
+  return r;
+}
+
+KernelSample kernel_sample(Direction dir) {
   KernelSample k;
   k.plan = "k1";
   k.mask = "causal";
-  k.x = {Direction::BACKWARD, 128, 16, 30, 6, 1e6, 1024};
+  k.x = {dir, 128, 16, 30, 6, 1e6, 1024};
   k.measured_s = 1e-4;
-  r.kernels = {k};
+  return k;
+}
+} // namespace
+
+TEST_CASE("calibrate::samples: raw measurements round trip and strict reading") {
+  RawMeasurements r = raw_run("NVIDIA H200", 2, "h200-sxm-2", "");
+  r.kernels = {kernel_sample(Direction::BACKWARD)};
   r.comms = {{"p2p_intra_node", "intra_node", "p2p", 2, 4096, 4096, 2e-5}};
   r.overlaps = {{"o", 1e-3, 1.1e-3, 2e-3, 2.2e-3}};
   r.not_calibrated = {"x"};
@@ -102,26 +113,10 @@ TEST_CASE("calibrate::samples: raw measurements round trip and strict reading") 
 }
 
 TEST_CASE("calibrate::samples: kernels measured on one GPU and links on two join into one set") {
-  RawMeasurements one;
-  one.gpu_name = one.hardware_gpu = "NVIDIA H100 80GB HBM3";
-  one.sm_count = 132;
-  one.gpus = 1;
-  one.hardware = "h100-sxm-1";
-  one.date_utc = "d1";
-  one.git_sha = "s1";
-  KernelSample k;
-  k.plan = "k1";
-  k.mask = "causal";
-  k.x = {Direction::FORWARD, 128, 16, 30, 6, 1e6, 1024};
-  k.measured_s = 1e-4;
-  one.kernels = {k, k};
+  RawMeasurements one = raw_run("NVIDIA H100 80GB HBM3", 1, "h100-sxm-1", "1");
+  one.kernels = {kernel_sample(Direction::FORWARD), kernel_sample(Direction::FORWARD)};
   one.not_calibrated = {"communication and overlap: one GPU only", "inter_node links: calibrate runs on the GPUs of one node"};
-  RawMeasurements two = one;
-  two.gpus = 2;
-  two.hardware = "h100-sxm-2";
-  two.date_utc = "d2";
-  two.git_sha = "s2";
-  two.kernels.clear();
+  RawMeasurements two = raw_run("NVIDIA H100 80GB HBM3", 2, "h100-sxm-2", "2");
   two.comms = {{"p2p_intra_node", "intra_node", "p2p", 2, 4096, 4096, 2e-5}};
   two.overlaps = {{"o", 1e-3, 1.1e-3, 2e-3, 2.2e-3}};
   two.not_calibrated = {"kernel: not selected (--sweeps comm,overlap)", "inter_node links: calibrate runs on the GPUs of one node",

@@ -165,9 +165,6 @@ void check_p2p_order(const Schedule& s, const ExecPlan& plan) {
                       "' are posted in another order than the receives: NCCL would pair them wrongly or hang");
 }
 
-} // namespace
-
-namespace {
 /** Fills rp.zero_before: the first attention op (in issue order) that writes each accumulator or dK/dV buffer. */
 void plan_zeroing(const RankProgram& p, RankExecPlan& rp) {
   std::vector<bool> done(rp.buffers.size(), false);

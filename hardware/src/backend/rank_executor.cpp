@@ -56,7 +56,6 @@ RankExecutor::~RankExecutor() {
     cudaEventDestroy(e);
   if (t0_)
     cudaEventDestroy(t0_);
-
   for (auto st : streams_)
     cudaStreamDestroy(st);
 }

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <memory>
+#include <string>
 
 namespace cpsim::backend {
 
@@ -163,13 +164,9 @@ Json check_results(const RankExecutor& ex, const Schedule& s, const Scenario& sc
   }
   // o, dq, dk, dv are what a training step hands on; lse may stay internal (Ulysses returns it in head layout,
   // and the plans free it), so only its presence is checked, not its absence
-  for (const char* need : {"o"})
-    if (!out.contains(need))
+  for (const char* need : {"o", "dq", "dk", "dv"})
+    if ((backward || std::string(need) == "o") && !out.contains(need))
       out[need] = {{"ok", false}, {"why", std::string("the plan leaves no '") + need + "' buffer on this rank to check"}};
-  if (backward)
-    for (const char* need : {"dq", "dk", "dv"})
-      if (!out.contains(need))
-        out[need] = {{"ok", false}, {"why", std::string("the plan leaves no '") + need + "' buffer on this rank to check"}};
   return out;
 }
 

@@ -1,0 +1,5 @@
+# Sourced, from the repository root, by the scripts that run on a GPU machine: the pack's folder (unpacked from
+# gpu-pack.tar.xz when only the archive was carried) and the environment its binaries need.
+PACK=gpu-pack
+[ -d "$PACK/bin" ] || [ ! -f "$PACK.tar.xz" ] || tar -xJf "$PACK.tar.xz"
+export LD_LIBRARY_PATH="$PWD/$PACK/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" NCCL_NVLS_ENABLE=0
