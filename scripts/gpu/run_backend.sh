@@ -3,7 +3,8 @@
 #   here:   scripts/gpu/run_backend.sh pack            = scripts/gpu/pack.sh (cpsim and the kernel binaries into gpu-pack/)
 #   device: scripts/gpu/run_backend.sh checks|timing|failures|single   runs from gpu-pack/, logs and JSON into $OUT
 #           (one tarball per stage plus runs_<stage>.log, as few files come back)
-#   checks: `cpsim run --check` of every schedule the backend executes on 2 GPUs; timing: timed 2-GPU runs with
+#   checks: `cpsim run --check` of every schedule the backend executes on 2 GPUs; checks_n: the same on
+#   CPSIM_CHECK_CP (default 4) GPUs for the schemes whose ring or all-to-all grows with them; timing: timed 2-GPU runs with
 #   CUPTI overhead; failures: injected death, hang, CUDA error, memory limit and real out-of-memory; single: 1 GPU.
 # Every result records the command, the GPU, the date and the git SHA (in the JSON and in runs.log).
 set -uo pipefail
@@ -20,7 +21,7 @@ extra = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
 m = {"causal": {"kind": "causal"}, "full": {"kind": "full"},
      "sparse": {"kind": "block_sparse", "block": 128, "density": 0.3, "seed": 1, "causal": True},
      "window": {"kind": "sliding_window", "window": 3000}}[mask]
-hw = "h200-sxm-2" if int(cp) > 1 else "h100-sxm-8"
+hw = f"h200-sxm-{cp}" if int(cp) > 1 else "h100-sxm-8" # the node's size: the memory check fits the plan to it
 print(json.dumps({"name": name, "hardware": hw, "parallel": {"scheme": scheme, "cp": int(cp), **extra}, "pass": p,
   "workload": {"seq_lens": [int(tokens)], "heads": 32, "kv_heads": 8, "head_dim": 128, "dtype": "bf16", "mask": m}}))
 PY
@@ -69,6 +70,28 @@ usp {"ring_degree": 2}
 loongtrain {"head_degree": 2}
 loongtrain {"context_degree": 2}
 LIST
+  elif [ "$1" = checks_n ]; then # rings and all-to-alls over more peers, hybrids with both degrees above 1
+    local n=${CPSIM_CHECK_CP:-4}
+    while read -r scheme par; do
+      for c in causal:fwd_bwd full:fwd_bwd sparse:fwd_bwd; do
+        local mask=${c%%:*} p=${c#*:}
+        case $scheme in
+          stripe | loongtrain) [ "$mask" = causal ] || continue ;; # causal only, by design
+          te_a2a) [ "$mask" != sparse ] || continue ;;             # TE's fused attention has no block-sparse mask
+        esac
+        local tag="check$n-$scheme${par:+-$(echo "$par" | tr -dc 'a-z0-9')}-$mask-$p"
+        scenario "$tag" "$scheme" "$n" 32768 "$mask" "$p" "${par:-"{}"}" >"$W/sc/$tag.json"
+        run_one "$tag" "$W/sc/$tag.json" --check --reps 2 --warmup 1 --profile-reps 0 --timeout 60
+      done
+    done <<LIST
+ring
+zigzag
+stripe
+ulysses
+te_a2a
+usp {"ulysses_degree": 2, "ring_degree": $((n / 2))}
+loongtrain {"head_degree": 2, "context_degree": $((n / 2))}
+LIST
   elif [ "$1" = timing ]; then # compute and communication timed, CUPTI profiling overhead on two GPUs
     for scheme in ring zigzag ulysses; do for tokens in 65536 131072; do
       scenario "$scheme-fwd_bwd-$tokens" $scheme 2 $tokens causal fwd_bwd >"$W/sc/$scheme-$tokens.json"
@@ -96,6 +119,6 @@ LIST
 
 case "${1:-}" in
   pack) pack ;;
-  checks | timing | failures | single) device "$1" ;;
-  *) echo "usage: $0 pack | checks | timing | failures | single" >&2; exit 2 ;;
+  checks | checks_n | timing | failures | single) device "$1" ;;
+  *) echo "usage: $0 pack | checks | checks_n | timing | failures | single" >&2; exit 2 ;;
 esac

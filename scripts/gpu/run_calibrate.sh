@@ -74,7 +74,9 @@ case "${1:-}" in
         *) PASS+=("$1"); shift ;;
       esac
     done
-    W=$(mktemp -d); header "$W/validate.log"; scenarios "$W/sc" "$HW"
+    # CPSIM_WORK_DIR (relative to $OUT): work there, so that a run cut short from outside leaves its files in $OUT
+    if [ -n "${CPSIM_WORK_DIR:-}" ]; then W=$OUT/$CPSIM_WORK_DIR; mkdir -p "$W"; else W=$(mktemp -d); fi
+    header "$W/validate.log"; scenarios "$W/sc" "$HW"
     GRID=$(grid_for "$HW")
     if [ -n "$GRID" ]; then
       for f in "$GRID"/*.json; do
@@ -100,7 +102,7 @@ case "${1:-}" in
     "$CPSIM" validate "$W/sc" --profile "$PROFILE" --out-dir "$W/validation_$HW" "${PASS[@]}" ${CPSIM_VALIDATE_ARGS:-} \
       --plot-script scripts/plot_validation.py 2>&1 | tee -a "$W/validate.log"
     rc=${PIPESTATUS[0]}
-    cp "$W/validate.log" "$OUT/"; tar -C "$W" -czf "$OUT/validation_$HW.tgz" "validation_$HW" sc
+    [ -n "${CPSIM_WORK_DIR:-}" ] || { cp "$W/validate.log" "$OUT/"; tar -C "$W" -czf "$OUT/validation_$HW.tgz" "validation_$HW" sc; }
     exit "$rc" ;;
   *) echo "usage: $0 calibrate HW [calibrate options] | validate HW PROFILE [--only GLOB]... [validate options]" >&2; exit 2 ;;
 esac
