@@ -1,4 +1,5 @@
 // Names of IR enums and the structural validation every executor relies on.
+#include <algorithm>
 #include "cpsim/model/schedule.hpp"
 
 #include "cpsim/model/errors.hpp"
@@ -107,9 +108,15 @@ void validate_schedule(const Schedule& s) {
         if (d < 0 || d >= op.id)
           bad(r, &op, "dependency " + std::to_string(d) + " must name an earlier op of the same rank");
       for (const auto* list : {&op.reads, &op.writes})
-        for (const std::string& b : *list)
+        for (const std::string& b : *list) {
           if (!names.count(b))
             bad(r, &op, "uses undeclared buffer '" + b + "'");
+          // the memory model and the backend's arena reuse both take [alloc_op, free_op] as the buffer's life
+          const Buffer& buf = *std::find_if(p.buffers.begin(), p.buffers.end(), [&](const Buffer& x) { return x.name == b; });
+          if ((buf.alloc_op >= 0 && op.id < buf.alloc_op) || (buf.free_op >= 0 && op.id > buf.free_op))
+            bad(r, &op, "uses buffer '" + b + "' outside its lifetime (ops " + std::to_string(buf.alloc_op) + ".." +
+                            std::to_string(buf.free_op) + ")");
+        }
       switch (op.kind) {
       case OpKind::ATTENTION:
         if (op.head_begin < 0 || op.head_end <= op.head_begin)

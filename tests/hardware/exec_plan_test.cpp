@@ -191,3 +191,53 @@ TEST_CASE("zigzag backward: a dKV output whose op covers only some key rows is z
   for (const auto& [b, n] : times)
     CHECK(n == 1);
 }
+
+TEST_CASE("a send of fp32 rows into a bf16 buffer is refused: NCCL moves bytes, the plan needs a cast") {
+  // LoongTrain's first window sums dKV in fp32 and hands it to the next window in bf16; without the cast op the
+  // peer read fp32 bytes as bf16 (NaN on 4 H100s, 2026-11-28). Take the cast out again and the plan is refused.
+  Json j = test::scenario_json("loongtrain", 4, {512}, Json{{"kind", "causal"}}, "fwd_bwd", 4, 2, 64, "dgx-h100");
+  j["parallel"]["head_degree"] = 2;
+  j["parallel"]["context_degree"] = 2;
+  Scenario sc = test::make_scenario(j);
+  Schedule s = generate_schedule(sc);
+  CHECK_NOTHROW(make_exec_plan(s, sc.workload));
+  int casts = 0;
+  for (auto& p : s.ranks)
+    for (auto& op : p.ops)
+      if (op.kind == OpKind::SEND && op.reads.at(0).rfind("odkv_cast_", 0) == 0) {
+        for (const Op& m : p.ops)
+          if (m.label.rfind("bwd outer dkv cast", 0) == 0)
+            op.reads = m.reads; // send the fp32 sum itself, kept alive until then
+        for (Buffer& b : p.buffers)
+          if (b.name == op.reads.at(0))
+            b.free_op = std::max(b.free_op, op.id);
+        ++casts;
+      }
+  REQUIRE(casts == 4);
+  CHECK_THROWS_WITH(make_exec_plan(s, sc.workload), Catch::Contains("fp32 elements into a bf16 buffer"));
+}
+
+TEST_CASE("hybrids hand dQ back in bf16: USP with one ring rank and LoongTrain check dq, not a stale buffer") {
+  for (const char* scheme : {"usp", "loongtrain"}) {
+    Json j = test::scenario_json(scheme, 4, {512}, Json{{"kind", "causal"}}, "fwd_bwd", 4, 2, 64, "dgx-h100");
+    if (std::string(scheme) == "usp")
+      j["parallel"]["ulysses_degree"] = 4; // ring degree 1: the case whose dQ all-to-all sent an unwritten buffer
+    else
+      j["parallel"]["head_degree"] = 2, j["parallel"]["context_degree"] = 2;
+    Scenario sc = test::make_scenario(j);
+    Schedule s = generate_schedule(sc);
+    ExecPlan plan = make_exec_plan(s, sc.workload);
+    INFO(scheme);
+    for (const auto& rp : plan.ranks) {
+      const BufferPlacement& dq = rp.buffers.at(size_t(rp.results.at("dq")));
+      CHECK(dq.name == "dq");
+      CHECK(dq.elem_bytes == 2);
+      bool written = false; // by the reverse all-to-all, whose source some op wrote first
+      for (const Op& op : s.ranks[size_t(rp.rank)].ops)
+        if (op.kind == OpKind::COLLECTIVE && op.writes.at(0) == "dq")
+          for (const Op& w : s.ranks[size_t(rp.rank)].ops)
+            written |= w.id < op.id && std::find(w.writes.begin(), w.writes.end(), op.reads.at(0)) != w.writes.end();
+      CHECK(written);
+    }
+  }
+}

@@ -58,6 +58,18 @@ TEST_CASE("model::schedule_json: structural errors in a plan are named") {
     bad["ranks"][0]["ops"][0]["reads"] = {"nope"};
     CHECK_THROWS_WITH(schedule_from_json(bad, "schedule"), Contains("undeclared buffer 'nope'"));
   }
+  {
+    // a buffer freed before its last reader: arena reuse would hand its memory to another buffer meanwhile
+    Json bad = j;
+    Json* victim = nullptr;
+    for (auto& b : bad["ranks"][0]["buffers"])
+      if (b["free_op"].get<int>() > b["alloc_op"].get<int>() && b["alloc_op"].get<int>() >= 0)
+        victim = &b;
+    REQUIRE(victim != nullptr);
+    const std::string name = (*victim)["name"];
+    (*victim)["free_op"] = (*victim)["alloc_op"];
+    CHECK_THROWS_WITH(schedule_from_json(bad, "schedule"), Contains("uses buffer '" + name + "' outside its lifetime"));
+  }
 }
 
 TEST_CASE("model::schedule_json: compute ops, head lists and per-head counts survive a round trip") {

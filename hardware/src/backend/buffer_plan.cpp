@@ -42,16 +42,30 @@ BufferPlacement describe(int rank, const Buffer& b, const Workload& w) {
   return p;
 }
 
-/** The buffer each check compares; a result must outlive the program, so it is pinned. */
+/**
+ * The buffer each check compares; a result must outlive the program, so it is pinned. What a training step hands
+ * on is a buffer no later op reads (USP's dQ after the reverse all-to-all, not the head-sharded dq_h it came from);
+ * without such a sink the last declared candidate wins (accumulators of later steps are declared later).
+ */
 void find_results(const RankProgram& p, const std::vector<bool>& written, RankExecPlan& rp) {
+  std::vector<bool> read_on(p.buffers.size(), false); // read by an op that does not also write it
+  for (const Op& op : p.ops)
+    for (const auto& n : op.reads)
+      if (std::find(op.writes.begin(), op.writes.end(), n) == op.writes.end())
+        read_on[size_t(rp.buffer_index.at(n))] = true;
   auto pick = [&](const std::string& key, std::initializer_list<const char*> tensors, bool need_whole) {
-    int best = -1;
+    int best = -1, best_sink = -1;
     for (size_t i = 0; i < p.buffers.size(); ++i) {
       const Buffer& b = p.buffers[i];
       bool match = std::any_of(tensors.begin(), tensors.end(), [&](const char* t) { return b.tensor == t; });
-      if (match && written[i] && b.bytes > 0 && (!need_whole || b.free_op < 0))
-        best = int(i); // the last declared wins: accumulators of later steps are declared later
+      if (match && written[i] && b.bytes > 0 && (!need_whole || b.free_op < 0)) {
+        best = int(i);
+        if (!read_on[i])
+          best_sink = int(i);
+      }
     }
+    if (best_sink >= 0)
+      best = best_sink;
     if (best >= 0)
       rp.results[key] = best;
     return best >= 0;

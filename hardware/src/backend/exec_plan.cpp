@@ -146,23 +146,32 @@ const BufferPlacement* find_input(const RankExecPlan& rp, const Op& op, std::ini
 
 /** NCCL matches the sends of one pair on one communicator in posting order: the two sides must agree. */
 void check_p2p_order(const Schedule& s, const ExecPlan& plan) {
-  std::map<std::tuple<int, int, int>, std::vector<std::pair<int, int64_t>>> sends, recvs; // (comm, from, to)
+  // (comm, from, to) -> (tag, bytes, element bytes of the buffer sent from or received into), in posting order
+  std::map<std::tuple<int, int, int>, std::vector<std::tuple<int, int64_t, int>>> sends, recvs;
   for (const RankExecPlan& rp : plan.ranks)
     for (const Slot& sl : rp.slots)
       for (int id : sl.ops) {
         const Op& op = s.ranks[size_t(rp.rank)].ops[size_t(id)];
         int c = rp.comm_of_op[size_t(id)];
         if (op.kind == OpKind::SEND)
-          sends[{c, rp.rank, op.peer}].push_back({op.tag, op.bytes});
+          sends[{c, rp.rank, op.peer}].push_back({op.tag, op.bytes, rp.buffer(op.reads.at(0)).elem_bytes});
         else if (op.kind == OpKind::RECV)
-          recvs[{c, op.peer, rp.rank}].push_back({op.tag, op.bytes});
+          recvs[{c, op.peer, rp.rank}].push_back({op.tag, op.bytes, rp.buffer(op.writes.at(0)).elem_bytes});
       }
-  for (const auto& [key, seq] : sends)
-    if (recvs[key] != seq)
-      throw UserError("sends from rank " + std::to_string(std::get<1>(key)) + " to rank " +
-                      std::to_string(std::get<2>(key)) + " on stream '" +
-                      s.streams[size_t(plan.comms[size_t(std::get<0>(key))].stream)].name +
+  for (const auto& [key, seq] : sends) {
+    const auto& got = recvs[key];
+    const std::string pair = "rank " + std::to_string(std::get<1>(key)) + " to rank " + std::to_string(std::get<2>(key));
+    for (size_t i = 0; i < seq.size() && i < got.size(); ++i)
+      if (std::get<0>(seq[i]) == std::get<0>(got[i]) && std::get<1>(seq[i]) == std::get<1>(got[i]) &&
+          std::get<2>(seq[i]) != std::get<2>(got[i]))
+        throw UserError("the send from " + pair + " with tag " + std::to_string(std::get<0>(seq[i])) + " moves " +
+                        (std::get<2>(seq[i]) == 4 ? "fp32" : "bf16") + " elements into a " +
+                        (std::get<2>(got[i]) == 4 ? "fp32" : "bf16") +
+                        " buffer: NCCL moves bytes, so the plan needs a cast before the send");
+    if (got != seq)
+      throw UserError("sends from " + pair + " on stream '" + s.streams[size_t(plan.comms[size_t(std::get<0>(key))].stream)].name +
                       "' are posted in another order than the receives: NCCL would pair them wrongly or hang");
+  }
 }
 
 /** Fills rp.zero_before: the first attention op (in issue order) that writes each accumulator or dK/dV buffer. */

@@ -14,8 +14,8 @@ namespace cpsim::backend {
 void fill_input_bf16(void* dst, int64_t rows, int64_t pos_begin, int64_t pos_stride, int head_begin, int heads, int dim,
                      int tensor_id, int seq, cudaStream_t s);
 void fill_f32(void* dst, int64_t n, float value, cudaStream_t s);
-/** dst (fp32) += src (bf16 when src_elem_bytes == 2, else fp32). */
-void accumulate_f32(void* dst, const void* src, int src_elem_bytes, int64_t n, cudaStream_t s);
+/** dst += src, each bf16 (2) or fp32 (4); the sum is formed in fp32 (bf16 accumulators: LoongTrain's later windows). */
+void accumulate(void* dst, int dst_elem_bytes, const void* src, int src_elem_bytes, int64_t n, cudaStream_t s);
 /** dst = src with element conversion between bf16 (2) and fp32 (4). */
 void convert(void* dst, int dst_elem_bytes, const void* src, int src_elem_bytes, int64_t n, cudaStream_t s);
 /** rows x cols elements from src (row pitch src_pitch elements) to dst (dst_pitch), converting bf16 <-> fp32 as needed. */

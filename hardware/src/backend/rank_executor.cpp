@@ -405,7 +405,7 @@ void RankExecutor::issue_merge(const Op& op, cudaStream_t st) {
       if (first)
         convert(ptr(w), wb.elem_bytes, ptr(rp_.buffer_index.at(r)), rb.elem_bytes, elems, st);
       else
-        accumulate_f32(ptr(w), ptr(rp_.buffer_index.at(r)), rb.elem_bytes, elems, st);
+        accumulate(ptr(w), wb.elem_bytes, ptr(rp_.buffer_index.at(r)), rb.elem_bytes, elems, st);
       first = false;
     }
   }

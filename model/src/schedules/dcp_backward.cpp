@@ -93,6 +93,7 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
     const auto& kv_buf = in.kv_buf;
 
     std::vector<int> after_compute;
+    std::set<std::string> allocated;
     const auto& mine_work = work_of[size_t(r)];
     auto cursor = mine_work.begin();
     for (int t = 0; t <= T; ++t)
@@ -136,7 +137,7 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
           if (n.rfind("bq_s", 0) == 0 || n.rfind("bkv_s", 0) == 0)
             b.set_free(r, n, id);
         for (const auto& n : accs)
-          if (writes.count(n))
+          if (writes.count(n) && allocated.insert(n).second) // live from its first writer on
             b.set_alloc(r, n, id);
       }
 

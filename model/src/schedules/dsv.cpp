@@ -137,6 +137,8 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
       return in ? pairwise(hgroup, ih, t, deps, theirs, mine, "hcp a2a " + what, src, dst)
                 : pairwise(hgroup, ih, t, deps, mine, theirs, "hcp a2a " + what, src, dst);
     };
+    // buffers an exchange fills are live from its first op (pairwise exchanges are several)
+    const int hcp_in_first = o.hcp == 1 ? 0 : b.last_op(r) + 1;
     int aq = hcp_a2a("q", true, true, {}, "q", "q_h");
     hcp_a2a("k", false, true, {}, "k", "k_h");
     int av = hcp_a2a("v", false, true, {}, "v", "v_h");
@@ -196,7 +198,7 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
       buf("k_scp", "k", kv_rows * row, whole, true);
       buf("v_scp", "v", kv_rows * row, whole, true);
     }
-    int scp_k = -1, scp_v = -1;
+    int scp_k = -1, scp_v = -1, scp_k_first = -1, scp_v_first = -1;
     if (o.scp > 1 && !o.aware) {
       scp_k = b.collective(r, comm, {av}, CollectiveKind::ALL_GATHER, sgroup, cs_all * nkv * row, scp_tag(1), "scp ag k",
                            {"k_h"}, {"k_scp"});
@@ -215,7 +217,9 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
                         : pairwise(sgroup, is, t, deps, served, requested, "scp a2a " + what, src, dst);
       };
       int idx = uneven("index", 201, {cnt}, true, 12, "kv_index", "kv_index");
+      scp_k_first = b.last_op(r) + 1;
       scp_k = uneven("k", 202, {idx, av}, false, row, "k_h", "k_scp");
+      scp_v_first = b.last_op(r) + 1;
       scp_v = uneven("v", 203, {idx, av}, false, row, "v_h", "v_scp");
     }
     const std::string k_in = o.scp > 1 ? "k_scp" : "k_h", v_in = o.scp > 1 ? "v_scp" : "v_h";
@@ -225,11 +229,11 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
       b.gather_tiles(r, a, w.mask.block);
     int ao = hcp_a2a("o", true, false, {a}, "o_h", "o");
     for (const char* n : {"q_h", "k_h", "v_h", "o_h", "lse_h"})
-      b.set_alloc(r, n, std::max(aq, 0));
+      b.set_alloc(r, n, hcp_in_first);
     std::vector<std::string> scp_bufs; // the gathered K, V (and their gradients) exist only with scp > 1
     if (o.scp > 1) {
-      b.set_alloc(r, "k_scp", scp_k);
-      b.set_alloc(r, "v_scp", scp_v);
+      b.set_alloc(r, "k_scp", scp_k_first >= 0 ? scp_k_first : scp_k);
+      b.set_alloc(r, "v_scp", scp_v_first >= 0 ? scp_v_first : scp_v);
       scp_bufs = {"k_scp", "v_scp"};
     }
     const int fwd_end = b.last_op(r);
@@ -253,6 +257,7 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
       buf("dk_scp", "dk", kv_rows * row, whole, true);
       buf("dv_scp", "dv", kv_rows * row, whole, true);
     }
+    const int do_first = b.last_op(r) + 1;
     int ado = hcp_a2a("do", true, true, {ao}, "do", "do_h");
     int ab = b.attention_on_heads(r, comp, {ado, fwd_end}, Direction::BACKWARD, heads, segs, "bwd sparse attn",
                                   {"q_h", k_in, v_in, "o_h", "lse_h", "do_h", "kv_index"},
@@ -281,7 +286,8 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
       b.set_free(r, n, end);
     for (const auto& n : scp_bufs)
       b.set_free(r, n, end);
-    for (const char* n : {"do_h", "dq_h", "dk_h", "dv_h"})
+    b.set_alloc(r, "do_h", ado < 0 ? fwd_end : do_first);
+    for (const char* n : {"dq_h", "dk_h", "dv_h"})
       b.set_alloc(r, n, std::max(ado, fwd_end));
     if (o.scp > 1)
       for (const char* n : {"dk_scp", "dv_scp"})

@@ -204,7 +204,8 @@ BackwardResult emit_backward(ScheduleBuilder& b, const RingSpec& spec, int pos, 
       int m = b.merge(r, spec.compute, with({}, dkv_recv), Direction::BACKWARD, H0, H1, z.tokens, s > 0 ? 2 : 1, bytes,
                       "bwd accumulate step " + std::to_string(s), reads, {P + "dq_acc", acc});
       b.set_free(r, part, m);
-      b.add_buffer(r, make_buffer(acc, "dkv_acc", dkv32, G0, G1, L[size_t(src)], m, m));
+      // with one ring rank the accumulator is the result, read later by the caller (USP's reverse all-to-all)
+      b.add_buffer(r, make_buffer(acc, "dkv_acc", dkv32, G0, G1, L[size_t(src)], m, W == 1 ? -1 : m));
       last_compute = m;
       send_dep = m;
     } else {
@@ -232,6 +233,11 @@ BackwardResult emit_backward(ScheduleBuilder& b, const RingSpec& spec, int pos, 
     out.dkv_ready = rid;
   }
   b.set_alloc(r, P + "dq_acc", first);
+  if (first >= 0) { // dQ leaves in the input dtype, as the kernels' callers hand it on (and USP's all-to-all sends it)
+    const int64_t bytes = z.tokens * spec.heads() * w.head_dim * (4 + e);
+    last_compute = b.merge(r, spec.compute, {}, Direction::BACKWARD, H0, H1, z.tokens, 1, bytes, "bwd dq cast",
+                           {P + "dq_acc"}, {spec.dq});
+  }
   b.set_free(r, P + "dq_acc", last_compute);
   out.last_compute = last_compute;
   return out;
