@@ -27,8 +27,9 @@ print(json.dumps({"name": name, "hardware": hw, "parallel": {"scheme": scheme, "
 PY
 }
 
-run_one() { # tag, then cpsim run arguments
+run_one() { # tag, then cpsim run arguments; CPSIM_CHECK_FILTER (a regex on the tag) narrows a stage to some runs
   local tag=$1; shift
+  [[ $tag =~ ${CPSIM_CHECK_FILTER:-.} ]] || return 0
   local t0=$(date +%s.%N)
   # a bound on each run, so that one stuck run (a watchdog that fails to fire) cannot eat the stage's results
   timeout -k 5 "${CPSIM_RUN_LIMIT_S:-150}" "$PACK/bin/cpsim" run "$@" --json "$W/$tag.json" >"$W/$tag.log" 2>&1
@@ -39,7 +40,8 @@ run_one() { # tag, then cpsim run arguments
 
 device() {
   . scripts/gpu/pack_env.sh
-  W=$(mktemp -d)
+  # CPSIM_WORK_DIR (relative to $OUT): work there, so that a stage cut short from outside leaves its logs in $OUT
+  if [ -n "${CPSIM_WORK_DIR:-}" ]; then W=$OUT/$CPSIM_WORK_DIR; mkdir -p "$W"; else W=$(mktemp -d); fi
   { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nvidia-smi topo -m; echo "git $(cat $PACK/GIT_SHA)"; } >"$W/runs.log" 2>&1
   mkdir -p "$W/sc"
   local extra=${CPSIM_RUN_EXTRA:---comm-only}

@@ -4,6 +4,7 @@
 #                                              all N GPUs (run_backend.sh checks_n), failure injection, NCCL and
 #                                              overlap sweeps with N peers, joined with the committed one-GPU kernel
 #                                              sweep of the same GPU model into the profile HW.json
+#   scripts/gpu/session_node.sh HW checks       --check on all N GPUs, then on 2 (after a fix; CPSIM_CHECK_FILTER)
 #   scripts/gpu/session_node.sh HW validate [--only GLOB]... [validate options]
 #                                              later calls: run_calibrate.sh validate with that profile
 # HW: h100-sxm-4, h200-sxm-8, ... (what the machine really has), or auto to read it off nvidia-smi. The profile of call 1 is kept on the machine in
@@ -32,7 +33,7 @@ stage() { # name seconds command...: runs the command with OUT pointing at a scr
   local name=$1 limit=$2; shift 2
   local d; d=$(mktemp -d)
   local t0; t0=$(date +%s)
-  OUT=$d timeout -k 5 "$limit" "$@" >"$d/console.log" 2>&1
+  OUT=$d CPSIM_WORK_DIR=${CPSIM_WORK_DIR:-work} timeout -k 5 "$limit" "$@" >"$d/console.log" 2>&1
   local rc=$?
   echo "== $name rc=$rc $(( $(date +%s) - t0 ))s (limit ${limit}s)"
   grep -E "rc=[1-9]|error" "$d/console.log" | cut -c1-220 | head -n 25
@@ -57,15 +58,19 @@ case $STEP in
     fi
     [ -f "gpu-state/$HW.json" ] && cp "gpu-state/$HW.json" "$FINAL_OUT/" || echo "no profile for $HW was written"
     ;;
+  checks) # --check again after a fix: all N GPUs first, then the 2-GPU set (CPSIM_CHECK_FILTER narrows both)
+    CPSIM_CHECK_CP=$N stage checks_n "${CPSIM_CHECKS_N_S:-120}" scripts/gpu/run_backend.sh checks_n
+    stage checks "${CPSIM_CHECKS_S:-200}" scripts/gpu/run_backend.sh checks
+    ;;
   validate)
     PROFILE=gpu-state/$HW.json
     [ -f "$PROFILE" ] || PROFILE=hardware/profiles/$HW.json
     [ -f "$PROFILE" ] || { echo "no profile for $HW: run 'setup' first, or commit hardware/profiles/$HW.json" >&2; exit 2; }
     echo "profile: $PROFILE"
     # the work folder inside the stage's, so that the measured files of a run cut short still come back
-    CPSIM_WORK_DIR=work stage validate "${CPSIM_VALIDATE_S:-570}" scripts/gpu/run_calibrate.sh validate "$HW" "$PROFILE" "$@"
+    stage validate "${CPSIM_VALIDATE_S:-570}" scripts/gpu/run_calibrate.sh validate "$HW" "$PROFILE" "$@"
     tar -xzOf "$FINAL_OUT/validate.tgz" ./work/validate.log 2>/dev/null | tail -n 60
     ;;
-  *) echo "usage: $0 HW setup | HW validate [--only GLOB]... [validate options]" >&2; exit 2 ;;
+  *) echo "usage: $0 HW setup | HW checks | HW validate [--only GLOB]... [validate options]" >&2; exit 2 ;;
 esac
 ls -la "$FINAL_OUT"
