@@ -166,6 +166,8 @@ void validate_schedule(const Schedule& s) {
         }
         if (!member)
           bad(r, &op, "rank is not a member of its collective's group");
+        if (op.plane < -1 || op.plane > 1)
+          bad(r, &op, "'plane' must be 0 (K), 1 (V) or absent (both)");
         auto it = colls.find(op.tag);
         if (it == colls.end()) {
           colls[op.tag] = {op.coll, op.coll_group, op.bytes, 1};

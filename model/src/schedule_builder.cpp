@@ -191,6 +191,14 @@ void ScheduleBuilder::set_compute_cost(int rank, int op_id, int64_t flops, int64
   op.bytes = bytes;
 }
 
+void ScheduleBuilder::set_plane(int rank, int op_id, int plane) {
+  if (op_id < 0)
+    return;
+  Op& op = s_.ranks[static_cast<size_t>(rank)].ops.at(static_cast<size_t>(op_id));
+  CPSIM_ASSERT(op.kind == OpKind::COLLECTIVE && (plane == 0 || plane == 1), "set_plane needs a collective and plane 0 or 1");
+  op.plane = plane;
+}
+
 void ScheduleBuilder::set_buffer_bytes(int rank, const std::string& buffer, int64_t bytes) {
   for (auto& b : s_.ranks[static_cast<size_t>(rank)].buffers)
     if (b.name == buffer) {

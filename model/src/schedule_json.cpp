@@ -103,6 +103,8 @@ Json op_to_json(const Op& op) {
   case OpKind::RECV: j.update({{"peer", op.peer}, {"tag", op.tag}, {"bytes", op.bytes}}); break;
   case OpKind::COLLECTIVE:
     j.update({{"coll", to_string(op.coll)}, {"group_ranks", op.coll_group}, {"tag", op.tag}, {"bytes", op.bytes}});
+    if (op.plane >= 0)
+      j["plane"] = op.plane;
     break;
   }
   return j;
@@ -173,6 +175,7 @@ Op op_from_json(const Json& j, const std::string& path) {
     op.coll_group = int_list(r, "group_ranks");
     op.tag = static_cast<int>(r.get_int("tag"));
     op.bytes = r.get_int("bytes", 0);
+    op.plane = static_cast<int>(r.get_int_or("plane", -1, -1, 1));
     break;
   }
   r.finish();

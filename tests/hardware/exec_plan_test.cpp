@@ -90,6 +90,29 @@ TEST_CASE("ulysses all-to-all pieces move exactly the bytes the IR declares, GQA
   }
 }
 
+TEST_CASE("hybrids' K and V all-to-alls over one K-then-V buffer each move their plane: the IR's bytes, not twice") {
+  // USP and LoongTrain post "a2a k" and "a2a v" on the same two-plane kv buffer; each used to move both planes
+  for (const char* scheme : {"usp", "loongtrain"}) {
+    Json j = test::scenario_json(scheme, 2, {256}, Json{{"kind", "causal"}}, "fwd_bwd", 4, 2, 64);
+    j["parallel"][std::string(scheme) == "usp" ? "ulysses_degree" : "head_degree"] = 2;
+    Scenario sc = test::make_scenario(j);
+    Schedule s = generate_schedule(sc);
+    ExecPlan plan = make_exec_plan(s, sc.workload);
+    int planed = 0;
+    for (const auto& rp : plan.ranks)
+      for (const auto& [id, cp] : rp.collectives) {
+        const Op& op = s.ranks[size_t(rp.rank)].ops[size_t(id)];
+        INFO(scheme << " op " << op.label);
+        CHECK(cp.send_bytes == op.bytes / 2); // two ranks: half of the per-rank buffer leaves
+        CHECK(cp.recv_bytes == op.bytes / 2);
+        planed += op.plane >= 0;
+        if (op.plane >= 0)
+          CHECK(cp.plane_end - cp.plane_begin == 1);
+      }
+    CHECK(planed == 8); // k, v, dk, dv on each of two ranks
+  }
+}
+
 TEST_CASE("arena reuse: freed step buffers share bytes, pinned ones never do") {
   Planned p = plan_of("ring", 4, "fwd", Json{{"kind", "full"}});
   const auto& rp = p.plan.ranks[0];

@@ -183,7 +183,7 @@ void plan_collectives(const Schedule& s, const Workload& w, ExecPlan& plan) {
         return op;
     throw UserError("rank " + std::to_string(rank) + " has no collective with tag " + std::to_string(tag));
   };
-  auto pieces = [](const BufferPlacement& src, const BufferPlacement& dst, int peer, std::vector<CollectivePiece>& out) {
+  auto pieces = [](const BufferPlacement& src, const BufferPlacement& dst, int peer, int planes, std::vector<CollectivePiece>& out) {
     // an fp32 accumulator may feed a bf16 buffer (converted on packing); planes and row layout must agree
     if (src.planes != dst.planes || src.width / std::max(1, src.heads) != dst.width / std::max(1, dst.heads))
       throw UserError("collective from '" + src.name + "' to '" + dst.name + "': the buffers differ in layout");
@@ -198,7 +198,7 @@ void plan_collectives(const Schedule& s, const Workload& w, ExecPlan& plan) {
         RowBlock blk;
         if (sl.seq == d.seq && intersect_rows(sl.range, srow, d.range, drow, blk)) {
           out.push_back({peer, blk, h0 - src.head_begin, h0 - dst.head_begin, h1 - h0});
-          bytes += blk.rows * (h1 - h0) * (src.width / std::max(1, src.heads)) * dst.elem_bytes * src.planes; // wire type
+          bytes += blk.rows * (h1 - h0) * (src.width / std::max(1, src.heads)) * dst.elem_bytes * planes; // wire type
         }
         srow += sl.range.size();
       }
@@ -216,15 +216,21 @@ void plan_collectives(const Schedule& s, const Workload& w, ExecPlan& plan) {
       cp.src = rp.buffer_index.at(op.reads[0]);
       cp.dst = rp.buffer_index.at(op.writes[0]);
       const BufferPlacement &src = rp.buffers[size_t(cp.src)], &dst = rp.buffers[size_t(cp.dst)];
+      if (op.plane >= 0 && src.planes != 2)
+        throw UserError("rank " + std::to_string(rp.rank) + " op " + std::to_string(op.id) + " ('" + op.label + "'): 'plane' " +
+                        std::to_string(op.plane) + " names one half of a K-then-V buffer, but '" + src.name + "' has one plane");
+      cp.plane_begin = op.plane >= 0 ? op.plane : 0;
+      cp.plane_end = op.plane >= 0 ? op.plane + 1 : src.planes;
+      const int planes = cp.plane_end - cp.plane_begin;
       for (int peer : op.coll_group) {
         const Op& po = partner_buffers(peer, op.tag);
         const RankExecPlan& pr = plan.ranks[size_t(peer)];
         if (peer == rp.rank) {
-          pieces(src, dst, peer, cp.local);
+          pieces(src, dst, peer, planes, cp.local);
           continue;
         }
-        cp.send_bytes += pieces(src, pr.buffer(po.writes[0]), peer, cp.sends);
-        cp.recv_bytes += pieces(pr.buffer(po.reads[0]), dst, peer, cp.recvs);
+        cp.send_bytes += pieces(src, pr.buffer(po.writes[0]), peer, planes, cp.sends);
+        cp.recv_bytes += pieces(pr.buffer(po.reads[0]), dst, peer, planes, cp.recvs);
       }
       stream_need[op.stream] = std::max(stream_need[op.stream], cp.send_bytes + cp.recv_bytes);
       stream_of_coll[op.id] = op.stream;

@@ -243,9 +243,10 @@ void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
   auto copy = [&](const CollectivePiece& pc, const char* from, int from_elem, int64_t from_row, int64_t from_plane, char* to,
                   int to_elem, int64_t to_row, int64_t to_plane, bool from_is_buf, bool to_is_buf) {
     const int64_t w = pc.heads * head_elems;
-    for (int plane = 0; plane < src.planes; ++plane) {
-      const char* f = from + plane * from_plane;
-      char* t = to + plane * to_plane;
+    for (int plane = cp.plane_begin; plane < cp.plane_end; ++plane) {
+      // buffers hold K then V; packed staging holds only the planes that move, [piece][plane][rows][heads x dim]
+      const char* f = from + (from_is_buf ? plane : plane - cp.plane_begin) * from_plane;
+      char* t = to + (to_is_buf ? plane : plane - cp.plane_begin) * to_plane;
       int64_t spitch = w, dpitch = w;
       if (from_is_buf) {
         f += (pc.block.src_row * from_row + pc.src_head_offset * head_elems) * from_elem;
@@ -259,14 +260,15 @@ void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
     }
   };
   auto piece_bytes = [&](const CollectivePiece& pc) { return pc.block.rows * pc.heads * head_elems * wire; };
+  const int planes = cp.plane_end - cp.plane_begin;
   std::map<int, std::pair<int64_t, int64_t>> send_span, recv_span; // peer -> (offset, bytes)
   int64_t off = 0;
   for (const auto& pc : cp.sends) { // packed as [piece][plane][rows][heads x dim], in the wire type
     copy(pc, static_cast<char*>(ptr(cp.src)), src.elem_bytes, src.width, src.plane_bytes(), staging + off, wire, 0,
          piece_bytes(pc), true, false);
     auto& sp = send_span.try_emplace(pc.peer, off, 0).first->second;
-    sp.second += piece_bytes(pc) * src.planes;
-    off += piece_bytes(pc) * src.planes;
+    sp.second += piece_bytes(pc) * planes;
+    off += piece_bytes(pc) * planes;
   }
   for (const auto& pc : cp.local)
     copy(pc, static_cast<char*>(ptr(cp.src)), src.elem_bytes, src.width, src.plane_bytes(), static_cast<char*>(ptr(cp.dst)),
@@ -274,8 +276,8 @@ void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
   off = cp.send_bytes;
   for (const auto& pc : cp.recvs) {
     auto& sp = recv_span.try_emplace(pc.peer, off, 0).first->second;
-    sp.second += piece_bytes(pc) * src.planes;
-    off += piece_bytes(pc) * src.planes;
+    sp.second += piece_bytes(pc) * planes;
+    off += piece_bytes(pc) * planes;
   }
   ncclComm_t c = comms_.comm(rp_.comm_of_op[size_t(op.id)]);
   auto comm_rank = [&](int world_rank) {
@@ -292,7 +294,7 @@ void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
   for (const auto& pc : cp.recvs) {
     copy(pc, staging + off, wire, 0, piece_bytes(pc), static_cast<char*>(ptr(cp.dst)), dst.elem_bytes, dst.width,
          dst.plane_bytes(), false, true);
-    off += piece_bytes(pc) * src.planes;
+    off += piece_bytes(pc) * planes;
   }
 }
 

@@ -307,8 +307,9 @@ Schedule generate_loongtrain(const Scenario& sc, const MaskGeometry& mask) {
       b.add_buffer(r, x.buf(n, t, bytes, pos, kv));
     auto tag = [&](int t) { return t * 100000 + pos; }; // one collective per head group and step
     b.collective(r, comm_a2a, {}, CollectiveKind::ALL_TO_ALL, hp_group, B_Q, tag(0), "fwd a2a q", {"q"}, {"q_h"});
-    b.collective(r, comm_a2a, {}, CollectiveKind::ALL_TO_ALL, hp_group, B_K, tag(1), "fwd a2a k", {"kv"}, {"kv_h"});
+    b.set_plane(r, b.collective(r, comm_a2a, {}, CollectiveKind::ALL_TO_ALL, hp_group, B_K, tag(1), "fwd a2a k", {"kv"}, {"kv_h"}), 0);
     int av = b.collective(r, comm_a2a, {}, CollectiveKind::ALL_TO_ALL, hp_group, B_K, tag(2), "fwd a2a v", {"kv"}, {"kv_h"});
+    b.set_plane(r, av, 1);
     int last = forward(x, av);
     int ao = b.collective(r, comm_a2a, {last}, CollectiveKind::ALL_TO_ALL, hp_group, B_Q, tag(3), "fwd a2a o", {"o_h"}, {"o"});
     if (!bwd)
@@ -322,8 +323,8 @@ Schedule generate_loongtrain(const Scenario& sc, const MaskGeometry& mask) {
     int adq = b.collective(r, comm_a2a, {bo.last}, CollectiveKind::ALL_TO_ALL, hp_group, B_Q, tag(5), "bwd a2a dq",
                            {"dq_acc"}, {"dq"});
     b.set_free(r, "dq_acc", adq);
-    b.collective(r, comm_a2a, {bo.dkv_ready}, CollectiveKind::ALL_TO_ALL, hp_group, B_K, tag(6), "bwd a2a dk", {bo.dkv}, {"dkv"});
-    b.collective(r, comm_a2a, {}, CollectiveKind::ALL_TO_ALL, hp_group, B_K, tag(7), "bwd a2a dv", {bo.dkv}, {"dkv"});
+    b.set_plane(r, b.collective(r, comm_a2a, {bo.dkv_ready}, CollectiveKind::ALL_TO_ALL, hp_group, B_K, tag(6), "bwd a2a dk", {bo.dkv}, {"dkv"}), 0);
+    b.set_plane(r, b.collective(r, comm_a2a, {}, CollectiveKind::ALL_TO_ALL, hp_group, B_K, tag(7), "bwd a2a dv", {bo.dkv}, {"dkv"}), 1);
   }
   return b.finish();
 }

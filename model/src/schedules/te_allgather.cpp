@@ -61,6 +61,8 @@ Schedule generate_te_allgather(const Scenario& sc, const MaskGeometry& mask) {
       buf(into, "kv", W * B_KV, G, whole);
       int k = b.collective(r, comm, deps, CollectiveKind::ALL_GATHER, all, B_KV / 2, tag, dir + " ag k", {"kv"}, {into});
       int v = b.collective(r, comm, {}, CollectiveKind::ALL_GATHER, all, B_KV / 2, tag + 1, dir + " ag v", {"kv"}, {into});
+      b.set_plane(r, k, 0);
+      b.set_plane(r, v, 1);
       b.set_alloc(r, into, k);
       return v;
     };
@@ -97,8 +99,9 @@ Schedule generate_te_allgather(const Scenario& sc, const MaskGeometry& mask) {
       if (i == 0)
         b.set_alloc(r, "dkv_full", ab);
     }
-    b.collective(r, comm, {m[0], m[1]}, CollectiveKind::REDUCE_SCATTER, all, B_KV / 2, 4, "bwd rs dk", {"dkv_full"}, {"dkv"});
+    b.set_plane(r, b.collective(r, comm, {m[0], m[1]}, CollectiveKind::REDUCE_SCATTER, all, B_KV / 2, 4, "bwd rs dk", {"dkv_full"}, {"dkv"}), 0);
     int rs = b.collective(r, comm, {}, CollectiveKind::REDUCE_SCATTER, all, B_KV / 2, 5, "bwd rs dv", {"dkv_full"}, {"dkv"});
+    b.set_plane(r, rs, 1);
     b.set_free(r, "dkv_full", std::max({rs, m[0], m[1]}));
   }
   return b.finish();

@@ -73,8 +73,9 @@ Schedule generate_usp(const Scenario& sc, const MaskGeometry& mask) {
     ring::add_resident_buffers(b, spec, rr); // the head-sharded q_h, kv_h, o_h, lse_h (, do_h)
     auto tag = [&](int t) { return t * 100000 + rr; }; // one collective per Ulysses group and step
     b.collective(r, comm_a2a, {}, CollectiveKind::ALL_TO_ALL, a2a_group, B_Q, tag(0), "fwd a2a q", {"q"}, {"q_h"});
-    b.collective(r, comm_a2a, {}, CollectiveKind::ALL_TO_ALL, a2a_group, B_K, tag(1), "fwd a2a k", {"kv"}, {"kv_h"});
+    b.set_plane(r, b.collective(r, comm_a2a, {}, CollectiveKind::ALL_TO_ALL, a2a_group, B_K, tag(1), "fwd a2a k", {"kv"}, {"kv_h"}), 0);
     int av = b.collective(r, comm_a2a, {}, CollectiveKind::ALL_TO_ALL, a2a_group, B_K, tag(2), "fwd a2a v", {"kv"}, {"kv_h"});
+    b.set_plane(r, av, 1);
     spec.start_deps = {av};
     int last = ring::emit_forward(b, spec, rr);
     int ao = b.collective(r, comm_a2a, {last}, CollectiveKind::ALL_TO_ALL, a2a_group, B_Q, tag(3), "fwd a2a o", {"o_h"}, {"o"});
@@ -88,9 +89,9 @@ Schedule generate_usp(const Scenario& sc, const MaskGeometry& mask) {
     ring::BackwardResult br = ring::emit_backward(b, spec, rr, last);
     b.collective(r, comm_a2a, {br.last_compute}, CollectiveKind::ALL_TO_ALL, a2a_group, B_Q, tag(5), "bwd a2a dq",
                  {"dq_h"}, {"dq"});
-    b.collective(r, comm_a2a, {br.last_compute, br.dkv_ready}, CollectiveKind::ALL_TO_ALL, a2a_group, B_K, tag(6),
-                 "bwd a2a dk", {br.dkv}, {"dkv"});
-    b.collective(r, comm_a2a, {}, CollectiveKind::ALL_TO_ALL, a2a_group, B_K, tag(7), "bwd a2a dv", {br.dkv}, {"dkv"});
+    b.set_plane(r, b.collective(r, comm_a2a, {br.last_compute, br.dkv_ready}, CollectiveKind::ALL_TO_ALL, a2a_group, B_K,
+                                tag(6), "bwd a2a dk", {br.dkv}, {"dkv"}), 0);
+    b.set_plane(r, b.collective(r, comm_a2a, {}, CollectiveKind::ALL_TO_ALL, a2a_group, B_K, tag(7), "bwd a2a dv", {br.dkv}, {"dkv"}), 1);
   }
   return b.finish();
 }

@@ -101,6 +101,9 @@ struct Op {
   // the per-rank output shard for REDUCE_SCATTER, the whole buffer for ALL_REDUCE.
   CollectiveKind coll = CollectiveKind::ALL_TO_ALL;
   std::vector<int> coll_group;
+  // COLLECTIVE over a K-then-V buffer (kv, dkv, dkv_acc): 0 moves the K plane only, 1 the V plane only, -1 both.
+  // The K and V all-to-alls of USP and LoongTrain are two ops on one buffer; each moves its plane.
+  int plane = -1;
 
   // COMPUTE: `flops` arithmetic (or compare) operations on CUDA cores and `bytes` moved through HBM.
   ComputeKind compute = ComputeKind::GATHER;

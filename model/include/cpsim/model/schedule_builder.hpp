@@ -41,6 +41,8 @@ public:
               std::string label, std::vector<std::string> reads, std::vector<std::string> writes);
   /** Sets a compute op's cost once what it moves is known (a gather sized by the attention after it). */
   void set_compute_cost(int rank, int op, int64_t flops, int64_t bytes);
+  /** A collective over a K-then-V buffer moves only plane 0 (K) or 1 (V); a no-op for op -1 (a one-rank group). */
+  void set_plane(int rank, int op, int plane);
   void set_buffer_bytes(int rank, const std::string& buffer, int64_t bytes);
   int merge(int rank, int stream, std::vector<int> deps, Direction dir, int head_begin, int head_end, int64_t rows,
             int inputs, int64_t bytes, std::string label, std::vector<std::string> reads,

@@ -77,6 +77,8 @@ struct CollectivePiece {
 struct CollectivePlan {
   int src = -1; // buffer index
   int dst = -1;
+  int plane_begin = 0; // planes [plane_begin, plane_end) of K-then-V buffers move (the op's `plane`, or all)
+  int plane_end = 1;
   std::vector<CollectivePiece> sends;  // this rank's source rows for each peer (peer order, then piece order)
   std::vector<CollectivePiece> recvs;  // pieces written into the destination from each peer
   std::vector<CollectivePiece> local;  // self-to-self copies
