@@ -264,3 +264,58 @@ TEST_CASE("hybrids hand dQ back in bf16: USP with one ring rank and LoongTrain c
     }
   }
 }
+
+TEST_CASE("TE all-gather backward: dK/dV added in place by token, zeroed first, reduce-scattered plane by plane") {
+  for (int cp : {2, 4}) {
+    Json j = test::scenario_json("te_allgather", cp, {512}, Json{{"kind", "causal"}}, "fwd_bwd", 4, 2, 64, "dgx-h100");
+    Scenario sc = test::make_scenario(j);
+    Schedule s = generate_schedule(sc);
+    ExecPlan plan = make_exec_plan(s, sc.workload);
+    for (const auto& rp : plan.ranks) {
+      const auto& ops = s.ranks[size_t(rp.rank)].ops;
+      const int full = rp.buffer_index.at("dkv_full");
+      int adds = 0, zeroed = 0, scatters = 0;
+      for (const Op& op : ops) {
+        if (op.label.rfind("bwd accumulate chunk", 0) == 0) {
+          int64_t rows = 0;
+          for (const MergeAdd& m : rp.merge_adds.at(op.id)) {
+            CHECK(m.dst == full);
+            rows += m.block.rows;
+          }
+          // every key row of the chunk's partial lands on the row of the full-length buffer holding that key
+          CHECK(rows == rp.buffer(op.reads.at(0)).rows);
+          ++adds;
+          if (auto z = rp.zero_before.find(op.id); z != rp.zero_before.end())
+            zeroed += int(std::count(z->second.begin(), z->second.end(), full));
+        }
+        if (op.kind == OpKind::COLLECTIVE && op.coll == CollectiveKind::REDUCE_SCATTER) {
+          const CollectivePlan& c = rp.collectives.at(op.id);
+          CHECK(c.reduce);
+          CHECK(c.plane_end - c.plane_begin == 1);
+          CHECK(c.send_bytes == op.bytes * (cp - 1)); // every peer's shard of this plane leaves
+          CHECK(c.recv_bytes == op.bytes * (cp - 1)); // and as many partial shards of mine arrive
+          ++scatters;
+        }
+      }
+      CHECK(adds == 2);
+      CHECK(zeroed == 1); // before the first addition only
+      CHECK(scatters == 2);
+      CHECK(rp.buffers.at(size_t(rp.results.at("dkv"))).name == "dkv");
+    }
+  }
+}
+
+TEST_CASE("a reduce-scatter whose own source misses destination rows is refused: the sum would start from garbage") {
+  Json j = test::scenario_json("te_allgather", 2, {512}, Json{{"kind", "causal"}}, "fwd_bwd", 4, 2, 64, "dgx-h100");
+  Scenario sc = test::make_scenario(j);
+  Schedule s = generate_schedule(sc);
+  for (Buffer& b : s.ranks[0].buffers)
+    if (b.name == "dkv_full") // rank 0's full-length gradient now holds only the first half of the sequence
+      for (TokenSlice& t : b.tokens)
+        t.range.end = t.range.begin + (t.range.end - t.range.begin) / 2;
+  for (Buffer& b : s.ranks[0].buffers)
+    if (b.name == "dkv_full")
+      b.bytes /= 2;
+  CHECK_THROWS_WITH(make_exec_plan(s, sc.workload), Catch::Contains("rank 0") && Catch::Contains("bwd rs dk") &&
+                                                         Catch::Contains("nothing to start the sum from"));
+}

@@ -219,6 +219,7 @@ void plan_collectives(const Schedule& s, const Workload& w, ExecPlan& plan) {
       if (op.plane >= 0 && src.planes != 2)
         throw UserError("rank " + std::to_string(rp.rank) + " op " + std::to_string(op.id) + " ('" + op.label + "'): 'plane' " +
                         std::to_string(op.plane) + " names one half of a K-then-V buffer, but '" + src.name + "' has one plane");
+      cp.reduce = op.coll == CollectiveKind::REDUCE_SCATTER;
       cp.plane_begin = op.plane >= 0 ? op.plane : 0;
       cp.plane_end = op.plane >= 0 ? op.plane + 1 : src.planes;
       const int planes = cp.plane_end - cp.plane_begin;
@@ -231,6 +232,15 @@ void plan_collectives(const Schedule& s, const Workload& w, ExecPlan& plan) {
         }
         cp.send_bytes += pieces(src, pr.buffer(po.writes[0]), peer, planes, cp.sends);
         cp.recv_bytes += pieces(pr.buffer(po.reads[0]), dst, peer, planes, cp.recvs);
+      }
+      if (cp.reduce) { // the sum starts from the rank's own piece, which must cover every destination row
+        int64_t own = 0;
+        for (const auto& pc : cp.local)
+          own += pc.block.rows * pc.heads;
+        if (own != dst.rows * dst.heads)
+          throw UserError("rank " + std::to_string(rp.rank) + " op " + std::to_string(op.id) + " ('" + op.label +
+                          "'): a reduce-scatter whose source does not hold every row and head of its destination '" +
+                          dst.name + "' has nothing to start the sum from");
       }
       stream_need[op.stream] = std::max(stream_need[op.stream], cp.send_bytes + cp.recv_bytes);
       stream_of_coll[op.id] = op.stream;

@@ -27,9 +27,9 @@ void check_supported(int rank, const Op& op) {
   if (op.kind == OpKind::ATTENTION && (op.head_summed || !op.head_ids.empty()))
     throw UserError(where(rank, op) + ": the GPU backend does not execute attention with per-head masks or a "
                     "head list; predict this plan with the simulator");
-  if (op.kind == OpKind::COLLECTIVE && op.coll != CollectiveKind::ALL_TO_ALL && op.coll != CollectiveKind::ALL_GATHER)
-    throw UserError(where(rank, op) + ": the GPU backend executes all_to_all and all_gather collectives, not " +
-                    to_string(op.coll));
+  if (op.kind == OpKind::COLLECTIVE && op.coll == CollectiveKind::ALL_REDUCE)
+    throw UserError(where(rank, op) + ": the GPU backend executes all_to_all, all_gather and reduce_scatter collectives, "
+                    "not all_reduce");
   if ((op.kind == OpKind::SEND && op.reads.size() != 1) || (op.kind == OpKind::RECV && op.writes.size() != 1))
     throw UserError(where(rank, op) + ": a send/recv must name exactly one buffer");
   if (op.kind == OpKind::COLLECTIVE && (op.reads.size() != 1 || op.writes.size() != 1))
@@ -174,15 +174,25 @@ void check_p2p_order(const Schedule& s, const ExecPlan& plan) {
   }
 }
 
-/** Fills rp.zero_before: the first attention op (in issue order) that writes each accumulator or dK/dV buffer. */
+bool reads_itself(const Op& op, const std::string& n) {
+  return std::find(op.reads.begin(), op.reads.end(), n) != op.reads.end();
+}
+
+/**
+ * Fills rp.zero_before: the first op (in issue order) that writes each accumulator or dK/dV buffer, when that is an
+ * attention op or a backward merge adding into the buffer in place (TE all-gather's full-length dK/dV).
+ */
 void plan_zeroing(const RankProgram& p, RankExecPlan& rp) {
   std::vector<bool> done(rp.buffers.size(), false);
   for (const Slot& sl : rp.slots)
     for (int id : sl.ops) {
       const Op& op = p.ops[size_t(id)];
-      if (op.kind != OpKind::ATTENTION)
+      const bool in_place_merge = op.kind == OpKind::MERGE && op.dir == Direction::BACKWARD;
+      if (op.kind != OpKind::ATTENTION && !in_place_merge)
         continue;
       for (const auto& n : op.writes) {
+        if (in_place_merge && !reads_itself(op, n))
+          continue;
         const int b = rp.buffer_index.at(n);
         const std::string& t = rp.buffers[size_t(b)].tensor;
         const std::string f = tensor_family(t);
@@ -193,6 +203,40 @@ void plan_zeroing(const RankProgram& p, RankExecPlan& rp) {
         }
       }
     }
+}
+/** Fills rp.merge_adds: for a backward merge that reads a buffer it writes, every other read of that tensor family
+ *  is added into it row by row, matched by token (the buffers may hold different token ranges). */
+void plan_merge_adds(const RankProgram& p, RankExecPlan& rp) {
+  for (const Op& op : p.ops) {
+    if (op.kind != OpKind::MERGE || op.dir != Direction::BACKWARD)
+      continue;
+    for (const auto& n : op.writes) {
+      if (!reads_itself(op, n))
+        continue;
+      const int d = rp.buffer_index.at(n);
+      const BufferPlacement& dst = rp.buffers[size_t(d)];
+      for (const auto& r : op.reads) {
+        const int sidx = rp.buffer_index.at(r);
+        const BufferPlacement& src = rp.buffers[size_t(sidx)];
+        if (r == n || tensor_family(src.tensor) != tensor_family(dst.tensor))
+          continue;
+        if (src.head_begin != dst.head_begin || src.heads != dst.heads || src.planes != dst.planes)
+          throw UserError(where(p.rank, op) + ": adds '" + r + "' into '" + n + "', whose heads or planes differ");
+        auto& adds = rp.merge_adds[op.id];
+        int64_t srow = 0;
+        for (const TokenSlice& a : src.tokens) {
+          int64_t drow = 0;
+          for (const TokenSlice& b : dst.tokens) {
+            RowBlock blk;
+            if (a.seq == b.seq && intersect_rows(a.range, srow, b.range, drow, blk))
+              adds.push_back({sidx, d, blk});
+            drow += b.range.size();
+          }
+          srow += a.range.size();
+        }
+      }
+    }
+  }
 }
 } // namespace
 
@@ -257,6 +301,7 @@ ExecPlan make_exec_plan(const Schedule& s, const Workload& w) {
         segs.push_back(map_segment(p.rank, op, seg, *q, *kv));
     }
     plan_zeroing(p, rp);
+    plan_merge_adds(p, rp);
     plan.ranks.push_back(std::move(rp));
   }
   plan_collectives(s, w, plan);

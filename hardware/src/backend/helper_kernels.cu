@@ -69,6 +69,14 @@ __global__ void k_convert_2d(void* dst, int de, int64_t dp, const void* src, int
   }
 }
 
+__global__ void k_accumulate_2d(void* dst, int de, int64_t dp, const void* src, int se, int64_t sp, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    store(dst, de, r * dp + c, load(dst, de, r * dp + c) + load(src, se, r * sp + c));
+  }
+}
+
 __device__ float merged_lse(float la, float lb) {
   float m = fmaxf(la, lb);
   return m == -INFINITY ? -INFINITY : m + log1pf(expf(fminf(la, lb) - m));
@@ -158,6 +166,15 @@ void convert(void* dst, int dst_elem_bytes, const void* src, int src_elem_bytes,
     return;
   }
   k_convert<<<blocks_for(n), kThreads, 0, s>>>(dst, dst_elem_bytes, src, src_elem_bytes, n);
+  BK_CUDA_CHECK(cudaGetLastError());
+}
+
+void accumulate_2d(void* dst, int dst_elem_bytes, int64_t dst_pitch, const void* src, int src_elem_bytes, int64_t src_pitch,
+                   int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows * cols == 0)
+    return;
+  k_accumulate_2d<<<blocks_for(rows * cols), kThreads, 0, s>>>(dst, dst_elem_bytes, dst_pitch, src, src_elem_bytes, src_pitch,
+                                                               rows, cols);
   BK_CUDA_CHECK(cudaGetLastError());
 }
 

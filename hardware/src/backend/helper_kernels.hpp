@@ -18,6 +18,9 @@ void fill_f32(void* dst, int64_t n, float value, cudaStream_t s);
 void accumulate(void* dst, int dst_elem_bytes, const void* src, int src_elem_bytes, int64_t n, cudaStream_t s);
 /** dst = src with element conversion between bf16 (2) and fp32 (4). */
 void convert(void* dst, int dst_elem_bytes, const void* src, int src_elem_bytes, int64_t n, cudaStream_t s);
+/** dst[r * dst_pitch + c] += src[r * src_pitch + c] for rows x cols elements (pitches in elements; sums in fp32). */
+void accumulate_2d(void* dst, int dst_elem_bytes, int64_t dst_pitch, const void* src, int src_elem_bytes, int64_t src_pitch,
+                   int64_t rows, int64_t cols, cudaStream_t s);
 /** rows x cols elements from src (row pitch src_pitch elements) to dst (dst_pitch), converting bf16 <-> fp32 as needed. */
 void convert_2d(void* dst, int dst_elem_bytes, int64_t dst_pitch, const void* src, int src_elem_bytes, int64_t src_pitch,
                 int64_t rows, int64_t cols, cudaStream_t s);

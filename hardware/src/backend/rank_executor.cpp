@@ -241,7 +241,7 @@ void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
   const int64_t head_elems = src.heads ? src.width / src.heads : 0;
   const int wire = dst.elem_bytes;
   auto copy = [&](const CollectivePiece& pc, const char* from, int from_elem, int64_t from_row, int64_t from_plane, char* to,
-                  int to_elem, int64_t to_row, int64_t to_plane, bool from_is_buf, bool to_is_buf) {
+                  int to_elem, int64_t to_row, int64_t to_plane, bool from_is_buf, bool to_is_buf, bool add = false) {
     const int64_t w = pc.heads * head_elems;
     for (int plane = cp.plane_begin; plane < cp.plane_end; ++plane) {
       // buffers hold K then V; packed staging holds only the planes that move, [piece][plane][rows][heads x dim]
@@ -256,7 +256,10 @@ void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
         t += (pc.block.dst_row * to_row + pc.dst_head_offset * head_elems) * to_elem;
         dpitch = to_row * pc.block.dst_step;
       }
-      convert_2d(t, to_elem, dpitch, f, from_elem, spitch, pc.block.rows, w, st);
+      if (add)
+        accumulate_2d(t, to_elem, dpitch, f, from_elem, spitch, pc.block.rows, w, st);
+      else
+        convert_2d(t, to_elem, dpitch, f, from_elem, spitch, pc.block.rows, w, st);
     }
   };
   auto piece_bytes = [&](const CollectivePiece& pc) { return pc.block.rows * pc.heads * head_elems * wire; };
@@ -293,7 +296,7 @@ void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
   off = cp.send_bytes;
   for (const auto& pc : cp.recvs) {
     copy(pc, staging + off, wire, 0, piece_bytes(pc), static_cast<char*>(ptr(cp.dst)), dst.elem_bytes, dst.width,
-         dst.plane_bytes(), false, true);
+         dst.plane_bytes(), false, true, cp.reduce); // reduce-scatter: onto the own piece, copied before the exchange
     off += piece_bytes(pc) * planes;
   }
 }
@@ -393,7 +396,21 @@ void RankExecutor::issue_merge(const Op& op, cudaStream_t st) {
     }
     return;
   }
+  if (auto z = rp_.zero_before.find(op.id); z != rp_.zero_before.end())
+    for (int b : z->second)
+      BK_CUDA_CHECK(cudaMemsetAsync(ptr(b), 0, size_t(rp_.buffers[size_t(b)].bytes), st));
+  if (auto a = rp_.merge_adds.find(op.id); a != rp_.merge_adds.end())
+    for (const MergeAdd& m : a->second) { // in place, matched by token: dst rows += src rows
+      const BufferPlacement &s = rp_.buffers[size_t(m.src)], &d = rp_.buffers[size_t(m.dst)];
+      for (int plane = 0; plane < d.planes; ++plane)
+        accumulate_2d(static_cast<char*>(ptr(m.dst)) + plane * d.plane_bytes() + m.block.dst_row * d.row_bytes(), d.elem_bytes,
+                      d.width * m.block.dst_step,
+                      static_cast<const char*>(ptr(m.src)) + plane * s.plane_bytes() + m.block.src_row * s.row_bytes(),
+                      s.elem_bytes, s.width * m.block.src_step, m.block.rows, d.width, st);
+    }
   for (const auto& n : op.writes) {
+    if (std::find(op.reads.begin(), op.reads.end(), n) != op.reads.end())
+      continue; // in place: the additions above
     int w = rp_.buffer_index.at(n);
     const BufferPlacement& wb = rp_.buffers[size_t(w)];
     bool first = true;

@@ -90,8 +90,9 @@ Schedule generate_te_allgather(const Scenario& sc, const MaskGeometry& mask) {
       buf(part, "dkv", k_rows[i] * 2 * G * D * e, G, keys);
       int ab = b.attention(r, comp[i], {ag2}, Direction::BACKWARD, 0, H, segs[i], "bwd attn chunk " + std::to_string(i),
                            {"q", "kv_gathered_bwd", "o", "lse", "do"}, {"dq", part});
-      // dk[:, :kv_end] += dk_ (read part, read-modify-write the full-length bf16 buffer)
-      m[i] = b.merge(r, comp[i], {}, Direction::BACKWARD, 0, H, q_rows[i], 1, k_rows[i] * 2 * G * D * 3 * e,
+      // dk[:, :kv_end] += dk_ (read part, read-modify-write the full-length bf16 buffer); the two chunks' streams
+      // add into one buffer, so the second addition waits for the first (concurrent read-modify-writes would race)
+      m[i] = b.merge(r, comp[i], i == 0 ? std::vector<int>{} : std::vector<int>{m[0]}, Direction::BACKWARD, 0, H, q_rows[i], 1, k_rows[i] * 2 * G * D * 3 * e,
                      "bwd accumulate chunk " + std::to_string(i), {part, "dkv_full"}, {"dkv_full"});
       b.set_alloc(r, part, ab);
       b.set_free(r, part, m[i]);

@@ -79,12 +79,20 @@ struct CollectivePlan {
   int dst = -1;
   int plane_begin = 0; // planes [plane_begin, plane_end) of K-then-V buffers move (the op's `plane`, or all)
   int plane_end = 1;
+  bool reduce = false; // REDUCE_SCATTER: the own piece is copied, every received piece is added to it
   std::vector<CollectivePiece> sends;  // this rank's source rows for each peer (peer order, then piece order)
   std::vector<CollectivePiece> recvs;  // pieces written into the destination from each peer
   std::vector<CollectivePiece> local;  // self-to-self copies
   int64_t staging_offset_bytes = 0;
   int64_t send_bytes = 0;
   int64_t recv_bytes = 0;
+};
+
+/** One addition of a merge that accumulates in place: rows of `src` added to the rows of `dst` holding the same tokens. */
+struct MergeAdd {
+  int src = -1;
+  int dst = -1;
+  RowBlock block;
 };
 
 struct RankExecPlan {
@@ -101,6 +109,9 @@ struct RankExecPlan {
   // and dK/dV outputs, of which the kernels write only the key rows some query of the op sees while a later
   // merge adds the whole buffer (zigzag's backward step on the other rank's KV covers its first chunk only)
   std::map<int, std::vector<int>> zero_before;
+  // backward merge op -> additions into a buffer it reads and writes (TE all-gather: dK[:kv_end] += the chunk's dK),
+  // matched by token, since the partial covers only the keys its chunk sees
+  std::map<int, std::vector<MergeAdd>> merge_adds;
   int64_t arena_bytes = 0;   // buffers, with reuse only where the IR orders the lifetimes
   int64_t staging_bytes = 0; // packing space of collectives, after the arena
   int64_t predicted_peak_bytes = 0;
