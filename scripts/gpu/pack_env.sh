@@ -3,3 +3,5 @@
 PACK=gpu-pack
 [ -d "$PACK/bin" ] || [ ! -f "$PACK.tar.xz" ] || tar -xJf "$PACK.tar.xz"
 export LD_LIBRARY_PATH="$PWD/$PACK/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" NCCL_NVLS_ENABLE=0
+# The provenance every result log on a GPU machine starts with: date, GPUs, driver, the pack's git SHA.
+gpu_header() { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; echo "git $(cat "$PACK/GIT_SHA")"; }

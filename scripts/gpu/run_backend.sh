@@ -42,7 +42,7 @@ device() {
   . scripts/gpu/pack_env.sh
   # CPSIM_WORK_DIR (relative to $OUT): work there, so that a stage cut short from outside leaves its logs in $OUT
   if [ -n "${CPSIM_WORK_DIR:-}" ]; then W=$OUT/$CPSIM_WORK_DIR; mkdir -p "$W"; else W=$(mktemp -d); fi
-  { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nvidia-smi topo -m; echo "git $(cat $PACK/GIT_SHA)"; } >"$W/runs.log" 2>&1
+  { gpu_header; nvidia-smi topo -m; } >"$W/runs.log" 2>&1
   mkdir -p "$W/sc"
   local extra=${CPSIM_RUN_EXTRA:---comm-only}
   if [ "$1" = checks ]; then # --check: every schedule the backend executes, against single-GPU attention

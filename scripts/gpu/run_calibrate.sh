@@ -14,7 +14,7 @@ cd "$(dirname "$0")/../.."
 CPSIM="$PACK/bin/cpsim"
 [ -x "$CPSIM" ] || { echo "no $CPSIM: run 'scripts/gpu/pack.sh' first (here, not on the device)" >&2; exit 2; }
 
-header() { { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; echo "git $(cat $PACK/GIT_SHA)"; } >"$1" 2>&1; }
+header() { gpu_header >"$1" 2>&1; }
 
 # Validation scenarios off the calibration grid: H100 kernels (one GPU, generated here); on N = 2, 4
 # or 8 GPUs block-sparse ring, zigzag and Ulysses over all N (generated here) plus the committed grid

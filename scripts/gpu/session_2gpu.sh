@@ -15,7 +15,7 @@ HW=${1:?hardware name, e.g. h100-sxm-2}
 : "${OUT:?set OUT}"
 . scripts/gpu/pack_env.sh
 CPSIM="$PACK/bin/cpsim"
-header() { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; echo "git $(cat $PACK/GIT_SHA)"; echo "command: $0 $*"; }
+header() { gpu_header; echo "command: $0 $*"; }
 
 timeout -k 5 "${CPSIM_CHECKS_S:-200}" scripts/gpu/run_backend.sh checks | grep -c "rc=0" | sed 's/^/checks passed: /'
 
