@@ -82,6 +82,10 @@ int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const 
     // last line of defence against a hang: whatever call the main thread is stuck in (the in-loop timeouts
     // did not fire when a peer slept on 2 H100s, 2026-11-27), the rank leaves with its cause named
     std::atomic<bool> finished{false};
+    const Injection inj = o.inject.empty() ? Injection{} : parse_injection(o.inject);
+    const std::string cause = inj.kind == InjectKind::HANG && inj.rank == rank
+                                  ? "this rank hangs by --inject " + o.inject
+                                  : "a peer may have died or hung";
     std::thread watchdog([&] {
       const int64_t limit_ns = int64_t((1.5 * o.timeout_s + 5) * 1e9);
       while (!finished) {
@@ -90,8 +94,8 @@ int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const 
                                 std::chrono::steady_clock::now().time_since_epoch()).count();
         if (ex.busy() && now - ex.last_progress_ns() > limit_ns) {
           say("cpsim: rank " + std::to_string(rank) + " (GPU " + std::to_string(dev) + "): watchdog: no progress for " +
-              std::to_string(int(double(now - ex.last_progress_ns()) * 1e-9)) + " s while " + ex.where() +
-              "; a peer may have died or hung");
+              std::to_string(int(double(now - ex.last_progress_ns()) * 1e-9)) + " s while " + ex.where() + "; " +
+              cause);
           _exit(3);
         }
       }
