@@ -35,22 +35,24 @@ Buffer& ScheduleBuilder::add_buffer(int rank, Buffer b) {
   return bufs.back();
 }
 
-void ScheduleBuilder::set_free(int rank, const std::string& buffer, int op) {
+Buffer& ScheduleBuilder::find_buffer(int rank, const std::string& buffer, const char* caller) {
   for (auto& b : s_.ranks[static_cast<size_t>(rank)].buffers)
-    if (b.name == buffer) {
-      b.free_op = std::max(b.free_op, op);
-      return;
-    }
-  CPSIM_ASSERT(false, "set_free on unknown buffer " + buffer);
+    if (b.name == buffer)
+      return b;
+  assert_fail("buffer declared", __FILE__, __LINE__, std::string(caller) + " on unknown buffer " + buffer);
+}
+
+const Buffer& ScheduleBuilder::buffer(int rank, const std::string& name) const {
+  return const_cast<ScheduleBuilder*>(this)->find_buffer(rank, name, "buffer");
+}
+
+void ScheduleBuilder::set_free(int rank, const std::string& buffer, int op) {
+  Buffer& b = find_buffer(rank, buffer, "set_free");
+  b.free_op = std::max(b.free_op, op);
 }
 
 void ScheduleBuilder::set_alloc(int rank, const std::string& buffer, int op) {
-  for (auto& b : s_.ranks[static_cast<size_t>(rank)].buffers)
-    if (b.name == buffer) {
-      b.alloc_op = op;
-      return;
-    }
-  CPSIM_ASSERT(false, "set_alloc on unknown buffer " + buffer);
+  find_buffer(rank, buffer, "set_alloc").alloc_op = op;
 }
 
 Op& ScheduleBuilder::push(int rank, Op op) {
@@ -200,12 +202,7 @@ void ScheduleBuilder::set_plane(int rank, int op_id, int plane) {
 }
 
 void ScheduleBuilder::set_buffer_bytes(int rank, const std::string& buffer, int64_t bytes) {
-  for (auto& b : s_.ranks[static_cast<size_t>(rank)].buffers)
-    if (b.name == buffer) {
-      b.bytes = bytes;
-      return;
-    }
-  CPSIM_ASSERT(false, "set_buffer_bytes on unknown buffer " + buffer);
+  find_buffer(rank, buffer, "set_buffer_bytes").bytes = bytes;
 }
 
 int ScheduleBuilder::merge(int rank, int stream, std::vector<int> deps, Direction dir, int head_begin, int head_end,

@@ -40,8 +40,7 @@ run_one() { # tag, then cpsim run arguments; CPSIM_CHECK_FILTER (a regex on the 
 
 device() {
   . scripts/gpu/pack_env.sh
-  # CPSIM_WORK_DIR (relative to $OUT): work there, so that a stage cut short from outside leaves its logs in $OUT
-  if [ -n "${CPSIM_WORK_DIR:-}" ]; then W=$OUT/$CPSIM_WORK_DIR; mkdir -p "$W"; else W=$(mktemp -d); fi
+  W=$(work_dir)
   { gpu_header; nvidia-smi topo -m; } >"$W/runs.log" 2>&1
   mkdir -p "$W/sc"
   local extra=${CPSIM_RUN_EXTRA:---comm-only}

@@ -74,8 +74,7 @@ case "${1:-}" in
         *) PASS+=("$1"); shift ;;
       esac
     done
-    # CPSIM_WORK_DIR (relative to $OUT): work there, so that a run cut short from outside leaves its files in $OUT
-    if [ -n "${CPSIM_WORK_DIR:-}" ]; then W=$OUT/$CPSIM_WORK_DIR; mkdir -p "$W"; else W=$(mktemp -d); fi
+    W=$(work_dir)
     header "$W/validate.log"; scenarios "$W/sc" "$HW"
     GRID=$(grid_for "$HW")
     if [ -n "$GRID" ]; then

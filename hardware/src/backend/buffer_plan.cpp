@@ -51,7 +51,7 @@ void find_results(const RankProgram& p, const std::vector<bool>& written, RankEx
   std::vector<bool> read_on(p.buffers.size(), false); // read by an op that does not also write it
   for (const Op& op : p.ops)
     for (const auto& n : op.reads)
-      if (std::find(op.writes.begin(), op.writes.end(), n) == op.writes.end())
+      if (!in_place(op, n))
         read_on[size_t(rp.buffer_index.at(n))] = true;
   auto pick = [&](const std::string& key, std::initializer_list<const char*> tensors, bool need_whole) {
     int best = -1, best_sink = -1;
@@ -85,6 +85,25 @@ bool is_two_plane(const std::string& t) { return t == "kv" || t == "dkv" || t ==
 bool is_lse(const std::string& t) { return t == "lse" || t == "lse_acc"; }
 std::string tensor_family(const std::string& t) {
   return t.size() > 4 && t.compare(t.size() - 4, 4, "_acc") == 0 ? t.substr(0, t.size() - 4) : t;
+}
+bool in_place(const Op& op, const std::string& buffer) {
+  return std::find(op.reads.begin(), op.reads.end(), buffer) != op.reads.end() &&
+         std::find(op.writes.begin(), op.writes.end(), buffer) != op.writes.end();
+}
+std::vector<RowBlock> shared_rows(const std::vector<TokenSlice>& src, const std::vector<TokenSlice>& dst) {
+  std::vector<RowBlock> out;
+  int64_t drow = 0;
+  for (const TokenSlice& d : dst) {
+    int64_t srow = 0;
+    for (const TokenSlice& sl : src) {
+      RowBlock blk;
+      if (sl.seq == d.seq && intersect_rows(sl.range, srow, d.range, drow, blk))
+        out.push_back(blk);
+      srow += sl.range.size();
+    }
+    drow += d.range.size();
+  }
+  return out;
 }
 
 void place_buffers(const Schedule& s, const Workload& w, const ExecutionGraph& g, RankExecPlan& rp) {
@@ -191,18 +210,9 @@ void plan_collectives(const Schedule& s, const Workload& w, ExecPlan& plan) {
     int64_t bytes = 0;
     if (h1 <= h0)
       return bytes;
-    int64_t drow = 0;
-    for (const TokenSlice& d : dst.tokens) {
-      int64_t srow = 0;
-      for (const TokenSlice& sl : src.tokens) {
-        RowBlock blk;
-        if (sl.seq == d.seq && intersect_rows(sl.range, srow, d.range, drow, blk)) {
-          out.push_back({peer, blk, h0 - src.head_begin, h0 - dst.head_begin, h1 - h0});
-          bytes += blk.rows * (h1 - h0) * (src.width / std::max(1, src.heads)) * dst.elem_bytes * planes; // wire type
-        }
-        srow += sl.range.size();
-      }
-      drow += d.range.size();
+    for (const RowBlock& blk : shared_rows(src.tokens, dst.tokens)) {
+      out.push_back({peer, blk, h0 - src.head_begin, h0 - dst.head_begin, h1 - h0});
+      bytes += blk.rows * (h1 - h0) * (src.width / std::max(1, src.heads)) * dst.elem_bytes * planes; // wire type
     }
     return bytes;
   };

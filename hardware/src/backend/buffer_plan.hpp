@@ -16,5 +16,9 @@ bool is_two_plane(const std::string& tensor);
 bool is_lse(const std::string& tensor);
 /** The tensor an accumulator accumulates ("dq_acc" -> "dq"); other names unchanged. */
 std::string tensor_family(const std::string& tensor);
+/** Whether `op` reads and writes `buffer`: it accumulates into it in place. */
+bool in_place(const Op& op, const std::string& buffer);
+/** Row blocks where `src` and `dst` hold the same tokens, dst slices outer (the packing order of collectives). */
+std::vector<RowBlock> shared_rows(const std::vector<TokenSlice>& src, const std::vector<TokenSlice>& dst);
 
 } // namespace cpsim::backend

@@ -174,10 +174,6 @@ void check_p2p_order(const Schedule& s, const ExecPlan& plan) {
   }
 }
 
-bool reads_itself(const Op& op, const std::string& n) {
-  return std::find(op.reads.begin(), op.reads.end(), n) != op.reads.end();
-}
-
 /**
  * Fills rp.zero_before: the first op (in issue order) that writes each accumulator or dK/dV buffer, when that is an
  * attention op or a backward merge adding into the buffer in place (TE all-gather's full-length dK/dV).
@@ -191,7 +187,7 @@ void plan_zeroing(const RankProgram& p, RankExecPlan& rp) {
       if (op.kind != OpKind::ATTENTION && !in_place_merge)
         continue;
       for (const auto& n : op.writes) {
-        if (in_place_merge && !reads_itself(op, n))
+        if (in_place_merge && !in_place(op, n))
           continue;
         const int b = rp.buffer_index.at(n);
         const std::string& t = rp.buffers[size_t(b)].tensor;
@@ -211,7 +207,7 @@ void plan_merge_adds(const RankProgram& p, RankExecPlan& rp) {
     if (op.kind != OpKind::MERGE || op.dir != Direction::BACKWARD)
       continue;
     for (const auto& n : op.writes) {
-      if (!reads_itself(op, n))
+      if (!in_place(op, n))
         continue;
       const int d = rp.buffer_index.at(n);
       const BufferPlacement& dst = rp.buffers[size_t(d)];
@@ -222,18 +218,8 @@ void plan_merge_adds(const RankProgram& p, RankExecPlan& rp) {
           continue;
         if (src.head_begin != dst.head_begin || src.heads != dst.heads || src.planes != dst.planes)
           throw UserError(where(p.rank, op) + ": adds '" + r + "' into '" + n + "', whose heads or planes differ");
-        auto& adds = rp.merge_adds[op.id];
-        int64_t srow = 0;
-        for (const TokenSlice& a : src.tokens) {
-          int64_t drow = 0;
-          for (const TokenSlice& b : dst.tokens) {
-            RowBlock blk;
-            if (a.seq == b.seq && intersect_rows(a.range, srow, b.range, drow, blk))
-              adds.push_back({sidx, d, blk});
-            drow += b.range.size();
-          }
-          srow += a.range.size();
-        }
+        for (const RowBlock& blk : shared_rows(src.tokens, dst.tokens))
+          rp.merge_adds[op.id].push_back({sidx, d, blk});
       }
     }
   }

@@ -51,11 +51,6 @@ __global__ void k_fill_f32(float* dst, int64_t n, float v) {
     dst[i] = v;
 }
 
-__global__ void k_accumulate(void* dst, int de, const void* src, int se, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    store(dst, de, i, load(dst, de, i) + load(src, se, i));
-}
-
 __global__ void k_convert(void* dst, int de, const void* src, int se, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     store(dst, de, i, load(src, se, i));
@@ -152,10 +147,7 @@ void fill_f32(void* dst, int64_t n, float value, cudaStream_t s) {
 }
 
 void accumulate(void* dst, int dst_elem_bytes, const void* src, int src_elem_bytes, int64_t n, cudaStream_t s) {
-  if (n == 0)
-    return;
-  k_accumulate<<<blocks_for(n), kThreads, 0, s>>>(dst, dst_elem_bytes, src, src_elem_bytes, n);
-  BK_CUDA_CHECK(cudaGetLastError());
+  accumulate_2d(dst, dst_elem_bytes, n, src, src_elem_bytes, n, 1, n, s); // one row of n elements
 }
 
 void convert(void* dst, int dst_elem_bytes, const void* src, int src_elem_bytes, int64_t n, cudaStream_t s) {

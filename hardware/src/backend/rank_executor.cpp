@@ -301,10 +301,14 @@ void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
   }
 }
 
-void RankExecutor::issue_attention(const Op& op, cudaStream_t st) {
+void RankExecutor::zero_before(const Op& op, cudaStream_t st) {
   if (auto z = rp_.zero_before.find(op.id); z != rp_.zero_before.end())
     for (int b : z->second)
       BK_CUDA_CHECK(cudaMemsetAsync(ptr(b), 0, size_t(rp_.buffers[size_t(b)].bytes), st));
+}
+
+void RankExecutor::issue_attention(const Op& op, cudaStream_t st) {
+  zero_before(op, st);
   AttnCall c;
   c.mask = &mask_;
   c.segments = &rp_.segments.at(op.id);
@@ -396,9 +400,7 @@ void RankExecutor::issue_merge(const Op& op, cudaStream_t st) {
     }
     return;
   }
-  if (auto z = rp_.zero_before.find(op.id); z != rp_.zero_before.end())
-    for (int b : z->second)
-      BK_CUDA_CHECK(cudaMemsetAsync(ptr(b), 0, size_t(rp_.buffers[size_t(b)].bytes), st));
+  zero_before(op, st);
   if (auto a = rp_.merge_adds.find(op.id); a != rp_.merge_adds.end())
     for (const MergeAdd& m : a->second) { // in place, matched by token: dst rows += src rows
       const BufferPlacement &s = rp_.buffers[size_t(m.src)], &d = rp_.buffers[size_t(m.dst)];
@@ -409,8 +411,8 @@ void RankExecutor::issue_merge(const Op& op, cudaStream_t st) {
                       s.elem_bytes, s.width * m.block.src_step, m.block.rows, d.width, st);
     }
   for (const auto& n : op.writes) {
-    if (std::find(op.reads.begin(), op.reads.end(), n) != op.reads.end())
-      continue; // in place: the additions above
+    if (in_place(op, n))
+      continue; // the additions above
     int w = rp_.buffer_index.at(n);
     const BufferPlacement& wb = rp_.buffers[size_t(w)];
     bool first = true;

@@ -47,6 +47,8 @@ public:
 
   /** For the rank's watchdog thread: whether a repetition is under way, when it last progressed, and where. */
   bool busy() const { return busy_.load(); }
+  /** The failure injection this rank was started with (--inject), parsed once. */
+  const Injection& injection() const { return inj_; }
   int64_t last_progress_ns() const { return progress_ns_.load(); }
   std::string where() const;
 
@@ -59,6 +61,8 @@ private:
   void issue_slot(size_t i, bool inject);
   void issue_p2p(const Slot& sl, cudaStream_t st);
   void issue_collective(const Op& op, cudaStream_t st);
+  /** Zeroes the buffers the exec plan lists for `op` (accumulators and dK/dV before their first writer). */
+  void zero_before(const Op& op, cudaStream_t st);
   void issue_attention(const Op& op, cudaStream_t st);
   void issue_merge(const Op& op, cudaStream_t st);
   void wait_done();

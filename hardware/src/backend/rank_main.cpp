@@ -82,7 +82,7 @@ int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const 
     // last line of defence against a hang: whatever call the main thread is stuck in (the in-loop timeouts
     // did not fire when a peer slept on 2 H100s, 2026-11-27), the rank leaves with its cause named
     std::atomic<bool> finished{false};
-    const Injection inj = o.inject.empty() ? Injection{} : parse_injection(o.inject);
+    const Injection& inj = ex.injection();
     const std::string cause = inj.kind == InjectKind::HANG && inj.rank == rank
                                   ? "this rank hangs by --inject " + o.inject
                                   : "a peer may have died or hung";

@@ -145,7 +145,6 @@ BwdOut backward(DoubleRing& x, int start, int last_fwd) {
       b.set_alloc(r, nkv, outer_recv);
     }
     std::string kv = local, carried = dkv_in; // carried: received dKV partial of the block held now
-    int64_t carried_bytes = dkv_in.empty() ? 0 : x.B_KV;
     int inner_recv = -1, dkv_recv = j == 0 ? -1 : outer_dkv_recv;
     for (int t = 0; t < x.w; ++t) {
       const std::string tag_s = std::to_string(j) + "." + std::to_string(t);
@@ -172,7 +171,6 @@ BwdOut backward(DoubleRing& x, int start, int last_fwd) {
       kv = next_kv;
       int send_dep = dkv_recv; // with no work here the received partial is forwarded untouched
       std::string to_send = carried;
-      int64_t to_send_bytes = carried_bytes;
       if (a >= 0) {
         first = first < 0 ? a : first;
         b.add_buffer(r, x.buf(part, "dkv", x.B_KV, src, true, a));
@@ -190,11 +188,9 @@ BwdOut backward(DoubleRing& x, int start, int last_fwd) {
         b.add_buffer(r, x.buf(acc, "dkv_acc", dkv_bytes, src, true, last));
         send_dep = last;
         to_send = acc;
-        to_send_bytes = dkv_bytes;
       } else if (carried.empty()) { // nothing computed and nothing received: an empty gradient moves on
         b.add_buffer(r, x.buf(acc, "dkv_acc", 0, src, true));
         to_send = acc;
-        to_send_bytes = 0;
       }
       if (x.w > 1) { // the inner dKV ring: w sends bring the window's sum back to the block's holder
         const std::string in = step_name("idkv", j, t + 1);
@@ -207,11 +203,9 @@ BwdOut backward(DoubleRing& x, int start, int last_fwd) {
         b.set_alloc(r, in, dkv_recv);
         b.set_free(r, to_send, std::max(sid, last));
         carried = in;
-        carried_bytes = dkv_bytes;
       } else {
         dkv_recv = send_dep;
         carried = to_send;
-        carried_bytes = to_send_bytes;
       }
     }
     // The window's dKV of its outer block moves on to the next window (bf16), nw sends in all.
@@ -220,7 +214,7 @@ BwdOut backward(DoubleRing& x, int start, int last_fwd) {
       b.add_buffer(r, x.buf(in, j + 1 == x.nw ? "dkv" : "dkv_acc", x.B_KV, x.held(j + 1, 0), true));
       std::string outgoing = carried;
       int send_after = dkv_recv;
-      if (carried_bytes > x.B_KV) { // the first window's fp32 sum, cast to bf16 for the wire
+      if (!carried.empty() && b.buffer(r, carried).bytes > x.B_KV) { // the first window's fp32 sum, cast to bf16 for the wire
         outgoing = "odkv_cast_" + std::to_string(j);
         b.add_buffer(r, x.buf(outgoing, "dkv", x.B_KV, x.held(j, 0), true));
         send_after = b.merge(r, x.compute, with({}, dkv_recv), Direction::BACKWARD, x.h0, x.h1, x.tokens, 1,

@@ -19,6 +19,8 @@ public:
   Buffer& add_buffer(int rank, Buffer b);
   void set_free(int rank, const std::string& buffer, int op);
   void set_alloc(int rank, const std::string& buffer, int op);
+  /** A buffer declared on `rank` (asserts that it exists). */
+  const Buffer& buffer(int rank, const std::string& name) const;
 
   /** Visible cells of the segments (per head), for generators that need to skip empty work. */
   int64_t cells_of(const std::vector<AttnSegment>& segs) const;
@@ -66,6 +68,7 @@ public:
 
 private:
   Op& push(int rank, Op op);
+  Buffer& find_buffer(int rank, const std::string& buffer, const char* caller);
   int emit_attention(int rank, Op op, const std::vector<AttnSegment>& segs);
   const Scenario& sc_;
   const MaskGeometry& mask_;
