@@ -15,13 +15,14 @@ pack() { scripts/gpu/pack.sh; }
 
 scenario() { # name scheme cp tokens mask pass [extra parallel JSON] -> file
   python3 - "$@" <<'PY'
-import json, sys
+import json, os, sys
 name, scheme, cp, tokens, mask, p = sys.argv[1:7]
 extra = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
 m = {"causal": {"kind": "causal"}, "full": {"kind": "full"},
      "sparse": {"kind": "block_sparse", "block": 128, "density": 0.3, "seed": 1, "causal": True},
      "window": {"kind": "sliding_window", "window": 3000}}[mask]
-hw = f"h200-sxm-{cp}" if int(cp) > 1 else "h100-sxm-8" # the node's size: the memory check fits the plan to it
+# the node's size: the memory check fits the plan to it; one-GPU runs name the GPU the machine has
+hw = f"h200-sxm-{cp}" if int(cp) > 1 else os.environ.get("CPSIM_HW_1GPU", "h100-sxm-1")
 print(json.dumps({"name": name, "hardware": hw, "parallel": {"scheme": scheme, "cp": int(cp), **extra}, "pass": p,
   "workload": {"seq_lens": [int(tokens)], "heads": 32, "kv_heads": 8, "head_dim": 128, "dtype": "bf16", "mask": m}}))
 PY
@@ -40,6 +41,9 @@ run_one() { # tag, then cpsim run arguments; CPSIM_CHECK_FILTER (a regex on the 
 
 device() {
   . scripts/gpu/pack_env.sh
+  case $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1) in
+    *H200*) export CPSIM_HW_1GPU=h200-sxm-1 ;; *) export CPSIM_HW_1GPU=h100-sxm-1 ;;
+  esac
   W=$(work_dir)
   { gpu_header; nvidia-smi topo -m; } >"$W/runs.log" 2>&1
   mkdir -p "$W/sc"
