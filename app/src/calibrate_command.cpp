@@ -43,6 +43,11 @@ void print_profile(const calib::Profile& p) {
                 to_string(k.dir).c_str(), k.head_dim, k.launch_s * 1e6, k.cta_s * 1e6, k.tile_full_s * 1e6,
                 k.tile_partial_s * 1e6, k.ctas_per_sm, k.hbm_bytes_per_s / 1e9, k.hbm_source.c_str(),
                 100 * k.quality.median_abs_rel_err, 100 * k.quality.p95_abs_rel_err, k.quality.samples);
+  for (const auto& m : p.merges)
+    std::printf("  merge %s  launch %.2f us  %.0f GB/s  bytes %.3g..%.3g  in-sample |err| median %.1f%% p95 %.1f%% "
+                "(n=%d)\n",
+                to_string(m.dir).c_str(), m.launch_s * 1e6, m.bytes_per_s / 1e9, m.bytes.min, m.bytes.max,
+                100 * m.quality.median_abs_rel_err, 100 * m.quality.p95_abs_rel_err, m.quality.samples);
   for (const auto& c : p.comms) {
     std::printf("  %-14s %-10s latency %.2f us  bandwidth %.1f GB/s  bytes %.3g..%.3g  in-sample |err| median "
                 "%.1f%% p95 %.1f%% (n=%d)",
@@ -132,6 +137,36 @@ calib::RawMeasurements run_sweeps(const CalibrateOptions& o, const ClusterSpec& 
     throw UserError("no calibration plan ran (see " + dir + "/logs/): nothing was measured");
   return raw;
 }
+/**
+ * A committed run folder's measurements with its attention and merge samples rebuilt from the plans it ran and
+ * their measured per-op medians: runs recorded before merge samples existed get them, and a change of the
+ * features is applied to old measurements. Only the kernel-sweep plans whose samples raw.json holds are read.
+ */
+calib::RawMeasurements raw_from_run(const std::string& dir) {
+  calib::RawMeasurements raw = calib::load_raw(dir + "/raw.json");
+  std::vector<std::string> plans;
+  for (const auto& k : raw.kernels)
+    if (std::find(plans.begin(), plans.end(), k.plan) == plans.end())
+      plans.push_back(k.plan);
+  calib::RawMeasurements rebuilt;
+  for (const auto& name : plans) {
+    const std::string plan_file = dir + "/plans/" + name + ".json", measured = dir + "/measured/" + name + ".json";
+    for (const auto& f : {plan_file, measured})
+      if (!fs::exists(f))
+        throw UserError("--from-run " + dir + ": raw.json has samples of plan '" + name + "' but " + f + " is missing");
+    const LoadedInput in = load_input(plan_file);
+    calib::CalibrationPlan p;
+    p.name = name;
+    p.sweep = "kernel";
+    p.scenario = in.scenario;
+    p.schedule = in.schedule;
+    calib::add_kernel_probes(p);
+    calib::add_samples(p, load_json_file(measured), rebuilt);
+  }
+  raw.kernels = rebuilt.kernels;
+  raw.merges = rebuilt.merges;
+  return raw;
+}
 } // namespace
 
 int cmd_calibrate(const CalibrateOptions& o) {
@@ -139,13 +174,20 @@ int cmd_calibrate(const CalibrateOptions& o) {
     throw UserError("--out: the profile file to write is required (hardware/profiles/<name>.json)");
   calib::RawMeasurements raw;
   std::string raw_file;
-  if (!o.from_raw.empty()) {
+  if (!o.from_raw.empty() || !o.from_run.empty()) {
     std::vector<calib::RawMeasurements> runs;
+    std::vector<std::string> names;
+    for (const auto& d : o.from_run) {
+      runs.push_back(raw_from_run(d));
+      names.push_back(d);
+      raw_file += (raw_file.empty() ? "" : " + ") + d + "/raw.json (samples from its plans)";
+    }
     for (const auto& f : o.from_raw) {
       runs.push_back(calib::load_raw(f));
+      names.push_back(f);
       raw_file += (raw_file.empty() ? "" : " + ") + f;
     }
-    raw = calib::merge_raw(runs, o.from_raw);
+    raw = calib::merge_raw(runs, names);
   } else {
     calib::SweepOptions check;
     calib::select_sweeps(check, o.sweeps); // a bad list is the user's error whatever the machine
@@ -172,7 +214,7 @@ int cmd_calibrate(const CalibrateOptions& o) {
   const ClusterSpec c = cluster_from_json(builtin_hardware(hw), hw);
   calib::Profile p = calib::fit_profile(raw, c.gpu.hbm_bytes_per_s);
   p.name = fs::path(o.out).stem().string();
-  p.source = o.from_raw.empty() ? "gpu sweep" : "from raw " + raw_file;
+  p.source = o.from_raw.empty() && o.from_run.empty() ? "gpu sweep" : "from raw " + raw_file;
   p.raw_file = raw_file;
   save_json_file(o.out, calib::profile_to_json(p), 2);
   print_profile(p);

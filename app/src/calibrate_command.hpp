@@ -11,6 +11,7 @@ struct CalibrateOptions {
   std::string out;      // hardware/profiles/<name>.json
   std::string hardware; // built-in description the sweeps are planned for (GPU path)
   std::vector<std::string> from_raw; // fit these raw measurements (joined) instead of running sweeps
+  std::vector<std::string> from_run; // run folders: raw.json with kernel and merge samples rebuilt from plans/, measured/
   std::string raw_dir;  // where plans, measured results, logs and raw.json go (GPU path)
   int gpus = 0;         // 0: every visible GPU, up to the hardware's GPUs per node
   bool quick = false;

@@ -46,6 +46,9 @@ int main(int argc, char** argv) {
   ca->add_option("--from-raw", cal.from_raw,
                  "Fit these raw measurements (results/calibration/.../raw.json) instead of running sweeps; repeat it to "
                  "join runs on one GPU model (kernels on one GPU, links on two)");
+  ca->add_option("--from-run", cal.from_run,
+                 "Like --from-raw DIR/raw.json, with its attention and merge samples re-read from DIR/plans and "
+                 "DIR/measured (the run's own plans and per-op medians); repeatable, and joins with --from-raw");
   ca->add_option("--raw-dir", cal.raw_dir, "Folder for plans, measured results, logs and raw.json (default results/calibration/<UTC>_<hardware>)");
   ca->add_option("--gpus", cal.gpus, "GPUs to use (default: all visible, up to the node's)");
   ca->add_flag("--quick", cal.quick, "A small sweep grid (a first look, a smoke test)");

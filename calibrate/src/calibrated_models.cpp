@@ -48,7 +48,13 @@ double CalibratedKernelModel::attention_s(const Op& op) const {
 }
 
 double CalibratedKernelModel::merge_s(const Op& op) const {
-  notes_.note("merge ops: not calibrated in the profile, roofline used");
+  for (const auto& m : p_.merges)
+    if (m.dir == op.dir) {
+      const double bytes = merge_traffic_bytes(op, w_);
+      notes_.check("merge " + to_string(op.dir), "bytes", bytes, m.bytes);
+      return merge_time_s(m, bytes);
+    }
+  notes_.note("merge " + to_string(op.dir) + " ops: not calibrated in the profile, roofline used");
   return roofline_.merge_s(op);
 }
 

@@ -80,6 +80,18 @@ KernelFit read_kernel(const Json& j, const std::string& path) {
   return f;
 }
 
+MergeFit read_merge(const Json& j, const std::string& path) {
+  JsonObjectReader r(j, path);
+  MergeFit f;
+  f.dir = r.get_enum("direction", {"fwd", "bwd"}) == "fwd" ? Direction::FORWARD : Direction::BACKWARD;
+  f.launch_s = r.get_number("launch_s", 0, 1.0);
+  f.bytes_per_s = r.get_number("bytes_per_s", 1e6, 1e15);
+  f.bytes = read_range(r, "bytes", 0);
+  f.quality = read_quality(r);
+  r.finish();
+  return f;
+}
+
 CommFit read_comm(const Json& j, const std::string& path) {
   JsonObjectReader r(j, path);
   CommFit f;
@@ -128,6 +140,13 @@ Json profile_to_json(const Profile& p) {
                        {"tokens", range_json(k.tokens)},
                        {"partial_fraction", range_json(k.partial_fraction)},
                        {"fit_quality", quality_json(k.quality)}});
+  Json merges = Json::array();
+  for (const auto& m : p.merges)
+    merges.push_back({{"direction", m.dir == Direction::FORWARD ? "fwd" : "bwd"},
+                      {"launch_s", m.launch_s},
+                      {"bytes_per_s", m.bytes_per_s},
+                      {"bytes", range_json(m.bytes)},
+                      {"fit_quality", quality_json(m.quality)}});
   for (const auto& c : p.comms) {
     Json corr = Json::array();
     for (const auto& [b, k] : c.correction)
@@ -158,6 +177,7 @@ Json profile_to_json(const Profile& p) {
          {"tile_m", p.tile_m},
          {"tile_n", p.tile_n},
          {"kernels", kernels},
+         {"merges", merges},
          {"comms", comms},
          {"not_calibrated", p.not_calibrated}};
   if (p.has_overlap)
@@ -199,6 +219,18 @@ Profile profile_from_json(const Json& j, const std::string& where) {
           fail("kernels[" + std::to_string(i) + "]",
                "a second entry for direction " + to_string(k.dir) + ", head_dim " + std::to_string(k.head_dim));
       p.kernels.push_back(k);
+    }
+    if (r.has("merges")) { // absent in profiles written before 2026-12-02
+      const Json& ms = r.raw("merges");
+      if (!ms.is_array())
+        r.fail("merges", "must be an array");
+      for (size_t i = 0; i < ms.size(); ++i) {
+        MergeFit m = read_merge(ms[i], "merges[" + std::to_string(i) + "]");
+        for (const auto& o : p.merges)
+          if (o.dir == m.dir)
+            fail("merges[" + std::to_string(i) + "]", "a second entry for direction " + to_string(m.dir));
+        p.merges.push_back(m);
+      }
     }
     const Json& cs = r.raw("comms");
     if (!cs.is_array())

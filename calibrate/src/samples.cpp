@@ -42,6 +42,17 @@ KernelSample read_kernel(const Json& j, const std::string& path) {
   return s;
 }
 
+MergeSample read_merge(const Json& j, const std::string& path) {
+  JsonObjectReader r(j, path);
+  MergeSample s;
+  s.plan = r.get_string("plan");
+  s.dir = r.get_enum("direction", {"fwd", "bwd"}) == "fwd" ? Direction::FORWARD : Direction::BACKWARD;
+  s.bytes = r.get_number("bytes", 1, kInf);
+  s.measured_s = r.get_number("measured_s", 1e-9, 1e4);
+  r.finish();
+  return s;
+}
+
 CommSample read_comm(const Json& j, const std::string& path) {
   JsonObjectReader r(j, path);
   CommSample s;
@@ -80,9 +91,14 @@ template <class T, class F> std::vector<T> read_array(JsonObjectReader& r, const
 } // namespace
 
 Json raw_to_json(const RawMeasurements& r) {
-  Json ks = Json::array(), cs = Json::array(), os = Json::array();
+  Json ks = Json::array(), ms = Json::array(), cs = Json::array(), os = Json::array();
   for (const auto& s : r.kernels)
     ks.push_back(kernel_json(s));
+  for (const auto& s : r.merges)
+    ms.push_back({{"plan", s.plan},
+                  {"direction", s.dir == Direction::FORWARD ? "fwd" : "bwd"},
+                  {"bytes", s.bytes},
+                  {"measured_s", s.measured_s}});
   for (const auto& s : r.comms)
     cs.push_back({{"plan", s.plan},
                   {"link", s.link},
@@ -109,6 +125,7 @@ Json raw_to_json(const RawMeasurements& r) {
           {"tile_m", r.tile_m},
           {"tile_n", r.tile_n},
           {"kernel_samples", ks},
+          {"merge_samples", ms},
           {"comm_samples", cs},
           {"overlap_samples", os},
           {"not_calibrated", r.not_calibrated}};
@@ -131,6 +148,8 @@ RawMeasurements raw_from_json(const Json& j, const std::string& where) {
     m.tile_m = r.get_int("tile_m", 16, 1024);
     m.tile_n = r.get_int("tile_n", 16, 1024);
     m.kernels = read_array<KernelSample>(r, "kernel_samples", read_kernel);
+    if (r.has("merge_samples"))
+      m.merges = read_array<MergeSample>(r, "merge_samples", read_merge);
     m.comms = read_array<CommSample>(r, "comm_samples", read_comm);
     m.overlaps = read_array<OverlapSample>(r, "overlap_samples", read_overlap);
     m.not_calibrated = r.get_string_array("not_calibrated");
@@ -160,6 +179,7 @@ RawMeasurements merge_raw(const std::vector<RawMeasurements>& runs, const std::v
       throw UserError("raw measurements " + name(i) + " use " + std::to_string(r.tile_m) + "x" + std::to_string(r.tile_n) +
                       " tiles but " + name(0) + " " + std::to_string(m.tile_m) + "x" + std::to_string(m.tile_n));
     m.kernels.insert(m.kernels.end(), r.kernels.begin(), r.kernels.end());
+    m.merges.insert(m.merges.end(), r.merges.begin(), r.merges.end());
     m.comms.insert(m.comms.end(), r.comms.begin(), r.comms.end());
     m.overlaps.insert(m.overlaps.end(), r.overlaps.begin(), r.overlaps.end());
     m.not_calibrated.insert(m.not_calibrated.end(), r.not_calibrated.begin(), r.not_calibrated.end());

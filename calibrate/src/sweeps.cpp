@@ -5,6 +5,7 @@
 
 #include "cpsim/model/comm_cost.hpp"
 #include "cpsim/model/errors.hpp"
+#include "cpsim/model/kernel_cost.hpp"
 #include "cpsim/model/schedule_builder.hpp"
 #include "cpsim/model/schedule_generator.hpp"
 
@@ -56,16 +57,7 @@ CalibrationPlan kernel_plan(const ClusterSpec& c, int64_t seq, int heads, int he
   p.scenario = make_scenario(c, p.name, workload_json({seq}, heads, std::max(1, heads / 2), head_dim, mask), "ring", 1,
                              "fwd_bwd");
   p.schedule = generate_schedule(p.scenario);
-  const auto& ops = p.schedule.ranks[0].ops;
-  for (const auto& op : ops)
-    if (op.kind == OpKind::ATTENTION) {
-      KernelProbe k;
-      k.ops = {{0, op.id}};
-      k.sample.plan = p.name;
-      k.sample.mask = to_string(p.scenario.workload.mask.kind);
-      k.sample.x = kernel_features(op, p.scenario.workload, p.schedule.tile_m, p.schedule.tile_n);
-      p.kernels.push_back(k);
-    }
+  add_kernel_probes(p);
   return p;
 }
 
@@ -239,6 +231,25 @@ double slowest(const CalibrationPlan& plan, const std::map<std::pair<int, int>, 
 }
 } // namespace
 
+void add_kernel_probes(CalibrationPlan& p) {
+  CPSIM_ASSERT(!p.schedule.ranks.empty(), "a kernel sweep plan has a rank");
+  for (const auto& op : p.schedule.ranks[0].ops)
+    if (op.kind == OpKind::ATTENTION) {
+      KernelProbe k;
+      k.ops = {{0, op.id}};
+      k.sample.plan = p.name;
+      k.sample.mask = to_string(p.scenario.workload.mask.kind);
+      k.sample.x = kernel_features(op, p.scenario.workload, p.schedule.tile_m, p.schedule.tile_n);
+      p.kernels.push_back(k);
+    } else if (op.kind == OpKind::MERGE) {
+      MergeProbe m;
+      m.ops = {{0, op.id}};
+      m.sample = {p.name, op.dir, merge_traffic_bytes(op, p.scenario.workload), 0};
+      if (m.sample.bytes > 0)
+        p.merges.push_back(m);
+    }
+}
+
 std::vector<int64_t> comm_sizes(bool quick) {
   std::vector<int64_t> s;
   for (int64_t b = 1 << 10; b <= (int64_t(1) << 30); b *= quick ? 16 : 4)
@@ -324,6 +335,11 @@ void add_samples(const CalibrationPlan& plan, const Json& measured, RawMeasureme
     KernelSample s = k.sample;
     s.measured_s = slowest(plan, med, k.ops);
     raw.kernels.push_back(s);
+  }
+  for (const auto& m : plan.merges) {
+    MergeSample s = m.sample;
+    s.measured_s = slowest(plan, med, m.ops);
+    raw.merges.push_back(s);
   }
   for (const auto& c : plan.comms) {
     CommSample s = c.sample;

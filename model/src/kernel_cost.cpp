@@ -52,12 +52,15 @@ double RooflineKernelModel::compute_s(const Op& op) const {
   return gpu_.launch_overhead_s + std::max(flops_s, double(op.bytes) / gpu_.hbm_bytes_per_s);
 }
 
+double merge_traffic_bytes(const Op& op, const Workload& w) {
+  CPSIM_ASSERT(op.kind == OpKind::MERGE, "merge bytes of a non-merge op");
+  if (op.dir == Direction::BACKWARD)
+    return double(op.bytes);
+  return double(op.rows) * op.heads() * (w.head_dim * (w.elem_bytes() + 8.0) + 12.0) * std::max(1, op.inputs - 1);
+}
+
 double RooflineKernelModel::merge_s(const Op& op) const {
-  CPSIM_ASSERT(op.kind == OpKind::MERGE, "merge_s on a non-merge op");
-  double bytes = double(op.bytes);
-  if (op.dir == Direction::FORWARD) // read partial O (e), read-modify-write fp32 O (8), LSEs (12)
-    bytes = double(op.rows) * op.heads() * (w_.head_dim * (w_.elem_bytes() + 8.0) + 12.0) * std::max(1, op.inputs - 1);
-  return gpu_.launch_overhead_s + bytes / gpu_.hbm_bytes_per_s;
+  return gpu_.launch_overhead_s + merge_traffic_bytes(op, w_) / gpu_.hbm_bytes_per_s;
 }
 
 } // namespace cpsim

@@ -83,6 +83,34 @@ TEST_CASE("calibrate::kernel model: out-of-range inputs and missing families are
   CHECK(j.size() == 3);
 }
 
+TEST_CASE("calibrate::kernel model: merges by their fit per direction, the roofline (noted) without one") {
+  Scenario sc = test::make_scenario(test::scenario_json("ring", 1, {1024}, {{"kind", "full"}}, "fwd", 4, 4, 64));
+  Profile p = test::test_profile();
+  p.merges = {{Direction::FORWARD, 7e-6, 1e12, {1e3, 1e7}, {10, 0.01, 0.02}}};
+  RangeNotes notes;
+  CalibratedKernelModel m(p, sc.cluster.gpu, sc.workload, 128, 128, notes);
+  Op merge;
+  merge.kind = OpKind::MERGE;
+  merge.dir = Direction::FORWARD;
+  merge.head_end = 4;
+  merge.rows = 1024;
+  merge.inputs = 2;
+  // 1024 rows x 4 heads x (64 x (2 + 8) + 12) bytes, one merged partial
+  const double bytes = 1024.0 * 4 * (64 * 10 + 12);
+  CHECK(merge_traffic_bytes(merge, sc.workload) == bytes);
+  CHECK(m.merge_s(merge) == Approx(7e-6 + bytes / 1e12));
+  CHECK(notes.empty());
+  merge.rows = 1 << 20; // beyond the bytes the fit saw
+  m.merge_s(merge);
+  CHECK(has_line(notes, "merge fwd", "bytes"));
+  Op back = merge;
+  back.dir = Direction::BACKWARD;
+  back.bytes = 1 << 20;
+  RooflineKernelModel roof(sc.cluster.gpu, sc.workload, 128, 128);
+  CHECK(m.merge_s(back) == roof.merge_s(back));
+  CHECK(has_line(notes, "merge bwd ops: not calibrated in the profile, roofline used"));
+}
+
 TEST_CASE("calibrate::comm model: calibrated p2p and all_to_all, roofline fallback noted") {
   Json js = test::scenario_json("ulysses", 2, {64}, {{"kind", "full"}});
   js["hardware"] = "dgx-h100:2";

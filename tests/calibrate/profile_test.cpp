@@ -30,6 +30,31 @@ TEST_CASE("calibrate::profile: JSON round trip keeps every field") {
   Json old = profile_to_json(p);
   old["comms"][0].erase("line_fit_quality");
   CHECK(profile_from_json(old, "t").comms[0].line_quality.samples == 0);
+  // merge fits are kept; profiles written before they existed load with none
+  p.merges = {{Direction::BACKWARD, 3e-6, 2e12, {1e5, 1e9}, {12, 0.03, 0.1}}};
+  const Json with = profile_to_json(p);
+  const Profile m = profile_from_json(with, "t");
+  REQUIRE(m.merges.size() == 1);
+  CHECK(m.merges[0].dir == Direction::BACKWARD);
+  CHECK(profile_to_json(m) == with);
+  Json before = with;
+  before.erase("merges");
+  CHECK(profile_from_json(before, "t").merges.empty());
+}
+
+TEST_CASE("calibrate::profile: bad merge fits are named errors") {
+  Profile p = test::test_profile();
+  p.merges = {{Direction::FORWARD, 3e-6, 2e12, {1e5, 1e9}, {12, 0.03, 0.1}}};
+  const Json good = profile_to_json(p);
+  auto fails = [&](const std::function<void(Json&)>& edit, const std::string& expect) {
+    Json j = good;
+    edit(j);
+    CHECK_THROWS_WITH(profile_from_json(j, "profile 'p.json'"), Catch::Contains(expect));
+  };
+  fails([](Json& j) { j["merges"][0]["bytes_per_s"] = 0; }, "merges[0].bytes_per_s");
+  fails([](Json& j) { j["merges"][0]["direction"] = "up"; }, "merges[0].direction");
+  fails([](Json& j) { j["merges"].push_back(j["merges"][0]); }, "a second entry for direction fwd");
+  fails([](Json& j) { j["merges"] = 3; }, "merges");
 }
 
 TEST_CASE("calibrate::profile: bad profiles are named errors") {
@@ -98,11 +123,20 @@ TEST_CASE("calibrate::samples: raw measurements round trip and strict reading") 
   r.kernels = {kernel_sample(Direction::BACKWARD)};
   r.comms = {{"p2p_intra_node", "intra_node", "p2p", 2, 4096, 4096, 2e-5}};
   r.overlaps = {{"o", 1e-3, 1.1e-3, 2e-3, 2.2e-3}};
+  r.merges = {{"k", Direction::BACKWARD, 4e6, 3e-6}};
   r.not_calibrated = {"x"};
   Json j = raw_to_json(r);
   RawMeasurements q = raw_from_json(j, "raw");
   CHECK(raw_to_json(q) == j);
   CHECK(q.kernels[0].x.partial_tiles == 6);
+  REQUIRE(q.merges.size() == 1);
+  CHECK(q.merges[0].dir == Direction::BACKWARD);
+  Json before = j; // raw files written before merge samples existed
+  before.erase("merge_samples");
+  CHECK(raw_from_json(before, "raw").merges.empty());
+  before = j;
+  before["merge_samples"][0]["bytes"] = 0;
+  CHECK_THROWS_WITH(raw_from_json(before, "raw"), Catch::Contains("merge_samples[0].bytes"));
   Json bad = j;
   bad["kernel_samples"][0]["measured_s"] = 0;
   CHECK_THROWS_WITH(raw_from_json(bad, "raw 'r.json'"),

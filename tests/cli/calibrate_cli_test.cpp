@@ -96,6 +96,29 @@ TEST_CASE("cli: calibrate --from-raw fits recorded measurements and writes a val
   CHECK(p.comms[0].bandwidth_bytes_per_s == Approx(280e9).epsilon(1e-6));
 }
 
+TEST_CASE("cli: calibrate --from-run rebuilds attention and merge samples from a committed run's plans") {
+  // the H200 kernel sweep of 2026-12-02: its raw.json predates merge samples, its plans/ and measured/ hold them
+  const std::string run = std::string(CPSIM_SOURCE_DIR) + "/results/calibration/2026-12-02_h200-sxm-1";
+  const std::string out = tmp("h200_run.json");
+  Run r = test::run_cpsim("calibrate --from-run " + run + " --out " + out);
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Contains("merge fwd") && Contains("merge bwd"));
+  const calib::Profile p = calib::load_profile(out);
+  CHECK(p.gpu_name == "NVIDIA H200");
+  CHECK(p.kernels.size() == 4);
+  REQUIRE(p.merges.size() == 2);
+  for (const auto& m : p.merges) {
+    CHECK(m.bytes_per_s > 1e11); // a merge kernel streams at a sizeable share of HBM, not at a fitting artefact
+    CHECK(m.bytes_per_s < 1e13);
+    CHECK(m.launch_s < 1e-4);
+  }
+  CHECK(p.merges[0].quality.samples == 70); // one forward merge per kernel plan
+  Run missing = test::run_cpsim("calibrate --from-run " + tmp("no_such_run") + " --out " + tmp("x.json"));
+  CHECK(missing.code == 2);
+  CHECK_THAT(missing.out, Contains("no_such_run/raw.json"));
+}
+
 TEST_CASE("cli: calibrate and validate refuse the GPU path with exit 2 and the cause where no GPU is usable") {
   Run c = test::run_cpsim("calibrate --out " + tmp("never.json") + " --hardware h100-sxm-8");
   CHECK(c.code == 2);

@@ -12,6 +12,9 @@ namespace cpsim::calib {
 
 /** One KernelFit per (direction, head_dim) present; UserError when a family has too few distinct samples. */
 std::vector<KernelFit> fit_kernels(const std::vector<KernelSample>& samples, int sm_count, double spec_hbm_bytes_per_s);
+/** One MergeFit per direction present; a direction that cannot be fitted is added to `not_calibrated`, saying why. */
+std::vector<MergeFit> fit_merges(const std::vector<MergeSample>& samples, std::vector<std::string>& not_calibrated);
+double merge_time_s(const MergeFit& f, double bytes);
 /** One CommFit per (link, op) present; UserError when times do not grow with size (no bandwidth). */
 std::vector<CommFit> fit_comms(const std::vector<CommSample>& samples);
 OverlapFit fit_overlap(const std::vector<OverlapSample>& samples);

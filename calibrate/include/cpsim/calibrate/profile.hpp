@@ -72,6 +72,20 @@ struct CommFit {
   FitQuality line_quality; // latency + bytes / bandwidth alone: how well the alpha-beta line itself fits (samples 0: not recorded)
 };
 
+/**
+ * Merge kernels of one direction (the LSE merge forward, the gradient additions backward):
+ *   t = launch_s + bytes / bytes_per_s, bytes = merge_traffic_bytes(op) (model/kernel_cost.hpp).
+ * These are short memory-bound kernels whose launch and tail dominate at CP sizes; the bandwidth is what they
+ * reach, not the data sheet's.
+ */
+struct MergeFit {
+  Direction dir = Direction::FORWARD;
+  double launch_s = 0;
+  double bytes_per_s = 0;
+  Range bytes; // merge_traffic_bytes covered
+  FitQuality quality;
+};
+
 /** Slowdown of an attention kernel while NCCL traffic runs beside it, and of the traffic. */
 struct OverlapFit {
   double compute_slowdown = 1;
@@ -93,6 +107,7 @@ struct Profile {
   int64_t tile_m = 128;
   int64_t tile_n = 128;
   std::vector<KernelFit> kernels;
+  std::vector<MergeFit> merges; // empty in profiles written before 2026-12-02
   std::vector<CommFit> comms;
   bool has_overlap = false;
   OverlapFit overlap;

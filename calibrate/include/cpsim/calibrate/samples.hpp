@@ -19,6 +19,14 @@ struct KernelSample {
   double measured_s = 0;
 };
 
+/** One measured merge op: its direction and the traffic merge_traffic_bytes gives it. */
+struct MergeSample {
+  std::string plan;
+  Direction dir = Direction::FORWARD;
+  double bytes = 0;
+  double measured_s = 0;
+};
+
 struct CommSample {
   std::string plan;
   std::string link; // intra_node, inter_node
@@ -49,6 +57,7 @@ struct RawMeasurements {
   int64_t tile_m = 128;
   int64_t tile_n = 128;
   std::vector<KernelSample> kernels;
+  std::vector<MergeSample> merges; // absent from raw files written before 2026-12-02
   std::vector<CommSample> comms;
   std::vector<OverlapSample> overlaps;
   std::vector<std::string> not_calibrated;

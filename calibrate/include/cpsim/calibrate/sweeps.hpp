@@ -22,6 +22,10 @@ struct KernelProbe {
   OpSet ops;
   KernelSample sample; // features filled, measured_s 0
 };
+struct MergeProbe {
+  OpSet ops;
+  MergeSample sample;
+};
 struct CommProbe {
   OpSet ops;
   CommSample sample;
@@ -36,6 +40,7 @@ struct CalibrationPlan {
   Scenario scenario;
   Schedule schedule;
   std::vector<KernelProbe> kernels;
+  std::vector<MergeProbe> merges;
   std::vector<CommProbe> comms;
   std::vector<OverlapProbe> overlaps;
 };
@@ -57,6 +62,12 @@ std::vector<CalibrationPlan> calibration_plans(const ClusterSpec& c, const Sweep
 
 /** Message sizes of the communication sweeps: 1 KiB .. 1 GiB, x4 (quick: x16). */
 std::vector<int64_t> comm_sizes(bool quick);
+
+/**
+ * The probes of a kernel-sweep plan: every attention op of rank 0 a kernel sample, every merge op a merge
+ * sample. `calibrate --from-run` rebuilds a committed run's samples from its plan files with it.
+ */
+void add_kernel_probes(CalibrationPlan& p);
 
 /**
  * Adds the samples of one executed plan to `raw`, reading per-op medians from the measured result

@@ -12,6 +12,11 @@ namespace cpsim {
  *  (cells summed over the op's heads for per-head masks). */
 double attention_flops(const Op& op, const Workload& w);
 
+/** HBM bytes of a merge op: forward reads the partial O (elem bytes) and read-modify-writes the fp32 O (8) and the
+ *  LSEs (12) per row, head and merged partial; backward adds `op.bytes` of gradients. The roofline divides it by
+ *  the data-sheet bandwidth; a calibrated profile fits the bandwidth these kernels reach on it. */
+double merge_traffic_bytes(const Op& op, const Workload& w);
+
 class KernelCostModel {
 public:
   virtual ~KernelCostModel() = default;
