@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
   va->add_option("--measured", val.measured, "Measured results (`cpsim run --json` files) instead of running on GPUs");
   va->add_option("--out-dir", val.out_dir, "Folder for validation.csv/.json/.png (default results/validation/<UTC>)");
   va->add_option("--plot-script", val.plot_script, "The matplotlib script that draws the PNG");
+  va->add_flag("--no-plot", val.no_plot, "Write the CSV and JSON only (a GPU machine without matplotlib); plot them elsewhere");
   va->add_option("--warmup", val.warmup, "Untimed repetitions per scenario (GPU runs)")->capture_default_str();
   va->add_option("--reps", val.reps, "Timed repetitions per scenario (GPU runs)")->capture_default_str();
 

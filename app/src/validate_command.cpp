@@ -133,6 +133,10 @@ int cmd_validate(const ValidateOptions& o) {
   save_json_file(out_dir + "/validation.json", j, 2);
   std::printf("wrote %s and %s/validation.json\n", csv.c_str(), out_dir.c_str());
 
+  if (o.no_plot) {
+    std::printf("no PNG (--no-plot): draw it from the CSV with scripts/plot_validation.py %s validation.png\n", csv.c_str());
+    return 0;
+  }
   const std::string script =
       o.plot_script.empty() ? std::string(CPSIM_SOURCE_DIR) + "/scripts/plot_validation.py" : o.plot_script;
   if (!fs::exists(script))
@@ -142,7 +146,7 @@ int cmd_validate(const ValidateOptions& o) {
   int rc = run_child({python, script, csv, png}, out_dir + "/plot.log");
   if (rc != 0)
     throw UserError("the plot script failed with code " + std::to_string(rc) + " (log: " + out_dir +
-                    "/plot.log); the CSV and JSON were written");
+                    "/plot.log); the CSV and JSON were written (--no-plot skips the PNG where matplotlib is missing)");
   std::printf("wrote %s\n", png.c_str());
   return 0;
 }

@@ -13,6 +13,7 @@ struct ValidateOptions {
   std::vector<std::string> measured; // `cpsim run --json` files; none: run on GPUs
   std::string out_dir;               // validation.csv, validation.json, validation.png (and measured/, logs/)
   std::string plot_script;           // default: scripts/plot_validation.py of the source tree
+  bool no_plot = false;              // CSV and JSON only
   int warmup = 3;
   int reps = 10;
 };

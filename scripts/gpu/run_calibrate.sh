@@ -99,7 +99,7 @@ case "${1:-}" in
     echo "$CPSIM validate $W/sc --profile $PROFILE ${PASS[*]} ${CPSIM_VALIDATE_ARGS:-}" >>"$W/validate.log"
     # the PNG needs matplotlib, which lent GPU machines lack: ask for it only where it imports (else plot
     # here from the CSV: scripts/plot_validation.py validation.csv validation.png), so the stage's exit is validate's
-    PLOT=(); python3 -c "import matplotlib" 2>/dev/null && PLOT=(--plot-script scripts/plot_validation.py)
+    PLOT=(--no-plot); /usr/bin/python3 -c "import matplotlib" 2>/dev/null && PLOT=(--plot-script scripts/plot_validation.py)
     "$CPSIM" validate "$W/sc" --profile "$PROFILE" --out-dir "$W/validation_$HW" "${PASS[@]}" ${CPSIM_VALIDATE_ARGS:-} \
       "${PLOT[@]}" 2>&1 | tee -a "$W/validate.log"
     rc=${PIPESTATUS[0]}

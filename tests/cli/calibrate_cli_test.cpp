@@ -216,6 +216,13 @@ TEST_CASE("cli: validate --measured prints, and writes CSV, JSON and PNG with th
   // the scenarios can also come from the measured files alone
   Run alone = test::run_cpsim("validate --measured " + meas + " --out-dir " + dir);
   CHECK(alone.code == 0);
+  // --no-plot (a GPU machine without matplotlib) writes the CSV and JSON and says how to draw the PNG
+  const std::string bare = tmp("val_noplot");
+  Run np = test::run_cpsim("validate --measured " + meas + " --out-dir " + bare + " --no-plot");
+  CHECK(np.code == 0);
+  CHECK_THAT(np.out, Contains("no PNG (--no-plot)"));
+  CHECK(std::filesystem::exists(bare + "/validation.csv"));
+  CHECK_FALSE(std::filesystem::exists(bare + "/validation.png"));
   Run unpaired =
       test::run_cpsim("validate " + write_scenario("other", 2048) + " --measured " + meas + " --out-dir " + dir);
   CHECK(unpaired.code == 2);
