@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 hw=${1:-h200-sxm-1}
 dir=scenarios/kernels_heldout
-rm -rf "$dir" && mkdir -p "$dir"
+mkdir -p "$dir" && rm -f "$dir"/*.json # README.md stays
 python3 - "$dir" "$hw" <<'PY'
 import json, sys
 d, hw = sys.argv[1:3]
@@ -26,4 +26,4 @@ for t in (10240, 28672):
     for m in ("causal", "full"):
         put(f"d64-h12-{m}-{t}", t, 12, 4, 64, m)
 PY
-ls "$dir" | wc -l
+ls "$dir"/*.json | wc -l

@@ -17,6 +17,10 @@ void Range::extend(double x) {
   max = std::max(max, x);
 }
 
+Direction read_direction(JsonObjectReader& r) {
+  return r.get_enum("direction", {"fwd", "bwd"}) == "fwd" ? Direction::FORWARD : Direction::BACKWARD;
+}
+
 std::string link_name(bool same_node) {
   return same_node ? "intra_node" : "inter_node";
 }
@@ -60,7 +64,7 @@ FitQuality read_quality(JsonObjectReader& parent, const std::string& key = "fit_
 KernelFit read_kernel(const Json& j, const std::string& path) {
   JsonObjectReader r(j, path);
   KernelFit f;
-  f.dir = r.get_enum("direction", {"fwd", "bwd"}) == "fwd" ? Direction::FORWARD : Direction::BACKWARD;
+  f.dir = read_direction(r);
   f.head_dim = int(r.get_int("head_dim", 8, 1024));
   f.launch_s = r.get_number("launch_s", 0, 1.0);
   f.cta_s = r.get_number("cta_s", 0, 1.0);
@@ -83,7 +87,7 @@ KernelFit read_kernel(const Json& j, const std::string& path) {
 MergeFit read_merge(const Json& j, const std::string& path) {
   JsonObjectReader r(j, path);
   MergeFit f;
-  f.dir = r.get_enum("direction", {"fwd", "bwd"}) == "fwd" ? Direction::FORWARD : Direction::BACKWARD;
+  f.dir = read_direction(r);
   f.launch_s = r.get_number("launch_s", 0, 1.0);
   f.bytes_per_s = r.get_number("bytes_per_s", 1e6, 1e15);
   f.bytes = read_range(r, "bytes", 0);
@@ -126,7 +130,7 @@ CommFit read_comm(const Json& j, const std::string& path) {
 Json profile_to_json(const Profile& p) {
   Json kernels = Json::array(), comms = Json::array();
   for (const auto& k : p.kernels)
-    kernels.push_back({{"direction", k.dir == Direction::FORWARD ? "fwd" : "bwd"},
+    kernels.push_back({{"direction", to_string(k.dir)},
                        {"head_dim", k.head_dim},
                        {"launch_s", k.launch_s},
                        {"cta_s", k.cta_s},
@@ -142,7 +146,7 @@ Json profile_to_json(const Profile& p) {
                        {"fit_quality", quality_json(k.quality)}});
   Json merges = Json::array();
   for (const auto& m : p.merges)
-    merges.push_back({{"direction", m.dir == Direction::FORWARD ? "fwd" : "bwd"},
+    merges.push_back({{"direction", to_string(m.dir)},
                       {"launch_s", m.launch_s},
                       {"bytes_per_s", m.bytes_per_s},
                       {"bytes", range_json(m.bytes)},

@@ -13,7 +13,7 @@ constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
 Json kernel_json(const KernelSample& s) {
   return {{"plan", s.plan},
           {"mask", s.mask},
-          {"direction", s.x.dir == Direction::FORWARD ? "fwd" : "bwd"},
+          {"direction", to_string(s.x.dir)},
           {"head_dim", s.x.head_dim},
           {"ctas", s.x.ctas},
           {"full_tiles", s.x.full_tiles},
@@ -28,7 +28,7 @@ KernelSample read_kernel(const Json& j, const std::string& path) {
   KernelSample s;
   s.plan = r.get_string("plan");
   s.mask = r.get_string("mask");
-  s.x.dir = r.get_enum("direction", {"fwd", "bwd"}) == "fwd" ? Direction::FORWARD : Direction::BACKWARD;
+  s.x.dir = read_direction(r);
   s.x.head_dim = int(r.get_int("head_dim", 8, 1024));
   s.x.ctas = r.get_int("ctas", 1, kMax);
   s.x.full_tiles = r.get_int("full_tiles", 0, kMax);
@@ -46,7 +46,7 @@ MergeSample read_merge(const Json& j, const std::string& path) {
   JsonObjectReader r(j, path);
   MergeSample s;
   s.plan = r.get_string("plan");
-  s.dir = r.get_enum("direction", {"fwd", "bwd"}) == "fwd" ? Direction::FORWARD : Direction::BACKWARD;
+  s.dir = read_direction(r);
   s.bytes = r.get_number("bytes", 1, kInf);
   s.measured_s = r.get_number("measured_s", 1e-9, 1e4);
   r.finish();
@@ -96,7 +96,7 @@ Json raw_to_json(const RawMeasurements& r) {
     ks.push_back(kernel_json(s));
   for (const auto& s : r.merges)
     ms.push_back({{"plan", s.plan},
-                  {"direction", s.dir == Direction::FORWARD ? "fwd" : "bwd"},
+                  {"direction", to_string(s.dir)},
                   {"bytes", s.bytes},
                   {"measured_s", s.measured_s}});
   for (const auto& s : r.comms)

@@ -122,6 +122,9 @@ Profile profile_from_json(const Json& j, const std::string& where);
 /** Loads and validates a profile file; UserError naming the file on any problem. */
 Profile load_profile(const std::string& path);
 
+/** The "direction" key of a profile or raw-sample entry ("fwd" or "bwd"; to_string(Direction) writes it). */
+Direction read_direction(JsonObjectReader& r);
+
 std::string link_name(bool same_node);
 std::string comm_op_name(OpKind kind, CollectiveKind coll);
 
