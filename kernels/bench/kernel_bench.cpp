@@ -118,8 +118,8 @@ int main(int argc, char** argv) {
   app.add_option("--reps", reps, "Timed launches (median reported)")->check(CLI::PositiveNumber);
   app.add_option("--budget-s", budget_s, "Stop repeating a case after this much measured time");
   app.add_option("--seed", seed, "Layout and input seed");
-  app.add_option("--impl", impl_name, "fast (tensor cores) or reference (scalar)")
-      ->check(CLI::IsMember({"fast", "reference"}));
+  app.add_option("--impl", impl_name, "fast (wgmma on Hopper, else mma), wgmma, mma (mma.sync) or reference (scalar)")
+      ->check(CLI::IsMember({"fast", "wgmma", "mma", "reference"}));
   app.add_option("--passes", which, "fwd, bwd or fwd,bwd");
   CLI11_PARSE(app, argc, argv);
   try {
@@ -134,7 +134,13 @@ int main(int argc, char** argv) {
       if (!(d > 0 && d <= 1))
         throw cpsim::UserError("--densities: " + std::to_string(d) + " is not in (0, 1]");
     const bool do_fwd = which.find("fwd") != std::string::npos, do_bwd = which.find("bwd") != std::string::npos;
-    const kn::Impl impl = impl_name == "fast" ? kn::Impl::FAST : kn::Impl::REFERENCE;
+    const kn::Impl impl = impl_name == "wgmma" ? kn::Impl::WGMMA
+                          : impl_name == "mma"   ? kn::Impl::MMA
+                          : impl_name == "fast"  ? kn::fast_impl()
+                                                 : kn::Impl::REFERENCE;
+    if (std::string why; !kn::impl_available(impl, &why))
+      throw cpsim::UserError("--impl " + impl_name + ": " + why);
+    impl_name = kn::to_string(impl); // the rows name the kernels that ran
     std::filesystem::create_directories(std::filesystem::path(out) / "layouts");
     cudaDeviceProp prop{};
     BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));

@@ -1,9 +1,12 @@
 // Argument checks and the choice of implementation. Arguments no implementation can run are
-// KernelErrors naming the argument, its value and the reason; the fast path additionally needs
-// 16-byte aligned rows and says so instead of silently running the slow one.
+// KernelErrors naming the argument, its value and the reason; the tensor-core paths additionally need
+// 16-byte aligned rows and say so instead of silently running the slow one. Impl::FAST resolves to the
+// wgmma kernels on Hopper and to the mma.sync kernels elsewhere.
 #include "cuda_check.hpp"
 #include "launchers.hpp"
 
+#include <map>
+#include <mutex>
 #include <string>
 
 namespace cpsim::kernels {
@@ -46,17 +49,63 @@ void check_common(const AttnArgs& a, const DevicePlan& plan, bool backward) {
   check_tensor(a.dv, "dv", a.dtype);
 }
 
+/** Compute capability major of the current device, cached per device (the query is not free). */
+int device_major() {
+  int dev = 0;
+  KN_CUDA_CHECK(cudaGetDevice(&dev));
+  static std::mutex mu;
+  static std::map<int, int> major;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = major.find(dev);
+  if (it == major.end()) {
+    int m = 0;
+    KN_CUDA_CHECK(cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, dev));
+    it = major.emplace(dev, m).first;
+  }
+  return it->second;
+}
+
+Impl resolve(Impl impl) {
+  if (impl == Impl::FAST)
+    return fast_impl();
+  std::string why;
+  need(impl_available(impl, &why), "the " + to_string(impl) + " path cannot run here: " + why);
+  return impl;
+}
+
 } // namespace
+
+std::string to_string(Impl impl) {
+  switch (impl) {
+  case Impl::REFERENCE: return "reference";
+  case Impl::MMA: return "mma";
+  case Impl::WGMMA: return "wgmma";
+  case Impl::FAST: return "fast";
+  }
+  return "?";
+}
+
+bool impl_available(Impl impl, std::string* why) {
+  if (impl != Impl::WGMMA)
+    return true;
+  const int major = device_major();
+  if (major == 9)
+    return true;
+  if (why)
+    *why = "wgmma needs a compute capability 9.0 device (H100, H200); this one is " + std::to_string(major) + ".x";
+  return false;
+}
+
+Impl fast_impl() { return device_major() == 9 ? Impl::WGMMA : Impl::MMA; }
 
 void attention_forward(const AttnArgs& a, const DevicePlan& plan, Impl impl) {
   check_common(a, plan, false);
-  if (impl == Impl::FAST) {
-    const std::string why = detail::mma_unsupported(a);
-    need(why.empty(), "the fast path cannot run: " + why);
-    detail::forward_mma(a, plan);
-  } else {
-    detail::forward_reference(a, plan);
-  }
+  impl = resolve(impl);
+  if (impl == Impl::REFERENCE)
+    return detail::forward_reference(a, plan);
+  const std::string why = detail::mma_unsupported(a);
+  need(why.empty(), "the " + to_string(impl) + " path cannot run: " + why);
+  impl == Impl::WGMMA ? detail::forward_wgmma(a, plan) : detail::forward_mma(a, plan);
 }
 
 bool fast_path_supported(const AttnArgs& a, std::string* why) {
@@ -70,13 +119,12 @@ bool fast_path_supported(const AttnArgs& a, std::string* why) {
 
 void attention_backward(const AttnArgs& a, const DevicePlan& plan, Impl impl) {
   check_common(a, plan, true);
-  if (impl == Impl::FAST) {
-    const std::string why = detail::mma_backward_unsupported(a);
-    need(why.empty(), "the fast backward cannot run: " + why);
-    detail::backward_mma(a, plan);
-  } else {
-    detail::backward_reference(a, plan);
-  }
+  impl = resolve(impl);
+  if (impl == Impl::REFERENCE)
+    return detail::backward_reference(a, plan);
+  const std::string why = detail::mma_backward_unsupported(a);
+  need(why.empty(), "the " + to_string(impl) + " backward cannot run: " + why);
+  impl == Impl::WGMMA ? detail::backward_wgmma(a, plan) : detail::backward_mma(a, plan);
 }
 
 } // namespace cpsim::kernels

@@ -1,4 +1,4 @@
-// Entry points of each implementation, called by the dispatch in attention_dispatch.cu after the
+// Entry points of each implementation, called by the dispatch in attention_dispatch.cpp after the
 // common checks.
 #pragma once
 
@@ -12,6 +12,9 @@ void forward_reference(const AttnArgs& a, const DevicePlan& plan);
 void backward_reference(const AttnArgs& a, const DevicePlan& plan);
 void forward_mma(const AttnArgs& a, const DevicePlan& plan);
 void backward_mma(const AttnArgs& a, const DevicePlan& plan);
+/** The Hopper (sm_90a) paths; their argument needs are those of the mma.sync paths. */
+void forward_wgmma(const AttnArgs& a, const DevicePlan& plan);
+void backward_wgmma(const AttnArgs& a, const DevicePlan& plan);
 /** Why the fast forward / backward cannot take these arguments (alignment), or empty. */
 std::string mma_unsupported(const AttnArgs& a);
 std::string mma_backward_unsupported(const AttnArgs& a);

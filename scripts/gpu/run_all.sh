@@ -23,6 +23,7 @@ stage=${1:-all}
 
 tests() {
   { cat "$W/env.txt"; echo; "$PACK/bin/cpsim_kernel_plan_tests"; echo "plan tests rc=$?";
+    "$PACK/bin/cpsim_wgmma_layout_tests"; echo "wgmma layout tests rc=$?";
     "$PACK/bin/cpsim_kernel_gpu_tests"; echo "gpu tests rc=$?"; } >"$W/tests.log" 2>&1
   cp "$W/tests.log" "$OUT/tests.log"
   grep -E "rc=|passed|failed|SKIP" "$W/tests.log"

@@ -33,6 +33,14 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 #define CK(call) REQUIRE((call) == cudaSuccess)
 
+/** Every implementation the device runs: the reference, mma.sync, and wgmma on Hopper. */
+std::vector<Impl> implementations() {
+  std::vector<Impl> v{Impl::REFERENCE, Impl::MMA};
+  if (impl_available(Impl::WGMMA))
+    v.push_back(Impl::WGMMA);
+  return v;
+}
+
 /** Device buffer of n elements of `dt`, with host-side conversion to and from double. */
 struct DevBuf {
   DType dt = DType::BF16;
@@ -216,8 +224,8 @@ void run_case(const Case& c) {
   DevBuf o(c.dtype, q.n), lse(DType::FP32, size_t(c.q_rows * H));
   a.o = o.tensor(H * D);
   a.lse = lse.tensor(H);
-  for (Impl impl : {Impl::REFERENCE, Impl::FAST}) {
-    INFO((impl == Impl::FAST ? "fast forward" : "reference forward"));
+  for (Impl impl : implementations()) {
+    INFO(to_string(impl) << " forward");
     o.poison();
     lse.poison();
     attention_forward(a, dplan, impl);
@@ -252,8 +260,8 @@ void run_case(const Case& c) {
   a.dq_accumulate = c.dq_accumulate;
   a.dk = dk.tensor(G * D);
   a.dv = dv.tensor(G * D);
-  for (Impl impl : {Impl::REFERENCE, Impl::FAST}) {
-    INFO((impl == Impl::FAST ? "fast backward" : "reference backward"));
+  for (Impl impl : implementations()) {
+    INFO(to_string(impl) << " backward");
     std::vector<double> dq0(q.n, 0.0);
     if (c.dq_accumulate)
       dq0 = dq.put(randn(q.n, 0.1)); // dq += must keep what was there

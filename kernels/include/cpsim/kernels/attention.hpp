@@ -60,8 +60,15 @@ private:
 
 enum class Impl {
   REFERENCE, // one thread per row, scalar fp32: slow, simple, the yardstick
-  FAST       // tensor cores (mma.sync m16n8k16), sm_80 and sm_90
+  MMA,       // tensor cores through mma.sync m16n8k16 (FlashAttention-2 structure), sm_80 and sm_90
+  WGMMA,     // Hopper warpgroup MMA (wgmma, sm_90a): H100, H200
+  FAST       // the fastest of the two the current device runs: WGMMA on sm_90, else MMA
 };
+std::string to_string(Impl impl);
+/** Whether `impl` runs on the current device (WGMMA needs compute capability 9.0); `why` says why not. */
+bool impl_available(Impl impl, std::string* why = nullptr);
+/** The implementation Impl::FAST resolves to on the current device. */
+Impl fast_impl();
 
 struct AttnArgs {
   int head_dim = 128; // 64 or 128
@@ -80,7 +87,7 @@ struct AttnArgs {
 };
 
 void attention_forward(const AttnArgs& a, const DevicePlan& plan, Impl impl = Impl::FAST);
-/** Whether Impl::FAST can run these arguments (16-byte aligned rows of the forward tensors when o is set,
+/** Whether the tensor-core paths (MMA, WGMMA, FAST) can run these arguments (16-byte aligned rows of the forward tensors when o is set,
  *  of the backward ones when dq is set); `why` says what is missing. */
 bool fast_path_supported(const AttnArgs& a, std::string* why = nullptr);
 void attention_backward(const AttnArgs& a, const DevicePlan& plan, Impl impl = Impl::FAST);
