@@ -3,6 +3,7 @@
 
 #include "gpu_check.hpp"
 #include "kernel_profiler.hpp"
+#include "nccl_comms.hpp"
 #include "rank_executor.hpp"
 #include "result_check.hpp"
 
@@ -53,10 +54,11 @@ Json times_json(const std::vector<OpTime>& t) {
 }
 } // namespace
 
-int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const RunOptions& o, int local_rank) {
+int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const WirePlan& wire, const RunOptions& o,
+             int local_rank) {
   const int rank = o.rank;
   setenv("NCCL_NVLS_ENABLE", "0", 1); // NVLink multicast stays off on shared hosts
-  std::unique_ptr<NcclComms> comms;
+  std::unique_ptr<Transport> comms;
   int dev = -1;
   try {
     int count = 0;
@@ -68,7 +70,8 @@ int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const 
     BK_CUDA_CHECK(cudaSetDevice(dev));
     Json report{{"rank", rank}, {"device", device_json(dev)}};
     comms = std::make_unique<NcclComms>(plan, rank, o.world, o.rendezvous_dir, o.timeout_s);
-    RankExecutor ex(s, sc, plan, rank, *comms, o);
+    report["transport"] = comms->describe();
+    RankExecutor ex(s, sc, plan, wire, rank, *comms, o);
     ex.allocate();
     size_t free_b = 0, total_b = 0;
     BK_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));

@@ -7,6 +7,7 @@
 #include "cpsim/hardware/backend/launcher.hpp"
 #include "cpsim/hardware/backend/measured_result.hpp"
 #include "cpsim/hardware/backend/rendezvous.hpp"
+#include "cpsim/hardware/backend/wire_plan.hpp"
 #include "cpsim/model/errors.hpp"
 
 #include <cstdio>
@@ -26,6 +27,7 @@ int finish(const Schedule& s, const Scenario& sc, const RunOptions& o, const std
   m.json["scenario"] = scenario_to_json(sc);
   m.json["options"] = {{"warmup", o.warmup}, {"reps", o.reps}, {"profile_reps", o.profile_reps},
                        {"comm_only", o.comm_only}};
+  m.json["transport"] = reports[0].value("transport", std::string("nccl"));
   if (!o.json_out.empty())
     save_json_file(o.json_out, m.json, 2);
   if (!o.trace_out.empty())
@@ -55,6 +57,7 @@ int run_backend(const Schedule& s, const Scenario& sc, const RunOptions& o_in, c
   if (o.check && o.comm_only)
     throw UserError("--check needs the compute ops: drop --comm-only");
   ExecPlan plan = make_exec_plan(s, sc.workload);
+  const WirePlan wire = make_wire_plan(s, plan); // refuses unmatched sends before any rank starts
   ExternalRank ext = external_rank_from_env();
   if (o.rank < 0 && ext.rank >= 0) { // started by mpirun/srun: this process is one rank
     if (ext.world != s.world)
@@ -64,13 +67,13 @@ int run_backend(const Schedule& s, const Scenario& sc, const RunOptions& o_in, c
       throw UserError("under mpirun, --rendezvous DIR must name a directory every node can read and write");
     o.rank = ext.rank;
     o.world = ext.world;
-    int rc = run_rank(s, sc, plan, o, ext.local_rank);
+    int rc = run_rank(s, sc, plan, wire, o, ext.local_rank);
     return rc != 0 || o.rank != 0 ? rc : finish(s, sc, o, o.rendezvous_dir);
   }
   if (o.rank >= 0) { // a child of the local launcher
     if (o.world != s.world)
       throw UserError("--world " + std::to_string(o.world) + " differs from the plan's " + std::to_string(s.world) + " ranks");
-    return run_rank(s, sc, plan, o, -1);
+    return run_rank(s, sc, plan, wire, o, -1);
   }
   const std::string dir = o.rendezvous_dir.empty() ? make_run_dir() : o.rendezvous_dir;
   auto argv_of = [&](int r) {
