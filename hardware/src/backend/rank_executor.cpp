@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <exception>
 #include <thread>
 
 namespace cpsim::backend {
@@ -49,6 +50,10 @@ RankExecutor::RankExecutor(const Schedule& s, const Scenario& sc, const ExecPlan
 }
 
 RankExecutor::~RankExecutor() {
+  // leaving on an error: cudaFree waits for the device, whose streams may be held by a peer that will never answer
+  // (an NCCL kernel, a loopback flag); the process exits right after, which frees everything anyway
+  if (std::uncaught_exceptions() > 0)
+    return;
   if (arena_)
     cudaFree(arena_);
   for (auto e : start_)

@@ -1,6 +1,6 @@
-// One rank's whole run: device, transport (NCCL communicators), memory, warm-up, timed and profiled
-// repetitions, the report file. Any GPU failure aborts the communicators and returns a non-zero code
-// naming the rank.
+// One rank's whole run: device, transport (NCCL communicators, or the one-GPU loopback), memory,
+// warm-up, timed and profiled repetitions, the report file. Any GPU failure aborts the communicators
+// and returns a non-zero code naming the rank.
 #pragma once
 
 #include "cpsim/hardware/backend/exec_plan.hpp"

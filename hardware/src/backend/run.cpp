@@ -26,8 +26,12 @@ int finish(const Schedule& s, const Scenario& sc, const RunOptions& o, const std
   m.json["input"] = o.input;
   m.json["scenario"] = scenario_to_json(sc);
   m.json["options"] = {{"warmup", o.warmup}, {"reps", o.reps}, {"profile_reps", o.profile_reps},
-                       {"comm_only", o.comm_only}};
+                       {"comm_only", o.comm_only}, {"loopback", o.loopback}};
   m.json["transport"] = reports[0].value("transport", std::string("nccl"));
+  if (o.loopback) // whoever reads the file (validate, calibrate --from-run) must not take these times for the plan's
+    m.json["loopback"] = {{"device", reports[0].at("device").at("index")},
+                          {"note", "all " + std::to_string(s.world) + " ranks time-shared one GPU: step and op times are "
+                                   "not those of the plan; the run checks numerics"}};
   if (!o.json_out.empty())
     save_json_file(o.json_out, m.json, 2);
   if (!o.trace_out.empty())
@@ -36,6 +40,9 @@ int finish(const Schedule& s, const Scenario& sc, const RunOptions& o, const std
     std::printf("measured on %s: scheme %s, pass %s, %d ranks, median of %d repetitions\n",
                 reports[0].at("device").at("name").get<std::string>().c_str(), s.scheme.c_str(),
                 to_string(s.pass).c_str(), s.world, o.reps);
+    if (o.loopback)
+      std::printf("LOOPBACK (%s): all %d ranks time-shared one GPU; the times below are NOT those of the plan\n",
+                  m.json["transport"].get<std::string>().c_str(), s.world);
     std::fputs(result_table(m.median).c_str(), stdout);
     if (m.json.contains("profile"))
       std::printf("profiling overhead (CUPTI kernel activity): %.2f %% of the step\n",
@@ -59,6 +66,8 @@ int run_backend(const Schedule& s, const Scenario& sc, const RunOptions& o_in, c
   ExecPlan plan = make_exec_plan(s, sc.workload);
   const WirePlan wire = make_wire_plan(s, plan); // refuses unmatched sends before any rank starts
   ExternalRank ext = external_rank_from_env();
+  if (o.loopback && o.rank < 0 && ext.rank >= 0)
+    throw UserError("--loopback runs every rank on one GPU of this host, started by cpsim itself; run it without mpirun/srun");
   if (o.rank < 0 && ext.rank >= 0) { // started by mpirun/srun: this process is one rank
     if (ext.world != s.world)
       throw UserError("mpirun started " + std::to_string(ext.world) + " processes but the plan has " +
