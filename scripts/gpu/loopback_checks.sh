@@ -10,8 +10,8 @@
 #         starts (`cpsim run` exits 2 while `cpsim plan` accepts the scenario) is a "refused" row, not a failure, so
 #         rows for schemes the backend does not run yet stay in the table and turn into checks once it does.
 # $OUT receives loopback.md (the table, with provenance), loopback_tests.log, loopback_runs.tgz (scenarios, logs, JSON).
-# Limits (seconds): CPSIM_RUN_LIMIT_S per run (120), CPSIM_LOOPBACK_BUDGET_S for the checks stage (420: no run starts
-# after it, the rest are "not run" rows), CPSIM_LOOPBACK_TESTS_S for the tests (240).
+# Limits (seconds): CPSIM_RUN_LIMIT_S per run (90), CPSIM_LOOPBACK_BUDGET_S for the checks stage (320: no run starts
+# after it, the rest are "not run" rows), CPSIM_LOOPBACK_TESTS_S for the tests (180): both stages end within 600 s.
 # Narrowing: CPSIM_LOOPBACK_RANKS (e.g. "2", to split the matrix over two calls; default every row),
 # CPSIM_LOOPBACK_FILTER (a regex on the run's tag), CPSIM_LOOPBACK_TOKENS (16384).
 # Exit: 0 when nothing failed (refused and not-run rows are listed, not failures), 1 otherwise, 2 on bad usage.
@@ -96,7 +96,7 @@ PY
 }
 
 checks() {
-  local budget=${CPSIM_LOOPBACK_BUDGET_S:-420} t_stage; t_stage=$(date +%s)
+  local budget=${CPSIM_LOOPBACK_BUDGET_S:-320} t_stage; t_stage=$(date +%s)
   local rows="$W/rows.md" bad=0
   : >"$rows"
   while IFS='|' read -r scheme ranks cases extra; do
@@ -117,7 +117,7 @@ checks() {
         bad=1; continue
       fi
       local t0; t0=$(date +%s.%N)
-      timeout -k 5 "${CPSIM_RUN_LIMIT_S:-120}" "$PACK/bin/cpsim" run "$W/sc/$tag.json" --check --loopback --reps 2 --warmup 1 \
+      timeout -k 5 "${CPSIM_RUN_LIMIT_S:-90}" "$PACK/bin/cpsim" run "$W/sc/$tag.json" --check --loopback --reps 2 --warmup 1 \
         --profile-reps 0 --timeout 60 --json "$W/runs/$tag.json" >>"$W/runs/$tag.log" 2>&1
       local rc=$? s; s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
       local result note="" err=-
@@ -131,7 +131,7 @@ checks() {
              result="error (rc=2)"; bad=1
            fi
            note=$(grep -m 1 "error" "$W/runs/$tag.log" | cut -c1-220) ;;
-        124 | 137) result="timeout (${CPSIM_RUN_LIMIT_S:-120}s)"; bad=1 ;;
+        124 | 137) result="timeout (${CPSIM_RUN_LIMIT_S:-90}s)"; bad=1 ;;
         *) result="error (rc=$rc)"; bad=1; note=$(grep -m 1 -E "error|rank [0-9]+ \(GPU" "$W/runs/$tag.log" | cut -c1-220) ;;
       esac
       note=${note//|/\/}
@@ -163,7 +163,7 @@ checks() {
 tests() {
   local bin="$PACK/bin/cpsim_loopback_gpu_tests"
   [ -x "$bin" ] || { echo "no $bin: pack.sh packs it (CPSIM_PACK_TARGETS must include it)" | tee "$OUT/loopback_tests.log"; return 1; }
-  { gpu_header; CPSIM_BIN="$PWD/$PACK/bin/cpsim" timeout -k 5 "${CPSIM_LOOPBACK_TESTS_S:-240}" "$bin"; echo "loopback GPU tests rc=$?"; } \
+  { gpu_header; CPSIM_BIN="$PWD/$PACK/bin/cpsim" timeout -k 5 "${CPSIM_LOOPBACK_TESTS_S:-180}" "$bin"; echo "loopback GPU tests rc=$?"; } \
     >"$OUT/loopback_tests.log" 2>&1
   grep -E "rc=|passed|failed|skipped" "$OUT/loopback_tests.log" | tail -n 3
   grep -q "rc=0$" "$OUT/loopback_tests.log"
