@@ -5,6 +5,7 @@
 #include "cpsim/model/errors.hpp"
 
 #include <algorithm>
+#include <string>
 #include <tuple>
 
 namespace cpsim::backend {
@@ -47,6 +48,18 @@ void collective_parts(const RankExecPlan& rp, int op, const CollectivePlan& cp, 
   spans(cp.recvs, cp.send_bytes, false); // receives land after the packed sends, as issue_collective unpacks them
 }
 
+/** Where a send's or receive's bytes lie in the rank's memory: its one buffer, whole. The only place that says so,
+ *  for both transports: messages packed through staging would answer here with their staging offset. */
+struct Region {
+  int64_t offset_bytes = 0;
+  int64_t bytes = 0; // what the region holds: the message must fit
+  std::string name;
+};
+Region p2p_region(const RankExecPlan& rp, const Op& op) {
+  const BufferPlacement& b = rp.buffer(op.kind == OpKind::SEND ? op.reads.at(0) : op.writes.at(0));
+  return {b.offset_bytes, b.bytes, "buffer '" + b.name + "'"};
+}
+
 RankWire postings_of(const Schedule& s, const RankExecPlan& rp) {
   const RankProgram& p = s.ranks[size_t(rp.rank)];
   RankWire rw;
@@ -63,12 +76,11 @@ RankWire postings_of(const Schedule& s, const RankExecPlan& rp) {
         if (rp.comm_of_op[size_t(id)] != post.comm)
           throw UserError(where(s, rp.rank, id) + " is grouped with op " + std::to_string(first.id) +
                           " but travels on another stream's communicator");
-        const bool send = op.kind == OpKind::SEND;
-        const BufferPlacement& b = rp.buffer(send ? op.reads.at(0) : op.writes.at(0));
-        if (op.bytes > b.bytes)
-          throw UserError(where(s, rp.rank, id) + ": moves " + std::to_string(op.bytes) + " bytes, but buffer '" + b.name +
-                          "' holds " + std::to_string(b.bytes));
-        WirePart part{send, op.peer, b.offset_bytes, op.bytes};
+        const Region at = p2p_region(rp, op);
+        if (op.bytes > at.bytes)
+          throw UserError(where(s, rp.rank, id) + ": moves " + std::to_string(op.bytes) + " bytes, but " + at.name + " holds " +
+                          std::to_string(at.bytes));
+        WirePart part{op.kind == OpKind::SEND, op.peer, at.offset_bytes, op.bytes};
         part.op = id;
         post.parts.push_back(part);
         rw.posting_of_op[id] = int(rw.postings.size());
