@@ -10,6 +10,8 @@ endif()
 set(B src/backend)
 add_library(cpsim_backend STATIC ${B}/run.cpp ${B}/rank_main.cpp ${B}/rank_executor.cpp ${B}/nccl_comms.cpp
             ${B}/kernel_profiler.cpp ${B}/compute_kernels.cpp ${B}/result_check.cpp ${B}/helper_kernels.cu)
+# the one-GPU loopback transport (cpsim run --loopback)
+target_sources(cpsim_backend PRIVATE ${B}/loopback_transport.cpp ${B}/loopback_kernels.cu)
 target_include_directories(cpsim_backend PUBLIC include PRIVATE ${CPSIM_NCCL_INCLUDE} ${CPSIM_CUPTI_INCLUDE})
 target_link_libraries(cpsim_backend PUBLIC cpsim_backend_core CUDA::cudart ${CPSIM_NCCL_LIBRARY} ${CPSIM_CUPTI_LIBRARY})
 cpsim_target_options(cpsim_backend)

@@ -161,7 +161,11 @@ calib::RawMeasurements raw_from_run(const std::string& dir) {
     p.scenario = in.scenario;
     p.schedule = in.schedule;
     calib::add_kernel_probes(p);
-    calib::add_samples(p, load_json_file(measured), rebuilt);
+    const Json mj = load_json_file(measured);
+    if (mj.contains("loopback"))
+      throw UserError("--from-run " + dir + ": " + measured + " is a `cpsim run --loopback` result, whose ranks time-shared "
+                      "one GPU: its times are not the plan's");
+    calib::add_samples(p, mj, rebuilt);
   }
   raw.kernels = rebuilt.kernels;
   raw.merges = rebuilt.merges;

@@ -27,6 +27,13 @@ CLI::App* add_run_command(CLI::App& app, backend::RunOptions& o) {
   r->add_option("--memory-limit", o.memory_limit_bytes, "Pretend the GPU has this many free bytes (tests the out-of-memory path)");
   r->add_option("--inject", o.inject, "Failure injection for tests: die:RANK[:OP], hang:RANK, cuda:RANK[:OP]");
   r->add_flag("--comm-only", o.comm_only, "Skip compute ops: measure the plan's communication alone");
+  r->add_flag("--loopback", o.loopback,
+              "Run every rank on one GPU (a loopback transport in place of NCCL), e.g. --check of a 4-rank plan on a "
+              "one-GPU machine; the ranks time-share the GPU, so the times are not the plan's");
+  r->add_option("--loopback-device", o.loopback_device, "The CUDA device of a --loopback run (default 0)");
+  r->add_option("--loopback-sync", o.loopback_sync,
+                "How --loopback ranks signal each other: memops (stream memory operations, the default where the "
+                "driver has them) or kernels (spin kernels)");
   r->add_flag("-q,--quiet", o.quiet, "Do not print the table");
   r->add_option("--rank", o.rank, "(internal) run only this rank")->group("");
   r->add_option("--world", o.world, "(internal) ranks of the run")->group("");
@@ -35,8 +42,8 @@ CLI::App* add_run_command(CLI::App& app, backend::RunOptions& o) {
 }
 
 int cmd_run(const backend::RunOptions& o) {
+  backend::check_run_options(o); // bad options are named the same with or without the backend
 #if CPSIM_HAVE_BACKEND
-  backend::check_run_options(o);
   LoadedInput in = load_input(o.input);
   std::vector<std::string> self{std::filesystem::read_symlink("/proc/self/exe").string(), "run", o.input,
                                 "--warmup", std::to_string(o.warmup), "--reps", std::to_string(o.reps),
@@ -48,6 +55,12 @@ int cmd_run(const backend::RunOptions& o) {
     self.push_back("--check");
   if (o.comm_only)
     self.push_back("--comm-only");
+  if (o.loopback)
+    self.push_back("--loopback");
+  if (o.loopback_device >= 0)
+    self.insert(self.end(), {"--loopback-device", std::to_string(o.loopback_device)});
+  if (!o.loopback_sync.empty())
+    self.insert(self.end(), {"--loopback-sync", o.loopback_sync});
   return backend::run_backend(in.schedule, in.scenario, o, self);
 #else
   (void)o;

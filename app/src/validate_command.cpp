@@ -67,6 +67,9 @@ int cmd_validate(const ValidateOptions& o) {
       Json j = load_json_file(m);
       if (!j.is_object() || !j.contains("scenario") || !j["scenario"].is_object())
         throw UserError("--measured '" + m + "': no \"scenario\" object (is it `cpsim run --json` output?)");
+      if (j.contains("loopback"))
+        throw UserError("--measured '" + m + "': a `cpsim run --loopback` result, whose ranks time-shared one GPU: its "
+                        "times are not the plan's");
       std::string name = j["scenario"].value("name", std::string("scenario"));
       if (by_name.count(name))
         throw UserError("--measured: '" + by_name[name].first + "' and '" + m + "' both measure scenario '" + name +

@@ -37,3 +37,29 @@ TEST_CASE("device of a rank") {
   CHECK(device_for_rank({0, 1}, 1, 0, 2) == 0);        // mpirun's local rank decides
   CHECK_THROWS_AS(device_for_rank({0}, 0, -1, 0), UserError);
 }
+
+TEST_CASE("loopback options: --loopback-device and --loopback-sync only with --loopback, named values only") {
+  RunOptions o;
+  o.loopback_device = 0;
+  CHECK_THROWS_WITH(check_run_options(o), Catch::Contains("--loopback-device") && Catch::Contains("add --loopback"));
+  o = RunOptions{};
+  o.loopback_sync = "kernels";
+  CHECK_THROWS_WITH(check_run_options(o), Catch::Contains("--loopback-sync"));
+  o.loopback = true;
+  CHECK_NOTHROW(check_run_options(o));
+  o.loopback_sync = "spin";
+  CHECK_THROWS_WITH(check_run_options(o), Catch::Contains("memops") && Catch::Contains("kernels"));
+  o.loopback_sync = "memops";
+  o.loopback_device = -2;
+  CHECK_THROWS_WITH(check_run_options(o), Catch::Contains("--loopback-device"));
+}
+
+TEST_CASE("loopback device: every rank on one device, 0 unless named, and it must exist") {
+  RunOptions o;
+  o.loopback = true;
+  CHECK(loopback_device(o, 1) == 0);
+  o.loopback_device = 1;
+  CHECK(loopback_device(o, 2) == 1);
+  CHECK_THROWS_WITH(loopback_device(o, 1), Catch::Contains("--loopback-device = 1") && Catch::Contains("1 CUDA device"));
+  CHECK_THROWS_AS(loopback_device(o, 0), UserError);
+}

@@ -35,6 +35,8 @@ NcclComms::NcclComms(const ExecPlan& plan, int rank, int world, const std::strin
   BK_NCCL_CHECK(ncclCommInitRankConfig(&world_, world, id, rank, &cfg));
   wait_ready("creating the world communicator");
   comms_.assign(plan.comms.size(), nullptr);
+  for (const CommSpec& c : plan.comms)
+    members_.push_back(c.ranks);
   for (size_t i = 0; i < plan.comms.size(); ++i) {
     const auto& members = plan.comms[i].ranks;
     auto it = std::find(members.begin(), members.end(), rank);
@@ -95,6 +97,36 @@ void NcclComms::wait_ready(const std::string& what) const {
       throw GpuError("timed out after " + std::to_string(int(timeout_s_)) + " s " + what + " (a peer never answered)");
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
+}
+
+void NcclComms::attach(char* base, int64_t bytes) {
+  base_ = base;
+  bytes_ = bytes;
+}
+
+void NcclComms::post(const WirePosting& p, cudaStream_t st) {
+  ncclComm_t c = comms_.at(size_t(p.comm));
+  const std::vector<int>& members = members_[size_t(p.comm)];
+  BK_NCCL_CHECK(ncclGroupStart());
+  for (const WirePart& part : p.parts) {
+    const auto it = std::find(members.begin(), members.end(), part.peer);
+    if (!c || it == members.end() || part.offset_bytes + part.bytes > bytes_)
+      throw GpuError("op " + std::to_string(part.op) + ": peer " + std::to_string(part.peer) + " or its bytes lie outside communicator " +
+                     std::to_string(p.comm) + " or this rank's memory");
+    const int peer = int(it - members.begin()); // comm rank = position in the IR's group
+    if (part.send)
+      BK_NCCL_CHECK(ncclSend(base_ + part.offset_bytes, size_t(part.bytes), ncclUint8, peer, c, st));
+    else
+      BK_NCCL_CHECK(ncclRecv(base_ + part.offset_bytes, size_t(part.bytes), ncclUint8, peer, c, st));
+  }
+  BK_NCCL_CHECK(ncclGroupEnd());
+  wait_ready("posting op " + std::to_string(p.op)); // non-blocking: enqueued only once ready
+}
+
+std::string NcclComms::describe() const {
+  int v = 0;
+  ncclGetVersion(&v);
+  return "nccl " + std::to_string(v);
 }
 
 void NcclComms::abort_all() {

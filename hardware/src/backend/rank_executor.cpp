@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <exception>
 #include <thread>
 
 namespace cpsim::backend {
@@ -29,9 +30,10 @@ int input_tensor_id(const std::string& t, int plane) {
 }
 } // namespace
 
-RankExecutor::RankExecutor(const Schedule& s, const Scenario& sc, const ExecPlan& plan, int rank, NcclComms& comms,
-                           const RunOptions& opt)
-    : s_(s), sc_(sc), plan_(plan), rp_(plan.ranks[size_t(rank)]), rank_(rank), comms_(comms), opt_(opt),
+RankExecutor::RankExecutor(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const WirePlan& wire, int rank,
+                           Transport& transport, const RunOptions& opt)
+    : s_(s), sc_(sc), plan_(plan), rp_(plan.ranks[size_t(rank)]), wire_(wire.ranks.at(size_t(rank))), rank_(rank),
+      transport_(transport), opt_(opt),
       mask_(sc.workload), inj_(parse_injection(opt.inject)) {
   for (size_t i = 0; i < s.streams.size(); ++i) {
     cudaStream_t st;
@@ -48,6 +50,10 @@ RankExecutor::RankExecutor(const Schedule& s, const Scenario& sc, const ExecPlan
 }
 
 RankExecutor::~RankExecutor() {
+  // leaving on an error: cudaFree waits for the device, whose streams may be held by a peer that will never answer
+  // (an NCCL kernel, a loopback flag); the process exits right after, which frees everything anyway
+  if (std::uncaught_exceptions() > 0)
+    return;
   if (arena_)
     cudaFree(arena_);
   for (auto e : start_)
@@ -75,6 +81,7 @@ void RankExecutor::allocate() {
     throw GpuError("the plan does not fit in device memory: cudaMalloc of " + gib(need) + " failed (" +
                    cudaGetErrorString(e) + ")");
   allocated_bytes_ = need;
+  transport_.attach(arena_, need);
 }
 
 void* RankExecutor::ptr(int b) const { return arena_ + rp_.buffers[size_t(b)].offset_bytes; }
@@ -138,6 +145,7 @@ std::string RankExecutor::where() const {
 std::vector<OpTime> RankExecutor::run_once(bool inject) {
   touch(-1, false);
   busy_ = true;
+  transport_.begin_repetition();
   if (inject && inj_.kind == InjectKind::HANG && inj_.rank == rank_)
     std::this_thread::sleep_for(std::chrono::hours(1)); // a process that stops answering; peers must time out
   BK_CUDA_CHECK(cudaEventRecord(t0_, streams_[0]));
@@ -171,7 +179,7 @@ void RankExecutor::wait_done() {
         break;
       if (e != cudaErrorNotReady)
         BK_CUDA_CHECK(e);
-      comms_.check_async("waiting for op " + std::to_string(rp_.slots[i].ops[0]));
+      transport_.check_async("waiting for op " + std::to_string(rp_.slots[i].ops[0]));
       if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > opt_.timeout_s) {
         const Op& op = s_.ranks[size_t(rank_)].ops[size_t(rp_.slots[i].ops[0])];
         std::string peer;
@@ -217,19 +225,7 @@ void RankExecutor::issue_slot(size_t i, bool inject) {
 }
 
 void RankExecutor::issue_p2p(const Slot& sl, cudaStream_t st) {
-  BK_NCCL_CHECK(ncclGroupStart());
-  for (int id : sl.ops) {
-    const Op& op = s_.ranks[size_t(rank_)].ops[size_t(id)];
-    ncclComm_t c = comms_.comm(rp_.comm_of_op[size_t(id)]);
-    if (op.kind == OpKind::SEND)
-      BK_NCCL_CHECK(ncclSend(ptr(rp_.buffer_index.at(op.reads[0])), size_t(op.bytes), ncclUint8, op.peer, c, st));
-    else if (op.kind == OpKind::RECV)
-      BK_NCCL_CHECK(ncclRecv(ptr(rp_.buffer_index.at(op.writes[0])), size_t(op.bytes), ncclUint8, op.peer, c, st));
-    else
-      throw GpuError("a send/recv group also holds op " + std::to_string(id) + ", which is not a send or receive");
-  }
-  BK_NCCL_CHECK(ncclGroupEnd());
-  comms_.wait_ready("posting op " + std::to_string(sl.ops[0])); // non-blocking: enqueued only once ready
+  transport_.post(wire_.postings.at(size_t(wire_.posting_of_op.at(sl.ops[0]))), st);
 }
 
 void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
@@ -262,37 +258,18 @@ void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
         convert_2d(t, to_elem, dpitch, f, from_elem, spitch, pc.block.rows, w, st);
     }
   };
-  auto piece_bytes = [&](const CollectivePiece& pc) { return pc.block.rows * pc.heads * head_elems * wire; };
+  auto piece_bytes = [&](const CollectivePiece& pc) { return piece_plane_bytes(rp_, cp, pc); }; // the wire plan's spans
   const int planes = cp.plane_end - cp.plane_begin;
-  std::map<int, std::pair<int64_t, int64_t>> send_span, recv_span; // peer -> (offset, bytes)
   int64_t off = 0;
   for (const auto& pc : cp.sends) { // packed as [piece][plane][rows][heads x dim], in the wire type
     copy(pc, static_cast<char*>(ptr(cp.src)), src.elem_bytes, src.width, src.plane_bytes(), staging + off, wire, 0,
          piece_bytes(pc), true, false);
-    auto& sp = send_span.try_emplace(pc.peer, off, 0).first->second;
-    sp.second += piece_bytes(pc) * planes;
     off += piece_bytes(pc) * planes;
   }
   for (const auto& pc : cp.local)
     copy(pc, static_cast<char*>(ptr(cp.src)), src.elem_bytes, src.width, src.plane_bytes(), static_cast<char*>(ptr(cp.dst)),
          dst.elem_bytes, dst.width, dst.plane_bytes(), true, true);
-  off = cp.send_bytes;
-  for (const auto& pc : cp.recvs) {
-    auto& sp = recv_span.try_emplace(pc.peer, off, 0).first->second;
-    sp.second += piece_bytes(pc) * planes;
-    off += piece_bytes(pc) * planes;
-  }
-  ncclComm_t c = comms_.comm(rp_.comm_of_op[size_t(op.id)]);
-  auto comm_rank = [&](int world_rank) {
-    return int(std::find(op.coll_group.begin(), op.coll_group.end(), world_rank) - op.coll_group.begin());
-  };
-  BK_NCCL_CHECK(ncclGroupStart());
-  for (const auto& [peer, sp] : send_span)
-    BK_NCCL_CHECK(ncclSend(staging + sp.first, size_t(sp.second), ncclUint8, comm_rank(peer), c, st));
-  for (const auto& [peer, sp] : recv_span)
-    BK_NCCL_CHECK(ncclRecv(staging + sp.first, size_t(sp.second), ncclUint8, comm_rank(peer), c, st));
-  BK_NCCL_CHECK(ncclGroupEnd());
-  comms_.wait_ready("posting collective op " + std::to_string(op.id));
+  transport_.post(wire_.postings.at(size_t(wire_.posting_of_op.at(op.id))), st); // one span per peer and direction
   off = cp.send_bytes;
   for (const auto& pc : cp.recvs) {
     copy(pc, staging + off, wire, 0, piece_bytes(pc), static_cast<char*>(ptr(cp.dst)), dst.elem_bytes, dst.width,

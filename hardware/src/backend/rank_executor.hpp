@@ -1,10 +1,11 @@
 // Replays one rank's exec plan on its GPU: a CUDA stream per IR stream, a CUDA event per slot
-// boundary (cross-stream dependencies wait on them, and they time every op), NCCL groups for
-// send/recv slots, grouped send/recv for collectives, the attention adapter for compute.
+// boundary (cross-stream dependencies wait on them, and they time every op), the wire plan's postings
+// through the transport (NCCL, or the one-GPU loopback) for send/recv slots and collectives, the
+// attention adapter for compute.
 #pragma once
 
 #include "compute_ops.hpp"
-#include "nccl_comms.hpp"
+#include "transport.hpp"
 
 #include "cpsim/hardware/backend/exec_plan.hpp"
 #include "cpsim/hardware/backend/run_options.hpp"
@@ -27,13 +28,13 @@ struct OpTime {
 
 class RankExecutor {
 public:
-  RankExecutor(const Schedule& s, const Scenario& sc, const ExecPlan& plan, int rank, NcclComms& comms,
-               const RunOptions& opt);
+  RankExecutor(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const WirePlan& wire, int rank,
+               Transport& transport, const RunOptions& opt);
   ~RankExecutor();
   RankExecutor(const RankExecutor&) = delete;
   RankExecutor& operator=(const RankExecutor&) = delete;
 
-  /** Allocates arena + staging; throws GpuError naming the sizes when they do not fit. */
+  /** Allocates arena + staging and hands them to the transport; throws GpuError naming the sizes when they do not fit. */
   void allocate();
   /** Deterministic inputs (q, k, v, dO) by global position. */
   void fill_inputs();
@@ -72,8 +73,9 @@ private:
   const Scenario& sc_;
   const ExecPlan& plan_;
   const RankExecPlan& rp_;
+  const RankWire& wire_;
   int rank_;
-  NcclComms& comms_;
+  Transport& transport_;
   const RunOptions& opt_;
   MaskGeometry mask_;
   Injection inj_;

@@ -3,6 +3,8 @@
 
 #include "gpu_check.hpp"
 #include "kernel_profiler.hpp"
+#include "loopback_transport.hpp"
+#include "nccl_comms.hpp"
 #include "rank_executor.hpp"
 #include "result_check.hpp"
 
@@ -53,22 +55,38 @@ Json times_json(const std::vector<OpTime>& t) {
 }
 } // namespace
 
-int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const RunOptions& o, int local_rank) {
+int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const WirePlan& wire, const RunOptions& o,
+             int local_rank) {
   const int rank = o.rank;
   setenv("NCCL_NVLS_ENABLE", "0", 1); // NVLink multicast stays off on shared hosts
-  std::unique_ptr<NcclComms> comms;
+  // loopback: every stream its own hardware queue, so that a stream held on a peer's flag holds no other (default 8)
+  if (o.loopback)
+    setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 0);
+  std::unique_ptr<Transport> comms;
+  LoopbackTransport* loopback = nullptr;
   int dev = -1;
   try {
     int count = 0;
     BK_CUDA_CHECK(cudaGetDeviceCount(&count));
-    if (local_rank < 0 && o.world > count)
+    if (!o.loopback && local_rank < 0 && o.world > count)
       throw UserError("the plan has " + std::to_string(o.world) + " ranks but this host has " + std::to_string(count) +
-                      " GPUs; use mpirun across nodes");
-    dev = device_for_rank(s.placement, rank, local_rank, count);
-    BK_CUDA_CHECK(cudaSetDevice(dev));
+                      " GPUs; use mpirun across nodes (or --loopback, which checks the numerics of every rank on one GPU)");
+    dev = o.loopback ? loopback_device(o, count) : device_for_rank(s.placement, rank, local_rank, count);
+    if (const cudaError_t e = cudaSetDevice(dev); e == cudaErrorDevicesUnavailable && o.loopback)
+      throw GpuError("GPU " + std::to_string(dev) + " takes no further process (compute mode exclusive-process or " +
+                     "prohibited?); --loopback runs one process per rank on it, which `nvidia-smi -c DEFAULT` allows");
+    else
+      BK_CUDA_CHECK(e);
     Json report{{"rank", rank}, {"device", device_json(dev)}};
-    comms = std::make_unique<NcclComms>(plan, rank, o.world, o.rendezvous_dir, o.timeout_s);
-    RankExecutor ex(s, sc, plan, rank, *comms, o);
+    if (o.loopback) {
+      auto lb = std::make_unique<LoopbackTransport>(s, plan, wire, sc.workload, o, dev);
+      loopback = lb.get();
+      comms = std::move(lb);
+    } else {
+      comms = std::make_unique<NcclComms>(plan, rank, o.world, o.rendezvous_dir, o.timeout_s);
+    }
+    report["transport"] = comms->describe();
+    RankExecutor ex(s, sc, plan, wire, rank, *comms, o);
     ex.allocate();
     size_t free_b = 0, total_b = 0;
     BK_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
@@ -140,9 +158,13 @@ int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const 
     if (o.check) // last: the reference's memory comes after every timed repetition
       report["check"] = check_results(ex, s, sc);
     publish_file(o.rendezvous_dir, "rank_" + std::to_string(rank) + ".json", report.dump());
+    if (loopback)
+      loopback->detach(); // before the executor frees what the peers have open
     return 0;
   } catch (const UserError& e) {
     say("cpsim: rank " + std::to_string(rank) + ": error: " + e.what());
+    if (loopback)
+      _exit(2); // freeing the transport's memory could wait on streams held by a peer's flag
     if (comms)
       comms->abort_all();
     return 2;
@@ -151,7 +173,7 @@ int run_rank(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const 
     std::fflush(stderr);
     // ncclCommAbort may itself wait on a kernel stuck on the dead peer (suspected in the 2026-11-23
     // hang test): give it a few seconds on its own thread, then leave regardless
-    if (comms) {
+    if (comms && !loopback) { // the loopback transport has nothing to abort
       std::thread([c = comms.get()] { c->abort_all(); }).detach();
       std::this_thread::sleep_for(std::chrono::seconds(3));
     }

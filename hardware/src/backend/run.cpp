@@ -7,6 +7,7 @@
 #include "cpsim/hardware/backend/launcher.hpp"
 #include "cpsim/hardware/backend/measured_result.hpp"
 #include "cpsim/hardware/backend/rendezvous.hpp"
+#include "cpsim/hardware/backend/wire_plan.hpp"
 #include "cpsim/model/errors.hpp"
 
 #include <cstdio>
@@ -25,7 +26,12 @@ int finish(const Schedule& s, const Scenario& sc, const RunOptions& o, const std
   m.json["input"] = o.input;
   m.json["scenario"] = scenario_to_json(sc);
   m.json["options"] = {{"warmup", o.warmup}, {"reps", o.reps}, {"profile_reps", o.profile_reps},
-                       {"comm_only", o.comm_only}};
+                       {"comm_only", o.comm_only}, {"loopback", o.loopback}};
+  m.json["transport"] = reports[0].value("transport", std::string("nccl"));
+  if (o.loopback) // whoever reads the file (validate, calibrate --from-run) must not take these times for the plan's
+    m.json["loopback"] = {{"device", reports[0].at("device").at("index")},
+                          {"note", "all " + std::to_string(s.world) + " ranks time-shared one GPU: step and op times are "
+                                   "not those of the plan; the run checks numerics"}};
   if (!o.json_out.empty())
     save_json_file(o.json_out, m.json, 2);
   if (!o.trace_out.empty())
@@ -34,6 +40,9 @@ int finish(const Schedule& s, const Scenario& sc, const RunOptions& o, const std
     std::printf("measured on %s: scheme %s, pass %s, %d ranks, median of %d repetitions\n",
                 reports[0].at("device").at("name").get<std::string>().c_str(), s.scheme.c_str(),
                 to_string(s.pass).c_str(), s.world, o.reps);
+    if (o.loopback)
+      std::printf("LOOPBACK (%s): all %d ranks time-shared one GPU; the times below are NOT those of the plan\n",
+                  m.json["transport"].get<std::string>().c_str(), s.world);
     std::fputs(result_table(m.median).c_str(), stdout);
     if (m.json.contains("profile"))
       std::printf("profiling overhead (CUPTI kernel activity): %.2f %% of the step\n",
@@ -55,7 +64,10 @@ int run_backend(const Schedule& s, const Scenario& sc, const RunOptions& o_in, c
   if (o.check && o.comm_only)
     throw UserError("--check needs the compute ops: drop --comm-only");
   ExecPlan plan = make_exec_plan(s, sc.workload);
+  const WirePlan wire = make_wire_plan(s, plan); // refuses unmatched sends before any rank starts
   ExternalRank ext = external_rank_from_env();
+  if (o.loopback && o.rank < 0 && ext.rank >= 0)
+    throw UserError("--loopback runs every rank on one GPU of this host, started by cpsim itself; run it without mpirun/srun");
   if (o.rank < 0 && ext.rank >= 0) { // started by mpirun/srun: this process is one rank
     if (ext.world != s.world)
       throw UserError("mpirun started " + std::to_string(ext.world) + " processes but the plan has " +
@@ -64,13 +76,13 @@ int run_backend(const Schedule& s, const Scenario& sc, const RunOptions& o_in, c
       throw UserError("under mpirun, --rendezvous DIR must name a directory every node can read and write");
     o.rank = ext.rank;
     o.world = ext.world;
-    int rc = run_rank(s, sc, plan, o, ext.local_rank);
+    int rc = run_rank(s, sc, plan, wire, o, ext.local_rank);
     return rc != 0 || o.rank != 0 ? rc : finish(s, sc, o, o.rendezvous_dir);
   }
   if (o.rank >= 0) { // a child of the local launcher
     if (o.world != s.world)
       throw UserError("--world " + std::to_string(o.world) + " differs from the plan's " + std::to_string(s.world) + " ranks");
-    return run_rank(s, sc, plan, o, -1);
+    return run_rank(s, sc, plan, wire, o, -1);
   }
   const std::string dir = o.rendezvous_dir.empty() ? make_run_dir() : o.rendezvous_dir;
   auto argv_of = [&](int r) {

@@ -3,6 +3,7 @@
 
 #include "cpsim/model/errors.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 
 namespace cpsim::backend {
@@ -64,6 +65,13 @@ void check_run_options(const RunOptions& o) {
   if (o.memory_limit_bytes < 0)
     throw UserError("--memory-limit: must be >= 0 bytes");
   parse_injection(o.inject);
+  if (!o.loopback && (o.loopback_device >= 0 || !o.loopback_sync.empty()))
+    throw UserError(std::string(o.loopback_device >= 0 ? "--loopback-device" : "--loopback-sync") +
+                    " applies to --loopback runs only: add --loopback");
+  if (o.loopback_device < -1)
+    throw UserError("--loopback-device = " + std::to_string(o.loopback_device) + ": must be a CUDA device index >= 0");
+  if (!o.loopback_sync.empty() && o.loopback_sync != "memops" && o.loopback_sync != "kernels")
+    throw UserError("--loopback-sync = \"" + o.loopback_sync + "\": must be memops (stream memory operations) or kernels (spin kernels)");
 }
 
 ExternalRank external_rank_from_env() {
@@ -89,6 +97,14 @@ int device_for_rank(const std::vector<int>& placement, int rank, int local_rank,
     return local_rank % device_count;
   int gpu = rank < int(placement.size()) ? placement[size_t(rank)] : rank;
   return gpu % device_count;
+}
+
+int loopback_device(const RunOptions& o, int device_count) {
+  const int d = std::max(o.loopback_device, 0);
+  if (d >= device_count)
+    throw UserError("--loopback-device = " + std::to_string(d) + ": this host has " + std::to_string(device_count) +
+                    " CUDA device" + (device_count == 1 ? "" : "s") + (device_count > 0 ? " (0.." + std::to_string(device_count - 1) + ")" : ""));
+  return d;
 }
 
 } // namespace cpsim::backend

@@ -28,6 +28,11 @@ struct RunOptions {
   int64_t memory_limit_bytes = 0; // > 0: treat the device as having this much free memory (tests of the OOM path)
   std::string inject;        // die:RANK[:OP] | hang:RANK | cuda:RANK[:OP]
   bool comm_only = false;    // skip compute ops: measures the communication of the plan alone (no --check)
+  // every rank on one GPU through the loopback transport instead of NCCL: checks a multi-rank plan's numerics
+  // where one GPU is all there is; the ranks time-share it, so its times are not those of the plan
+  bool loopback = false;
+  int loopback_device = -1;        // the CUDA device of a loopback run; -1: not given (device 0)
+  std::string loopback_sync;       // how loopback ranks signal each other: memops | kernels; empty: memops where the driver has them
   bool quiet = false;
   // set by the launcher (or read from mpirun's environment) for one rank's process
   int rank = -1;
@@ -47,7 +52,9 @@ struct ExternalRank {
 };
 ExternalRank external_rank_from_env();
 
-/** The CUDA device a rank uses: its placement GPU modulo the devices this host has. */
+/** The CUDA device a rank uses: its placement GPU modulo the devices this host has; under --loopback the one device
+ *  every rank shares (UserError if this host has no such device). */
 int device_for_rank(const std::vector<int>& placement, int rank, int local_rank, int device_count);
+int loopback_device(const RunOptions& o, int device_count);
 
 } // namespace cpsim::backend
