@@ -1,10 +1,11 @@
 // Argument checks and the choice of implementation. Arguments no implementation can run are
 // KernelErrors naming the argument, its value and the reason; the tensor-core paths additionally need
 // 16-byte aligned rows and say so instead of silently running the slow one. Impl::FAST resolves to the
-// wgmma kernels on Hopper and to the mma.sync kernels elsewhere.
+// mma.sync kernels unless CPSIM_KERNEL_IMPL says otherwise (see fast_impl).
 #include "cuda_check.hpp"
 #include "launchers.hpp"
 
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
@@ -96,7 +97,25 @@ bool impl_available(Impl impl, std::string* why) {
   return false;
 }
 
-Impl fast_impl() { return device_major() == 9 ? Impl::WGMMA : Impl::MMA; }
+// The wgmma kernels were written and compiled on 2026-12-07 while no GPU could be lent; until the GPU tests
+// (cpsim_wgmma_layout_tests, cpsim_kernel_gpu_tests) have passed on an H100/H200, the default stays on the
+// verified mma.sync kernels. CPSIM_KERNEL_IMPL=wgmma (or mma) chooses for every caller of Impl::FAST - the
+// backend, calibration, the benchmark's default - so a GPU session can verify, time and calibrate the wgmma
+// kernels without a rebuild.
+Impl fast_impl() {
+  static const Impl chosen = [] {
+    const char* env = std::getenv("CPSIM_KERNEL_IMPL");
+    const std::string v = env ? env : "";
+    if (v.empty() || v == "mma")
+      return Impl::MMA;
+    if (v == "wgmma")
+      return Impl::WGMMA;
+    throw KernelError("CPSIM_KERNEL_IMPL='" + v + "': must be mma or wgmma");
+  }();
+  std::string why;
+  need(impl_available(chosen, &why), "CPSIM_KERNEL_IMPL=" + to_string(chosen) + ": " + why);
+  return chosen;
+}
 
 void attention_forward(const AttnArgs& a, const DevicePlan& plan, Impl impl) {
   check_common(a, plan, false);
