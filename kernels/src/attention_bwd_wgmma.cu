@@ -17,7 +17,7 @@ namespace cpsim::kernels::detail {
 namespace {
 
 /** LSE in log2 units; rows without keys (-inf) and padding rows become +inf so that P = 0 there. */
-__device__ __forceinline__ float lse_log2(float lse) { return lse == -INFINITY ? INFINITY : lse * kLog2e; }
+[[maybe_unused]] __device__ __forceinline__ float lse_log2(float lse) { return lse == -INFINITY ? INFINITY : lse * kLog2e; }
 
 template <class T, int D> __device__ __forceinline__ void wgmma_rs_nd(float (&d)[D / 2], const uint32_t (&a)[4], uint64_t desc_b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
