@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_mma_kernel(AttnArgs a, DevicePl
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           const int col = nt * 8 + (lane & 3) * 2 + (c & 1);
-          const bool vis = !partial || (col < tq.n && plan_visible(v, tk.seq, tq.pos0 + int64_t(col) * tq.pos_stride, kpos[c >> 1]));
+          const bool vis = !partial || (col < tq.n && k_lo + 8 * (c >> 1) < tk.n && plan_visible(v, tk.seq, tq.pos0 + int64_t(col) * tq.pos_stride, kpos[c >> 1]));
           p[nt][c] = vis ? exp2f(fmaf(p[nt][c], scale_log2, -sL[st * kTileRows + col])) : 0.f;
         }
       // dV += P^T dO
@@ -251,7 +251,7 @@ __global__ void __launch_bounds__(kThreads) dq_mma_kernel(AttnArgs a, DevicePlan
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int key = nt * 8 + (lane & 3) * 2 + (c & 1);
-        const bool vis = !partial || (key < tk.n && plan_visible(v, tq.seq, qpos[c >> 1], tk.pos0 + int64_t(key) * tk.pos_stride));
+        const bool vis = !partial || (key < tk.n && r_lo + 8 * (c >> 1) < tq.n && plan_visible(v, tq.seq, qpos[c >> 1], tk.pos0 + int64_t(key) * tk.pos_stride));
         const float pr = vis ? exp2f(fmaf(p[nt][c], scale_log2, -lse[c >> 1])) : 0.f;
         ds[nt][c] = pr * (ds[nt][c] - dl[c >> 1]);
       }

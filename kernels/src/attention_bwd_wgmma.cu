@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(kThreads, 2) dkdv_wgmma_kernel(AttnArgs a, Dev
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int col = nt * 8 + (lane & 3) * 2 + (c & 1);
-        const bool vis = !partial || (col < tq.n && plan_visible(v, tk.seq, tq.pos0 + int64_t(col) * tq.pos_stride, kpos[c >> 1]));
+        const bool vis = !partial || (col < tq.n && k_lo + 8 * (c >> 1) < tk.n && plan_visible(v, tk.seq, tq.pos0 + int64_t(col) * tq.pos_stride, kpos[c >> 1]));
         const float pr = vis ? exp2f(fmaf(p[nt * 4 + c], scale_log2, -sL[st * kTileRows + col])) : 0.f;
         p[nt * 4 + c] = pr;
         dp[nt * 4 + c] = pr * (dp[nt * 4 + c] - sDl[st * kTileRows + col]);
@@ -251,7 +251,7 @@ __global__ void __launch_bounds__(kThreads, 2) dq_wgmma_kernel(AttnArgs a, Devic
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int key = nt * 8 + (lane & 3) * 2 + (c & 1);
-        const bool vis = !partial || (key < tk.n && plan_visible(v, tq.seq, qpos[c >> 1], tk.pos0 + int64_t(key) * tk.pos_stride));
+        const bool vis = !partial || (key < tk.n && r_lo + 8 * (c >> 1) < tq.n && plan_visible(v, tq.seq, qpos[c >> 1], tk.pos0 + int64_t(key) * tk.pos_stride));
         const float pr = vis ? exp2f(fmaf(p[nt * 4 + c], scale_log2, -lse[c >> 1])) : 0.f;
         ds[nt * 4 + c] = pr * (ds[nt * 4 + c] - dl[c >> 1]);
       }

@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(kThreads, 2) fwd_wgmma_kernel(AttnArgs a, Devi
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           const int key = nt * 8 + (lane & 3) * 2 + (c & 1);
-          if (key >= tk.n || !plan_visible(v, tq.seq, qpos[c >> 1], tk.pos0 + int64_t(key) * tk.pos_stride))
+          if (key >= tk.n || r_lo + 8 * (c >> 1) >= tq.n || !plan_visible(v, tq.seq, qpos[c >> 1], tk.pos0 + int64_t(key) * tk.pos_stride))
             s[nt * 4 + c] = -INFINITY;
         }
     }
