@@ -9,7 +9,8 @@ if(NOT CPSIM_NCCL_LIBRARY OR NOT CPSIM_NCCL_INCLUDE OR NOT CPSIM_CUPTI_LIBRARY O
 endif()
 set(B src/backend)
 add_library(cpsim_backend STATIC ${B}/run.cpp ${B}/rank_main.cpp ${B}/rank_executor.cpp ${B}/nccl_comms.cpp
-            ${B}/kernel_profiler.cpp ${B}/compute_kernels.cpp ${B}/result_check.cpp ${B}/helper_kernels.cu)
+            ${B}/kernel_profiler.cpp ${B}/compute_kernels.cpp ${B}/result_check.cpp ${B}/helper_kernels.cu
+            ${B}/sparse_ops.cpp ${B}/gather_kernels.cu)
 target_include_directories(cpsim_backend PUBLIC include PRIVATE ${CPSIM_NCCL_INCLUDE} ${CPSIM_CUPTI_INCLUDE})
 target_link_libraries(cpsim_backend PUBLIC cpsim_backend_core CUDA::cudart ${CPSIM_NCCL_LIBRARY} ${CPSIM_CUPTI_LIBRARY})
 cpsim_target_options(cpsim_backend)
@@ -17,6 +18,7 @@ cpsim_target_options(cpsim_backend)
 set_target_properties(cpsim_backend PROPERTIES CUDA_STANDARD 17)
 # the attention kernels, when kernels/ is in the build (it is added before hardware/)
 if(TARGET cpsim_kernels)
+  target_sources(cpsim_backend PRIVATE ${B}/kernel_plans.cpp)
   target_link_libraries(cpsim_backend PUBLIC cpsim_kernels)
   target_compile_definitions(cpsim_backend PRIVATE CPSIM_HAVE_KERNELS)
 endif()

@@ -126,10 +126,10 @@ Schedule generate_cqs(const Scenario& sc, const MaskGeometry& mask) {
     int64_t c = 0;
     for (const auto& t : mine)
       c += t.range.size();
-    b.add_buffer(r, {"q", "q", c * q_bytes_per_token, 0, H, mine, -1, -1});
-    b.add_buffer(r, {"kv", "kv", c * kv_bytes_per_token, 0, G, mine, -1, -1});
-    b.add_buffer(r, {"o", "o", c * q_bytes_per_token, 0, H, mine, -1, -1});
-    b.add_buffer(r, {"lse", "lse", c * 4 * H, 0, H, mine, -1, -1});
+    b.add_buffer(r, {"q", "q", c * q_bytes_per_token, 0, H, mine, -1, -1, {}, {}});
+    b.add_buffer(r, {"kv", "kv", c * kv_bytes_per_token, 0, G, mine, -1, -1, {}, {}});
+    b.add_buffer(r, {"o", "o", c * q_bytes_per_token, 0, H, mine, -1, -1, {}, {}});
+    b.add_buffer(r, {"lse", "lse", c * 4 * H, 0, H, mine, -1, -1, {}, {}});
 
     // ---- fork: send my group to the workers that need it, receive the groups I need (one NCCL group)
     const int fork_group = b.next_group(r);
@@ -153,7 +153,7 @@ Schedule generate_cqs(const Scenario& sc, const MaskGeometry& mask) {
       const Side& sd = mine_it->second;
       if (sd.q_tokens > 0) {
         const std::string n = "q_g" + std::to_string(j);
-        b.add_buffer(r, {n, "q", sd.q_tokens * q_bytes_per_token, 0, H, sd.q_slices, -1, -1});
+        b.add_buffer(r, {n, "q", sd.q_tokens * q_bytes_per_token, 0, H, sd.q_slices, -1, -1, {}, {}});
         int id = b.recv(r, comm, {}, j, sd.q_tokens * q_bytes_per_token, kTagQ, fork_group, "fork q from " + std::to_string(j), n);
         b.set_alloc(r, n, id);
         fork_recvs.push_back(id);
@@ -161,7 +161,7 @@ Schedule generate_cqs(const Scenario& sc, const MaskGeometry& mask) {
       }
       if (sd.kv_tokens > 0) {
         const std::string n = "kv_g" + std::to_string(j);
-        b.add_buffer(r, {n, "kv", sd.kv_tokens * kv_bytes_per_token, 0, G, sd.kv_slices, -1, -1});
+        b.add_buffer(r, {n, "kv", sd.kv_tokens * kv_bytes_per_token, 0, G, sd.kv_slices, -1, -1, {}, {}});
         int id = b.recv(r, comm, {}, j, sd.kv_tokens * kv_bytes_per_token, kTagKV, fork_group, "fork kv from " + std::to_string(j), n);
         b.set_alloc(r, n, id);
         fork_recvs.push_back(id);
@@ -177,11 +177,11 @@ Schedule generate_cqs(const Scenario& sc, const MaskGeometry& mask) {
     for (const auto& [x, sd] : need[size_t(r)])
       if (x != r && sd.q_tokens > 0) {
         const std::string n = "o_part_g" + std::to_string(x);
-        b.add_buffer(r, {n, "o", sd.q_tokens * part_bytes_per_token, 0, H, sd.q_slices, -1, -1});
+        b.add_buffer(r, {n, "o", sd.q_tokens * part_bytes_per_token, 0, H, sd.q_slices, -1, -1, {}, {}});
         writes.push_back(n);
       }
     if (scores == "materialized") // fp32 scores of the owned cells, alive during the kernel
-      b.add_buffer(r, {"scores", "staging", score_cells * H * 4, 0, H, {}, -1, -1});
+      b.add_buffer(r, {"scores", "staging", score_cells * H * 4, 0, H, {}, -1, -1, {}, {}});
     const int attn = attn_of[size_t(r)] = b.attention(r, comp, fork_recvs, Direction::FORWARD, 0, H, segs[size_t(r)], "compute owned cells",
                                  reads, writes);
     if (scores == "materialized") {
@@ -220,7 +220,7 @@ Schedule generate_cqs(const Scenario& sc, const MaskGeometry& mask) {
         continue;
       const std::string n = "o_part_from" + std::to_string(j);
       const int64_t bytes = it->second.q_tokens * part_bytes_per_token;
-      b.add_buffer(r, {n, "o", bytes, 0, H, it->second.q_slices, -1, -1});
+      b.add_buffer(r, {n, "o", bytes, 0, H, it->second.q_slices, -1, -1, {}, {}});
       int id = b.recv(r, comm, {}, j, bytes, kTagOut, join_group, "join partial from " + std::to_string(j), n);
       b.set_alloc(r, n, id);
       recvs.push_back(id);

@@ -43,7 +43,7 @@ StageInputs emit_stage_fetches(ScheduleBuilder& b, int r, int comm, int stages, 
         if (it == msgs.end())
           continue;
         const std::string n = buf_prefix + (q_side ? "q_s" : "kv_s") + std::to_string(t) + "_from" + std::to_string(peer);
-        b.add_buffer(r, {n, q_side ? "q" : "kv", it->second.bytes, 0, q_side ? H : G, it->second.slices, -1, -1});
+        b.add_buffer(r, {n, q_side ? "q" : "kv", it->second.bytes, 0, q_side ? H : G, it->second.slices, -1, -1, {}, {}});
         int id = b.recv(r, comm, send_deps, peer, it->second.bytes, q_side ? tags.q(t) : tags.kv(t), grp,
                         st + (q_side ? " q from " : " kv from ") + std::to_string(peer), n);
         b.set_alloc(r, n, id);
@@ -154,10 +154,10 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
         mine.push_back({b.seq, {b.begin, b.end}});
         tokens += b.tokens();
       }
-    bld.add_buffer(r, {"q", "q", tokens * H * D * e, 0, H, mine, -1, -1});
-    bld.add_buffer(r, {"kv", "kv", tokens * 2 * G * D * e, 0, G, mine, -1, -1});
-    bld.add_buffer(r, {"o", "o", tokens * H * D * e, 0, H, mine, -1, -1});
-    bld.add_buffer(r, {"lse", "lse", tokens * 4 * H, 0, H, mine, -1, -1});
+    bld.add_buffer(r, {"q", "q", tokens * H * D * e, 0, H, mine, -1, -1, {}, {}});
+    bld.add_buffer(r, {"kv", "kv", tokens * 2 * G * D * e, 0, G, mine, -1, -1, {}, {}});
+    bld.add_buffer(r, {"o", "o", tokens * H * D * e, 0, H, mine, -1, -1, {}, {}});
+    bld.add_buffer(r, {"lse", "lse", tokens * 4 * H, 0, H, mine, -1, -1, {}, {}});
 
     // comm stream: one NCCL group per stage 1..T (sends of my blocks, receives of what I need)
     const StageInputs in = emit_stage_fetches(bld, r, comm, T, fx, {}, StageTags{tag_q, tag_kv}, "stage ", "");
@@ -181,7 +181,7 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
         }
       if (part_bytes == 0)
         continue;
-      bld.add_buffer(r, {part, "o", part_bytes, 0, H, part_slices, -1, -1});
+      bld.add_buffer(r, {part, "o", part_bytes, 0, H, part_slices, -1, -1, {}, {}});
       parts.push_back(part);
       bool first = true;
       const auto& mine_work = work_of[size_t(r)];
@@ -231,7 +231,7 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
     for (int peer = 0; peer < W; ++peer)
       if (auto it = out_msgs.find({r, peer}); it != out_msgs.end()) {
         const std::string n = "out_to" + std::to_string(peer);
-        bld.add_buffer(r, {n, "o", it->second.bytes, 0, H, it->second.slices, -1, -1});
+        bld.add_buffer(r, {n, "o", it->second.bytes, 0, H, it->second.slices, -1, -1, {}, {}});
         out_to.push_back(n);
       }
     std::vector<int> pre_ops;
@@ -257,7 +257,7 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
       }
       if (auto it = out_msgs.find({peer, r}); it != out_msgs.end()) {
         const std::string n = "out_from" + std::to_string(peer);
-        bld.add_buffer(r, {n, "o", it->second.bytes, 0, H, it->second.slices, -1, -1});
+        bld.add_buffer(r, {n, "o", it->second.bytes, 0, H, it->second.slices, -1, -1, {}, {}});
         int id = bld.recv(r, comm, {}, peer, it->second.bytes, kTagOut, grp, "output partials from " + std::to_string(peer), n);
         bld.set_alloc(r, n, id);
         out_recvs.push_back(id);

@@ -74,18 +74,18 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
         mine.push_back({bl.seq, {bl.begin, bl.end}});
         tokens += bl.tokens();
       }
-    b.add_buffer(r, {"do", "do", tokens * H * D * e, 0, H, mine, -1, -1});
-    b.add_buffer(r, {"dq", "dq", tokens * H * D * 4, 0, H, mine, -1, -1});
-    b.add_buffer(r, {"dkv", "dkv", tokens * 2 * G * D * 4, 0, G, mine, -1, -1});
+    b.add_buffer(r, {"do", "do", tokens * H * D * e, 0, H, mine, -1, -1, {}, {}});
+    b.add_buffer(r, {"dq", "dq", tokens * H * D * 4, 0, H, mine, -1, -1, {}, {}});
+    b.add_buffer(r, {"dkv", "dkv", tokens * 2 * G * D * 4, 0, G, mine, -1, -1, {}, {}});
     std::vector<std::string> accs;
     if (acc_dq[size_t(r)] > 0)
       accs.push_back("dq_acc");
     if (acc_dkv[size_t(r)] > 0)
       accs.push_back("dkv_acc");
     if (acc_dq[size_t(r)] > 0)
-      b.add_buffer(r, {"dq_acc", "dq", acc_dq[size_t(r)], 0, H, {}, -1, -1});
+      b.add_buffer(r, {"dq_acc", "dq", acc_dq[size_t(r)], 0, H, {}, -1, -1, {}, {}});
     if (acc_dkv[size_t(r)] > 0)
-      b.add_buffer(r, {"dkv_acc", "dkv", acc_dkv[size_t(r)], 0, G, {}, -1, -1});
+      b.add_buffer(r, {"dkv_acc", "dkv", acc_dkv[size_t(r)], 0, G, {}, -1, -1, {}, {}});
 
     const StageInputs in =
         emit_stage_fetches(b, r, comm, T, fx, fwd_done, StageTags{tag_bq, tag_bkv}, "bwd stage ", "b");
@@ -148,7 +148,7 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
     for (int peer = 0; peer < W; ++peer) {
       if (auto it = grad_msgs.find({r, peer}); it != grad_msgs.end()) {
         const std::string n = "grad_to" + std::to_string(peer);
-        b.add_buffer(r, {n, "dkv", it->second.bytes, 0, H, it->second.slices, -1, -1});
+        b.add_buffer(r, {n, "dkv", it->second.bytes, 0, H, it->second.slices, -1, -1, {}, {}});
         int id = b.send(r, comm, after_compute, peer, it->second.bytes, kTagGrad, grp,
                         "bwd gradient partials to " + std::to_string(peer), n);
         b.set_alloc(r, n, after_compute.empty() ? id : after_compute.front());
@@ -158,7 +158,7 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
       }
       if (auto it = grad_msgs.find({peer, r}); it != grad_msgs.end()) {
         const std::string n = "grad_from" + std::to_string(peer);
-        b.add_buffer(r, {n, "dkv", it->second.bytes, 0, H, it->second.slices, -1, -1});
+        b.add_buffer(r, {n, "dkv", it->second.bytes, 0, H, it->second.slices, -1, -1, {}, {}});
         int id = b.recv(r, comm, {}, peer, it->second.bytes, kTagGrad, grp, "bwd gradient partials from " + std::to_string(peer), n);
         b.set_alloc(r, n, id);
         recvs.push_back(id);
