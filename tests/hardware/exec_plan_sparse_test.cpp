@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <set>
 
 using namespace cpsim;
@@ -32,6 +33,67 @@ Json pit_json(int cp, const std::string& pass, Json mask, int64_t g, int heads =
   Json j = test::scenario_json("pit", cp, {512, 256}, std::move(mask), pass, heads, kv_heads, 64);
   j["parallel"]["granularity"] = g;
   return j;
+}
+
+/** What a message with regions carries, element row by element row: (plane, sequence, position, head). */
+std::vector<std::array<int64_t, 4>> carried(const Schedule& s, int rank, const Op& op) {
+  std::vector<std::array<int64_t, 4>> out;
+  for (const BufferRegion& g : op.regions) {
+    const Buffer* b = nullptr;
+    for (const Buffer& x : s.ranks[size_t(rank)].buffers)
+      if (x.name == g.buffer)
+        b = &x;
+    REQUIRE(b);
+    const int pe = g.plane_end < 0 ? tensor_planes(b->tensor) : g.plane_end;
+    for (int plane = g.plane_begin; plane < pe; ++plane)
+      for (const TokenSlice& t : g.tokens.empty() ? b->tokens : g.tokens)
+        for (int64_t i = 0; i < t.range.size(); ++i)
+          for (int h : g.heads.empty() ? b->head_list() : g.heads)
+            out.push_back({plane, t.seq, t.range.at(i), h});
+  }
+  return out;
+}
+
+/** Every send with regions carries, row for row, what its receive's regions expect; and the exec plan maps both. */
+void check_messages(const Schedule& s, const ExecPlan& plan) {
+  int checked = 0;
+  for (const RankProgram& p : s.ranks)
+    for (const Op& op : p.ops) {
+      if (op.kind != OpKind::SEND || op.regions.empty())
+        continue;
+      const Op* recv = nullptr;
+      for (const Op& r : s.ranks[size_t(op.peer)].ops)
+        if (r.kind == OpKind::RECV && r.peer == p.rank && r.tag == op.tag)
+          recv = &r;
+      REQUIRE(recv);
+      REQUIRE_FALSE(recv->regions.empty());
+      INFO("rank " << p.rank << " '" << op.label << "' to rank " << op.peer);
+      CHECK(carried(s, p.rank, op) == carried(s, op.peer, *recv));
+      CHECK(plan.ranks[size_t(p.rank)].messages.count(op.id) == 1);
+      CHECK(plan.ranks[size_t(op.peer)].messages.count(recv->id) == 1);
+      ++checked;
+    }
+  (void)checked;
+}
+
+/** Each head's visible cells of an attention op, counted over its launches' rectangles, equal the op's own count. */
+void check_launch_cells(const Schedule& s, const ExecPlan& plan, const MaskGeometry& m) {
+  for (const RankExecPlan& rp : plan.ranks)
+    for (const Op& op : s.ranks[size_t(rp.rank)].ops) {
+      if (op.kind != OpKind::ATTENTION)
+        continue;
+      int64_t cells = 0;
+      std::set<int> heads;
+      for (const AttnLaunch& l : rp.launches.at(op.id))
+        for (int h = l.head_begin; h < l.head_end; ++h) {
+          CHECK(heads.insert(h).second); // every head in one launch
+          for (const SegmentRows& sg : l.segments)
+            cells += m.cells(sg.seq, h, sg.q, sg.k);
+        }
+      INFO("rank " << rp.rank << " '" << op.label << "'");
+      CHECK(cells == op.cells_all_heads());
+      CHECK(int(heads.size()) == op.heads());
+    }
 }
 
 const Op* op_labelled(const Schedule& s, int rank, const std::string& prefix) {
@@ -126,4 +188,94 @@ TEST_CASE("PIT along query rows is refused by name: the backend packs key column
   Scenario sc = test::make_scenario(j);
   CHECK_THROWS_WITH(make_exec_plan(generate_schedule(sc), sc.workload),
                     Catch::Contains("rank 0") && Catch::Contains("\"rows\"") && Catch::Contains("key columns only"));
+}
+
+TEST_CASE("DSV: every degree pair, naive and aware, plans: launches cover each head's cells, messages match row for row") {
+  const Json mask{{"kind", "block_sparse"}, {"block", 64}, {"head_densities", {0.6, 0.1, 0.3, 0.2}}, {"seed", 5}};
+  for (const Json& v : {Json{{"hcp", 1}, {"scp", 1}}, Json{{"hcp", 2}}, Json{{"scp", 2}}, Json{{"hcp", 2}, {"scp", 2}},
+                        Json{{"scp", 4}}, Json{{"hcp", 2}, {"scp", 2}, {"sparsity_aware", false}},
+                        Json{{"scp", 2}, {"sparsity_aware", false}}})
+    for (int kv_heads : {4, 2}) {
+      if (v.value("hcp", 1) > kv_heads)
+        continue;
+      const int cp = v.value("hcp", 1) * v.value("scp", 1);
+      Json j = test::scenario_json("dsv", cp, {1024, 512}, mask, "fwd_bwd", 4, kv_heads, 64);
+      for (auto& [k, x] : v.items())
+        j["parallel"][k] = x;
+      j["parallel"]["cp"] = cp;
+      INFO(v.dump() << " kv_heads " << kv_heads);
+      Planned p = planned(j);
+      const MaskGeometry m(p.sc.workload);
+      check_launch_cells(p.s, p.plan, m);
+      check_messages(p.s, p.plan);
+      for (const auto& rp : p.plan.ranks) {
+        CHECK(rp.predictors.size() == 3); // projections, estimate, top-k
+        for (const auto& [id, pp] : rp.predictors)
+          CHECK(pp.rank_lr == 16);
+        const bool sparse_scp = v.value("sparsity_aware", true) && v.value("scp", 1) > 1;
+        CHECK(rp.copies.size() == (sparse_scp ? 1u : 0u)); // the own chunk into the per-group K, V buffers
+        for (const auto& [key, b] : rp.results)
+          CHECK(rp.buffers[size_t(b)].contiguous_heads());
+        CHECK(rp.results.count("o"));
+        CHECK(rp.results.count("dq"));
+        CHECK((rp.results.count("dk") && rp.results.count("dv")));
+      }
+    }
+}
+
+TEST_CASE("TE p2p: [KV; dKV] halves travel as regions of one message, the fp64 correction and half-size partials map by token") {
+  for (const char* mask : {"causal", "full"})
+    for (int cp : {1, 2, 4}) {
+      INFO(mask << " cp " << cp);
+      Planned p = planned(test::scenario_json("te_p2p", cp, {512}, mask, "fwd_bwd", 4, 2, 64));
+      check_messages(p.s, p.plan);
+      check_launch_cells(p.s, p.plan, MaskGeometry(p.sc.workload));
+      for (const auto& rp : p.plan.ranks) {
+        const auto& ops = p.s.ranks[size_t(rp.rank)].ops;
+        CHECK(rp.buffer("lse_acc").elem_bytes == 8); // TE's fp64 running LSE
+        int folds = 0, corrections = 0, firsts = 0, lse_outs = 0, half = 0;
+        for (const Op& op : ops) {
+          if (op.kind == OpKind::MERGE && op.dir == Direction::FORWARD) {
+            const ForwardMerge& m = rp.forward_merges.at(op.id);
+            int64_t rows = 0;
+            for (const RowBlock& b : m.blocks)
+              rows += b.rows;
+            CHECK(rows == rp.buffers[size_t(m.part_lse)].rows); // every row of the step's partial lands by token
+            folds += m.kind == ForwardMerge::LSE_FOLD;
+            corrections += m.kind == ForwardMerge::OUT_CORRECTION;
+            firsts += m.first;
+            lse_outs += m.lse_out >= 0;
+          }
+          if (op.kind == OpKind::ATTENTION && op.dir == Direction::FORWARD) {
+            const int part = rp.buffer_index.at(op.writes[0]);
+            if (rp.buffers[size_t(part)].rows < rp.buffer("q").rows) { // an upper-triangle step: second half only
+              ++half;
+              for (const auto& l : rp.launches.at(op.id))
+                CHECK(l.row_offset.at(part) < 0); // its rows start at the q rows of the second half
+            }
+          }
+        }
+        CHECK(folds == cp);
+        CHECK(corrections == cp);
+        CHECK(firsts == 2); // the first fold starts lse_acc, the first correction starts o
+        CHECK(lse_outs == 1);
+        CHECK(half == (std::string(mask) == "causal" ? cp - 1 - rp.rank : 0));
+        // dq and the first step's dKV half start from zero; received dKV halves and the final dkv are not zeroed
+        std::set<std::string> zeroed;
+        for (const auto& [id, bufs] : rp.zero_before)
+          for (int b : bufs)
+            zeroed.insert(rp.buffers[size_t(b)].name);
+        CHECK(zeroed.count("dq"));
+        CHECK(zeroed.count("bdkv_1") == (cp > 1 ? 1u : 0u));
+        for (int i = 2; i < cp; ++i)
+          CHECK_FALSE(zeroed.count("bdkv_" + std::to_string(i)));
+        CHECK(zeroed.count("dkv") == (cp == 1 ? 1u : 0u));
+        // a middle step's message packs both halves through staging; the first and last move one half in place
+        for (const auto& [id, m] : rp.messages)
+          CHECK(m.direct == (ops[size_t(id)].regions.size() == 1));
+        CHECK(rp.results.count("o"));
+        CHECK(rp.results.count("lse"));
+        CHECK(rp.buffers[size_t(rp.results.at("dkv"))].name == "dkv");
+      }
+    }
 }

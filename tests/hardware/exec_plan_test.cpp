@@ -165,16 +165,6 @@ TEST_CASE("gather-style plans (cqs, dcp) are refused before anything runs, with 
   }
 }
 
-TEST_CASE("DSV's per-head attention and predictor are refused by name, not skipped") {
-  Json dsv = test::scenario_json("dsv", 2, {256},
-                                 Json{{"kind", "block_sparse"}, {"block", 16}, {"head_densities", {0.9, 0.1, 0.5, 0.2}},
-                                      {"seed", 1}},
-                                 "fwd", 4, 4, 64);
-  dsv["parallel"]["hcp"] = 2;
-  Scenario sd = test::make_scenario(dsv);
-  CHECK_THROWS_WITH(make_exec_plan(generate_schedule(sd), sd.workload), Catch::Contains("rank 0"));
-}
-
 TEST_CASE("zigzag backward: a dKV output whose op covers only some key rows is zeroed before it, every time") {
   // rank 1's step on rank 0's KV (chunks 0 and 3) sees only chunk 0: the kernels leave chunk 3's rows of the
   // output alone and the merge adds the whole buffer (2 H100s, 2026-11-27: rank 0's dk 9 % off before this)

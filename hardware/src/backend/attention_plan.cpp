@@ -194,11 +194,13 @@ void plan_launches(const RankProgram& p, const Workload& w, const MaskGeometry& 
           const std::string f = tensor_family(bp.tensor);
           const bool qsd = q_side(f);
           if (b == l.q || b == l.k || b == l.v || (!qsd && !k_side(f)) || (!qsd && l.gather >= 0))
-            continue;
+            continue; // the launch's own inputs, other tensors, or PIT's packed gradients
           if (!qsd && f != "dk" && f != "dv" && f != "dkv")
             continue; // other K/V buffers the op reads serve other launches
           const int h0 = qsd ? l.head_begin : l.head_begin / per, h1 = qsd ? l.head_end - 1 : (l.head_end - 1) / per;
           const int pos0 = bp.head_pos(h0);
+          if (!qsd && pos0 < 0 && bp.head_pos(h1) < 0)
+            continue; // the gradients of other KV heads (DSV's per-group buffers) belong to other launches
           if (pos0 < 0 || bp.head_pos(h1) != pos0 + (h1 - h0))
             throw UserError(at + ": buffer '" + bp.name + "' does not hold heads " + std::to_string(h0) + ".." +
                             std::to_string(h1) + " side by side");
@@ -213,8 +215,6 @@ void plan_launches(const RankProgram& p, const Workload& w, const MaskGeometry& 
             off = o;
             first = false;
           }
-          if (l.gather >= 0 && !qsd)
-            continue;
           l.row_offset[b] = off;
         }
       };

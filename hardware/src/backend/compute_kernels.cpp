@@ -9,6 +9,7 @@
 #include "kernel_plans.hpp"
 
 #include "cpsim/kernels/attention.hpp"
+#include "cpsim/kernels/merge_gather.hpp"
 
 #include <algorithm>
 #include <map>
@@ -29,6 +30,10 @@ void attention_forward(const AttnCall&) {
 
 void attention_backward(const AttnCall&) {
   throw GpuError("this build has no attention kernels (cpsim_kernels): run with --comm-only, or rebuild with CUDA");
+}
+
+void merge_partials(const MergeCall&) {
+  throw GpuError("this build has no merge kernels (cpsim_kernels): run with --comm-only, or rebuild with CUDA");
 }
 
 #else
@@ -107,6 +112,33 @@ void attention_forward(const AttnCall& c) {
     a.lse = tensor(c.lse, 1);
     const kn::DevicePlan& p = plan_for(c);
     kn::attention_forward(a, p, kn::fast_path_supported(a) ? kn::Impl::FAST : kn::Impl::REFERENCE);
+  });
+}
+
+void merge_partials(const MergeCall& c) {
+  translate([&] {
+    constexpr size_t kMax = 16; // merge_lse's inputs per launch
+    size_t done = 0;
+    while (done < c.o_in.size()) {
+      kn::MergeArgs a;
+      a.rows = int(c.rows);
+      a.head_begin = c.head_begin;
+      a.head_end = c.head_end;
+      a.head_dim = c.head_dim;
+      a.stream = c.stream;
+      if (done > 0) { // chained: what is merged so far is the first input
+        a.o_in.push_back(tensor(c.o_out, c.head_dim));
+        a.lse_in.push_back(tensor(c.lse_out, 1));
+      }
+      while (done < c.o_in.size() && a.o_in.size() < kMax) {
+        a.o_in.push_back(tensor(c.o_in[done], c.head_dim));
+        a.lse_in.push_back(tensor(c.lse_in[done], 1));
+        ++done;
+      }
+      a.o_out = tensor(c.o_out, c.head_dim);
+      a.lse_out = tensor(c.lse_out, 1);
+      kn::merge_lse(a);
+    }
   });
 }
 

@@ -22,9 +22,7 @@ std::string where(int rank, const Op& op) {
 }
 
 void check_supported(int rank, const Op& op) {
-  if (op.kind == OpKind::COMPUTE && op.compute != ComputeKind::GATHER && op.compute != ComputeKind::SCATTER)
-    throw UserError(where(rank, op) + ": the GPU backend does not execute '" + to_string(op.compute) +
-                    "' compute ops yet; predict this plan with the simulator");
+
   if (op.kind == OpKind::COLLECTIVE && op.coll == CollectiveKind::ALL_REDUCE)
     throw UserError(where(rank, op) + ": the GPU backend executes all_to_all, all_gather and reduce_scatter collectives, "
                     "not all_reduce");
@@ -160,12 +158,50 @@ void plan_merge_adds(const RankProgram& p, RankExecPlan& rp) {
         const BufferPlacement& src = rp.buffers[size_t(sidx)];
         if (r == n || tensor_family(src.tensor) != tensor_family(dst.tensor))
           continue;
-        if (src.head_begin != dst.head_begin || src.heads != dst.heads || src.planes != dst.planes)
-          throw UserError(where(p.rank, op) + ": adds '" + r + "' into '" + n + "', whose heads or planes differ");
+        if (src.planes != dst.planes || src.head_width != dst.head_width)
+          throw UserError(where(p.rank, op) + ": adds '" + r + "' into '" + n + "', whose planes or rows differ");
         for (const RowBlock& blk : shared_rows(src.tokens, dst.tokens))
-          rp.merge_adds[op.id].push_back({sidx, d, blk});
+          for (const HeadRun& h : head_runs(src, dst))
+            rp.merge_adds[op.id].push_back({sidx, d, blk, h.src_pos, h.dst_pos, h.n});
       }
     }
+  }
+}
+/** Fills rp.copies for COPY ops: every written buffer receives the rows and heads it shares with a read buffer of its
+ *  tensor, each (row, head) once; read + write of them must be the op's bytes. */
+void plan_copies(const RankProgram& p, RankExecPlan& rp) {
+  for (const Op& op : p.ops) {
+    if (op.kind != OpKind::COMPUTE || op.compute != ComputeKind::COPY)
+      continue;
+    int64_t moved = 0;
+    for (const auto& n : op.writes) {
+      const int d = rp.buffer_index.at(n);
+      const BufferPlacement& dst = rp.buffers[size_t(d)];
+      std::vector<bool> seen(size_t(dst.rows * dst.heads), false);
+      for (const auto& r : op.reads) {
+        const int sidx = rp.buffer_index.at(r);
+        const BufferPlacement& src = rp.buffers[size_t(sidx)];
+        if (tensor_family(src.tensor) != tensor_family(dst.tensor))
+          continue;
+        if (src.planes != dst.planes || src.head_width != dst.head_width || src.elem_bytes != dst.elem_bytes)
+          throw UserError(where(p.rank, op) + ": copies '" + r + "' into '" + n + "', whose rows differ in layout or type");
+        for (const RowBlock& blk : shared_rows(src.tokens, dst.tokens))
+          for (const HeadRun& h : head_runs(src, dst)) {
+            for (int64_t x = 0; x < blk.rows; ++x)
+              for (int y = 0; y < h.n; ++y) {
+                auto bit = seen[size_t((blk.dst_row + x * blk.dst_step) * dst.heads + h.dst_pos + y)];
+                if (bit)
+                  throw UserError(where(p.rank, op) + ": two of its sources hold the same rows of '" + n + "'");
+                bit = true;
+              }
+            rp.copies[op.id].push_back({sidx, d, blk, h.src_pos, h.dst_pos, h.n});
+            moved += blk.rows * h.n * dst.head_width * dst.elem_bytes * dst.planes;
+          }
+      }
+    }
+    if (2 * moved != op.bytes)
+      throw UserError(where(p.rank, op) + ": copies " + std::to_string(moved) + " bytes (read and written: " +
+                      std::to_string(2 * moved) + "), but the op says " + std::to_string(op.bytes));
   }
 }
 } // namespace
@@ -220,9 +256,12 @@ ExecPlan make_exec_plan(const Schedule& s, const Workload& w) {
     place_buffers(s, w, g, rp);
     plan_gathers(s, p, w, mask, rp);
     plan_launches(p, w, mask, rp);
+    plan_predictors(p, w, rp);
     plan_messages(p, rp);
     plan_zeroing(p, rp);
     plan_merge_adds(p, rp);
+    plan_copies(p, rp);
+    plan_forward_merges(p, rp);
     plan.ranks.push_back(std::move(rp));
   }
   plan_collectives(s, w, plan);

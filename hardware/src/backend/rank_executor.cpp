@@ -48,6 +48,7 @@ RankExecutor::RankExecutor(const Schedule& s, const Scenario& sc, const ExecPlan
 }
 
 RankExecutor::~RankExecutor() {
+  release_compute();
   for (void* t : tables_)
     cudaFree(t);
   if (arena_)
@@ -213,19 +214,21 @@ void RankExecutor::issue_slot(size_t i, bool inject) {
 }
 
 void RankExecutor::issue_p2p(const Slot& sl, cudaStream_t st) {
+  pack_messages(sl, st); // sends of buffer regions (message_regions.cpp)
   BK_NCCL_CHECK(ncclGroupStart());
   for (int id : sl.ops) {
     const Op& op = s_.ranks[size_t(rank_)].ops[size_t(id)];
     ncclComm_t c = comms_.comm(rp_.comm_of_op[size_t(id)]);
     if (op.kind == OpKind::SEND)
-      BK_NCCL_CHECK(ncclSend(ptr(rp_.buffer_index.at(op.reads[0])), size_t(op.bytes), ncclUint8, op.peer, c, st));
+      BK_NCCL_CHECK(ncclSend(message_ptr(op), size_t(op.bytes), ncclUint8, op.peer, c, st));
     else if (op.kind == OpKind::RECV)
-      BK_NCCL_CHECK(ncclRecv(ptr(rp_.buffer_index.at(op.writes[0])), size_t(op.bytes), ncclUint8, op.peer, c, st));
+      BK_NCCL_CHECK(ncclRecv(message_ptr(op), size_t(op.bytes), ncclUint8, op.peer, c, st));
     else
       throw GpuError("a send/recv group also holds op " + std::to_string(id) + ", which is not a send or receive");
   }
   BK_NCCL_CHECK(ncclGroupEnd());
   comms_.wait_ready("posting op " + std::to_string(sl.ops[0])); // non-blocking: enqueued only once ready
+  unpack_messages(sl, st);
 }
 
 void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
@@ -409,6 +412,10 @@ void RankExecutor::issue_merge(const Op& op, cudaStream_t st) {
         return rp_.buffer_index.at(n);
     return -1;
   };
+  if (auto fm = rp_.forward_merges.find(op.id); fm != rp_.forward_merges.end()) {
+    issue_forward_merge(op, fm->second, st);
+    return;
+  }
   if (op.dir == Direction::FORWARD) {
     int po = find(op.reads, "o"), pl = find(op.reads, "lse"), ao = find(op.writes, "o_acc"), al = find(op.writes, "lse_acc");
     if (po < 0 || pl < 0 || ao < 0 || al < 0)
@@ -431,10 +438,12 @@ void RankExecutor::issue_merge(const Op& op, cudaStream_t st) {
     for (const MergeAdd& m : a->second) { // in place, matched by token: dst rows += src rows
       const BufferPlacement &s = rp_.buffers[size_t(m.src)], &d = rp_.buffers[size_t(m.dst)];
       for (int plane = 0; plane < d.planes; ++plane)
-        accumulate_2d(static_cast<char*>(ptr(m.dst)) + plane * d.plane_bytes() + m.block.dst_row * d.row_bytes(), d.elem_bytes,
-                      d.width * m.block.dst_step,
-                      static_cast<const char*>(ptr(m.src)) + plane * s.plane_bytes() + m.block.src_row * s.row_bytes(),
-                      s.elem_bytes, s.width * m.block.src_step, m.block.rows, d.width, st);
+        accumulate_2d(static_cast<char*>(ptr(m.dst)) + plane * d.plane_bytes() + m.block.dst_row * d.row_bytes() +
+                          int64_t(m.dst_head) * d.head_width * d.elem_bytes,
+                      d.elem_bytes, d.width * m.block.dst_step,
+                      static_cast<const char*>(ptr(m.src)) + plane * s.plane_bytes() + m.block.src_row * s.row_bytes() +
+                          int64_t(m.src_head) * s.head_width * s.elem_bytes,
+                      s.elem_bytes, s.width * m.block.src_step, m.block.rows, m.heads * d.head_width, st);
     }
   for (const auto& n : op.writes) {
     if (in_place(op, n))

@@ -1,14 +1,27 @@
 // The IR's compute ops on the GPU. PIT's gather builds the micro-tile index from the flags of the candidate
 // micro-tiles (what the sparsity pattern says) and copies the indexed K, V rows into dense tiles; its backward
-// gather reuses that index; its scatter sums the gathered dK, dV rows back into their home rows. The static tables
-// these kernels read (flag offsets, packed positions, home rows) come from the exec plan and are uploaded once.
+// gather reuses that index; its scatter sums the gathered dK, dV rows back into their home rows. DSV's predictor
+// projects q and k with cuBLAS (bf16 in, fp32 accumulation) through fixed random d x d_lr matrices the backend
+// owns (the IR prices the GEMMs, not the weights), then estimates and selects in two passes. COPY ops copy rows
+// matched by token. The static tables these kernels read come from the exec plan and are uploaded once.
 #include "rank_executor.hpp"
 
 #include "buffer_plan.hpp"
 #include "gather_kernels.hpp"
 #include "gpu_check.hpp"
+#include "helper_kernels.hpp"
+#include "predictor_kernels.hpp"
+
+#include <cublas_v2.h>
 
 #include <algorithm>
+
+#define BK_CUBLAS_CHECK(call)                                                                                \
+  do {                                                                                                       \
+    cublasStatus_t bk_s_ = (call);                                                                           \
+    if (bk_s_ != CUBLAS_STATUS_SUCCESS)                                                                      \
+      ::cpsim::backend::gpu_fail("cuBLAS", #call, cublasGetStatusString(bk_s_), __FILE__, __LINE__);         \
+  } while (0)
 
 namespace cpsim::backend {
 
@@ -61,6 +74,59 @@ void RankExecutor::prepare_compute() {
     tb.copy_bytes = g.row_elems * src.elem_bytes;
     gather_tables_[id] = tb;
   }
+  for (const auto& [id, pp] : rp_.predictors) {
+    PredictorTables tb;
+    if (pp.kind == PredictorPlan::PROJECT) {
+      if (!cublas_) {
+        cublasHandle_t h = nullptr;
+        BK_CUBLAS_CHECK(cublasCreate(&h));
+        cublas_ = h;
+      }
+      // the projections W_q, W_k: d x d_lr bf16 in [-1, 1), the deterministic values of tensors 5 and 6 (their scale
+      // does not change which keys the top-k selects)
+      const int64_t d = rp_.buffers[size_t(pp.q)].head_width, lr = pp.rank_lr;
+      std::vector<uint8_t> none(size_t(d * lr * 2), 0);
+      tb.w_q = upload(none);
+      tb.w_k = upload(none);
+      fill_input_bf16(tb.w_q, d, 0, 1, 0, 1, int(lr), 5, 0, streams_[0]);
+      fill_input_bf16(tb.w_k, d, 0, 1, 0, 1, int(lr), 6, 0, streams_[0]);
+      predictor_tables_[id] = tb;
+      continue;
+    }
+    std::vector<int64_t> bseq, bhead, bproxy, qrow, nq, fproxy, krow, nk;
+    const int heads = rp_.buffers[size_t(pp.q_lr)].heads;
+    for (size_t s = 0; s < pp.seqs.size(); ++s) {
+      const auto& q = pp.seqs[s];
+      qrow.push_back(q.q_row);
+      nq.push_back(q.queries);
+      fproxy.push_back(q.first_proxy);
+      krow.push_back(q.k_row);
+      nk.push_back(q.keys);
+      for (int h = 0; h < heads; ++h)
+        for (int64_t p = 0; p < q.proxies; p += kPredictorProxies) {
+          bseq.push_back(int64_t(s));
+          bhead.push_back(h);
+          bproxy.push_back(p);
+        }
+    }
+    tb.blocks = int64_t(bseq.size());
+    tb.block_seq = upload(bseq);
+    tb.block_head = upload(bhead);
+    tb.block_proxy = upload(bproxy);
+    tb.seq_q_row = upload(qrow);
+    tb.seq_queries = upload(nq);
+    tb.seq_first_proxy = upload(fproxy);
+    tb.seq_k_row = upload(krow);
+    tb.seq_keys = upload(nk);
+    tb.kv_pos = upload(std::vector<int32_t>(pp.kv_pos.begin(), pp.kv_pos.end()));
+    tb.keep = upload(pp.keep);
+    tb.index_offset = upload(pp.index_offset);
+    if (pp.counts >= 0) {
+      tb.counts = upload(pp.count_values);
+      tb.requests = upload(pp.request_values);
+    }
+    predictor_tables_[id] = tb;
+  }
   for (const auto& [id, sp] : rp_.scatters) {
     const GatherLayout& g = rp_.gathers.at(sp.gather);
     const BufferPlacement& dst = rp_.buffers[size_t(sp.dst)];
@@ -94,6 +160,12 @@ void RankExecutor::prepare_compute() {
     tb.copy_src = upload(src);
     scatter_tables_[id] = tb;
   }
+}
+
+void RankExecutor::release_compute() {
+  if (cublas_)
+    cublasDestroy(static_cast<cublasHandle_t>(cublas_));
+  cublas_ = nullptr;
 }
 
 void RankExecutor::issue_compute(const Op& op, cudaStream_t st) {
@@ -139,9 +211,70 @@ void RankExecutor::issue_compute(const Op& op, cudaStream_t st) {
     scatter_gradients(a, st);
     return;
   }
-  default:
-    throw GpuError("compute op " + std::to_string(op.id) + " ('" + op.label + "'): kind '" + to_string(op.compute) +
-                   "' has no GPU implementation in this build");
+  case ComputeKind::LOWRANK_QK:
+  case ComputeKind::TOPK: {
+    const PredictorPlan& pp = rp_.predictors.at(op.id);
+    const PredictorTables& tb = predictor_tables_.at(op.id);
+    if (pp.kind == PredictorPlan::PROJECT) { // row-major out[M][lr] = in[M][d] W[d][lr], as column-major W^T-first GEMMs
+      BK_CUBLAS_CHECK(cublasSetStream(static_cast<cublasHandle_t>(cublas_), st));
+      const float one = 1.f, zero = 0.f;
+      auto gemm = [&](int in, int out, const void* w) {
+        const BufferPlacement& b = rp_.buffers[size_t(in)];
+        const int d = int(b.head_width), lr = int(pp.rank_lr), m = int(b.rows * b.heads);
+        BK_CUBLAS_CHECK(cublasGemmEx(static_cast<cublasHandle_t>(cublas_), CUBLAS_OP_N, CUBLAS_OP_N, lr, m, d, &one, w,
+                                     CUDA_R_16BF, lr, ptr(in), CUDA_R_16BF, d, &zero, ptr(out), CUDA_R_16BF, lr,
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      };
+      gemm(pp.q, pp.q_lr, tb.w_q);
+      gemm(pp.k, pp.k_lr, tb.w_k);
+      return;
+    }
+    const BufferPlacement &ql = rp_.buffers[size_t(pp.q_lr)], &kl = rp_.buffers[size_t(pp.k_lr)];
+    PredictorArgs a;
+    a.q_lr = ptr(pp.q_lr);
+    a.k_lr = ptr(pp.k_lr);
+    a.q_row_elems = ql.width;
+    a.k_row_elems = kl.width;
+    a.rank = int(pp.rank_lr);
+    a.heads = ql.heads;
+    a.query_group = pp.query_group;
+    a.block_seq = tb.block_seq;
+    a.block_head = tb.block_head;
+    a.block_proxy = tb.block_proxy;
+    a.blocks = tb.blocks;
+    a.seq_q_row = tb.seq_q_row;
+    a.seq_queries = tb.seq_queries;
+    a.seq_first_proxy = tb.seq_first_proxy;
+    a.seq_k_row = tb.seq_k_row;
+    a.seq_keys = tb.seq_keys;
+    a.kv_pos = tb.kv_pos;
+    a.keep = tb.keep;
+    a.index_offset = tb.index_offset;
+    a.threshold = static_cast<uint32_t*>(ptr(pp.threshold));
+    if (pp.kind == PredictorPlan::SCORES) {
+      predictor_thresholds(a, st);
+      return;
+    }
+    a.index = static_cast<int32_t*>(ptr(pp.index));
+    predictor_topk(a, st);
+    if (pp.counts >= 0) { // what sparse SCP asks each member for (predictor_plan.cpp)
+      BK_CUDA_CHECK(cudaMemcpyAsync(ptr(pp.counts), tb.counts, pp.count_values.size() * 4, cudaMemcpyDeviceToDevice, st));
+      BK_CUDA_CHECK(cudaMemcpyAsync(ptr(pp.requests), tb.requests, pp.request_values.size() * 4, cudaMemcpyDeviceToDevice, st));
+    }
+    return;
+  }
+  case ComputeKind::COPY:
+    for (const MergeAdd& m : rp_.copies.at(op.id)) { // rows of one buffer into another, matched by token
+      const BufferPlacement &s = rp_.buffers[size_t(m.src)], &d = rp_.buffers[size_t(m.dst)];
+      for (int plane = 0; plane < d.planes; ++plane)
+        convert_2d(static_cast<char*>(ptr(m.dst)) + plane * d.plane_bytes() + m.block.dst_row * d.row_bytes() +
+                       int64_t(m.dst_head) * d.head_width * d.elem_bytes,
+                   d.elem_bytes, d.width * m.block.dst_step,
+                   static_cast<const char*>(ptr(m.src)) + plane * s.plane_bytes() + m.block.src_row * s.row_bytes() +
+                       int64_t(m.src_head) * s.head_width * s.elem_bytes,
+                   s.elem_bytes, s.width * m.block.src_step, m.block.rows, m.heads * d.head_width, st);
+    }
+    return;
   }
 }
 

@@ -104,6 +104,51 @@ struct ScatterPlan {
   std::vector<std::vector<std::vector<int64_t>>> home_row;
 };
 
+/**
+ * DSV's predictor ops: the rank-d_lr projections of q and k (PROJECT), a threshold per proxy query (SCORES: the
+ * histogram bin of its k-th largest estimate) and the top-k selection (TOPK: the keys above it, int32 indices).
+ */
+struct PredictorPlan {
+  enum Kind { PROJECT, SCORES, TOPK } kind = PROJECT;
+  int q = -1, k = -1, q_lr = -1, k_lr = -1, threshold = -1, index = -1;
+  int64_t rank_lr = 0, query_group = 0, proxies = 0;
+  struct Seq {
+    int64_t q_row = 0, queries = 0, proxies = 0, first_proxy = 0, k_row = 0, keys = 0;
+  };
+  std::vector<Seq> seqs;
+  std::vector<int64_t> keep;         // per sequence, per head of q_lr
+  std::vector<int64_t> index_offset; // first entry of each (sequence, head) in the index: proxies x keep entries
+  std::vector<int> kv_pos;           // per head of q_lr: position of its KV head in k_lr
+  // TOPK with sparse SCP: it also writes the counts and index triples the exchange sends (the tokens the K, V
+  // receives name, per member, as (sequence, KV head, position); the owner serves the rows the IR names)
+  int counts = -1, requests = -1;
+  std::vector<int32_t> count_values, request_values;
+};
+
+/**
+ * A forward MERGE other than the two-way merge into o_acc/lse_acc: TE p2p's LSE fold (lse_acc <- logaddexp with a
+ * step's partial LSE, rows matched by token) and output correction (o += exp(L_step - L) O_step, then lse = L), and
+ * the n-way LSE merge into the output of CQS and DCP (kernels' merge_lse over runs of output rows whose partials
+ * are the same buffers at consecutive rows; the op merges the rows with exactly `inputs` partials).
+ */
+struct ForwardMerge {
+  enum Kind { LSE_FOLD, OUT_CORRECTION, NWAY } kind = NWAY;
+  int acc = -1;                 // LSE_FOLD, OUT_CORRECTION: the running LSE
+  int part_o = -1, part_lse = -1; // LSE_FOLD (lse only), OUT_CORRECTION: the step's partial
+  int out = -1, lse_out = -1;   // OUT_CORRECTION, NWAY: the output (lse_out: set from acc / merged)
+  bool first = false;           // the first fold into acc (filled with -inf first) or correction into out (zeroed first)
+  std::vector<RowBlock> blocks; // LSE_FOLD, OUT_CORRECTION: partial rows -> acc (and out) rows
+  struct Input {
+    int o = -1, lse = -1;
+    int64_t row = 0; // the run's first row in both
+  };
+  struct Run {
+    int64_t row = 0, rows = 0; // output rows
+    std::vector<Input> inputs;
+  };
+  std::vector<Run> runs; // NWAY
+};
+
 /** Rows x a run of heads of one plane of one buffer, at msg_offset_bytes of a packed message (rows msg_pitch_bytes apart). */
 struct MessagePiece {
   int buffer = -1;
@@ -165,6 +210,7 @@ struct MergeAdd {
   int src = -1;
   int dst = -1;
   RowBlock block;
+  int src_head = 0, dst_head = 0, heads = 0; // a run of heads both hold side by side (positions in each row)
 };
 
 struct RankExecPlan {
@@ -178,6 +224,8 @@ struct RankExecPlan {
   std::map<int, GatherLayout> gathers;             // GATHER op -> what it packs (the attention after it reads that)
   std::map<int, ScatterPlan> scatters;             // SCATTER op -> where its gathered gradients go
   std::map<int, MessagePlan> messages;             // SEND/RECV op with regions -> where its bytes are
+  std::map<int, PredictorPlan> predictors;         // LOWRANK_QK and TOPK ops
+  std::map<int, ForwardMerge> forward_merges;      // forward MERGE ops that are not two-way into o_acc/lse_acc
   std::map<int, CollectivePlan> collectives;        // collective op -> pieces
   std::map<std::string, int> results;               // o, lse, dq, dk, dv, dkv -> buffer index read back by --check
   // attention op -> buffers zeroed right before it, every repetition: accumulators (the op adds into them)
@@ -190,6 +238,8 @@ struct RankExecPlan {
   // backward merge op -> additions into a buffer it reads and writes (TE all-gather: dK[:kv_end] += the chunk's dK),
   // matched by token, since the partial covers only the keys its chunk sees
   std::map<int, std::vector<MergeAdd>> merge_adds;
+  // COPY op -> the rows x heads it copies from a read buffer into a written one of the same tensor, matched by token
+  std::map<int, std::vector<MergeAdd>> copies;
   int64_t arena_bytes = 0;   // buffers, with reuse only where the IR orders the lifetimes
   int64_t staging_bytes = 0; // packing space of collectives, after the arena
   int64_t predicted_peak_bytes = 0;
