@@ -279,3 +279,44 @@ TEST_CASE("TE p2p: [KV; dKV] halves travel as regions of one message, the fp64 c
       }
     }
 }
+
+TEST_CASE("CQS: material copied and received into one Q and one K/V buffer, partials back as O + LSE regions, k-way merge") {
+  for (const Json& mask : {Json{{"kind", "full"}}, Json{{"kind", "causal"}},
+                           Json{{"kind", "block_sparse"}, {"block", 16}, {"density", 0.4}, {"seed", 7}}})
+    for (int W : {3, 7}) {
+      INFO(mask.dump() << " W " << W);
+      Json j = test::scenario_json("cqs", W, {int64_t(W) * 64, int64_t(W) * 32 + 5}, mask, "fwd", 4, 2, 64, "dgx-h100");
+      Planned p = planned(j);
+      check_messages(p.s, p.plan);
+      check_launch_cells(p.s, p.plan, MaskGeometry(p.sc.workload));
+      for (const auto& rp : p.plan.ranks) {
+        const auto& ops = p.s.ranks[size_t(rp.rank)].ops;
+        int merges = 0;
+        for (const Op& op : ops) {
+          if (op.kind == OpKind::ATTENTION)
+            CHECK(rp.launches.at(op.id).size() == 1); // one launch over the whole material
+          if (op.kind == OpKind::COMPUTE) {
+            CHECK(op.compute == ComputeKind::COPY);
+            int64_t rows = 0;
+            for (const MergeAdd& c : rp.copies.at(op.id))
+              rows += c.block.rows;
+            CHECK(rows == 2 * rp.buffer("q").rows); // the own group's Q and K, V rows
+          }
+          if (op.kind == OpKind::MERGE) {
+            const ForwardMerge& m = rp.forward_merges.at(op.id);
+            CHECK(m.kind == ForwardMerge::NWAY);
+            int64_t rows = 0;
+            for (const auto& run : m.runs) {
+              CHECK(int(run.inputs.size()) == op.inputs);
+              rows += run.rows;
+            }
+            CHECK(rows == rp.buffer("o").rows); // every output row, once
+            ++merges;
+          }
+        }
+        CHECK(merges == 1);
+        CHECK(rp.buffers[size_t(rp.results.at("o"))].name == "o");
+        CHECK(rp.buffers[size_t(rp.results.at("lse"))].name == "lse");
+      }
+    }
+}

@@ -154,8 +154,8 @@ TEST_CASE("ops the backend cannot execute are refused with the rank and op named
   CHECK_THROWS_WITH(make_exec_plan(s, sc.workload), Catch::Contains("rank 0"));
 }
 
-TEST_CASE("gather-style plans (cqs, dcp) are refused before anything runs, with the reason") {
-  for (const char* scheme : {"cqs", "dcp"}) {
+TEST_CASE("gather-style DCP plans are refused before anything runs, with the reason") {
+  for (const char* scheme : {"dcp"}) {
     Json j = test::scenario_json(scheme, 7, {448, 200}, Json{{"kind", "causal"}}, "fwd", 4, 2, 64, "dgx-h100");
     if (std::string(scheme) == "dcp")
       j["parallel"]["block"] = 32;

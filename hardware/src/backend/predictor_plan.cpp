@@ -8,6 +8,7 @@
 #include "cpsim/model/errors.hpp"
 
 #include <map>
+#include <set>
 
 namespace cpsim::backend {
 
@@ -136,8 +137,12 @@ void plan_predictors(const RankProgram& p, const Workload& w, RankExecPlan& rp) 
         if (pp.requests < 0)
           throw UserError(at + ": writes request counts but no request triples");
         std::map<int, std::vector<int32_t>> by_peer;
+        std::set<int> members; // the SCP members the counts go to (HCP members send K too, but are not asked)
+        for (const Op& x : p.ops)
+          if (x.kind == OpKind::SEND && x.reads.at(0) == rp.buffers[size_t(pp.counts)].name)
+            members.insert(x.peer);
         for (const Op& r : p.ops)
-          if (r.kind == OpKind::RECV)
+          if (r.kind == OpKind::RECV && members.count(r.peer))
             for (const BufferRegion& g : r.regions) {
               const BufferPlacement& b = rp.buffer(g.buffer);
               if (b.tensor != "k")
