@@ -13,7 +13,7 @@ add_library(cpsim_backend STATIC ${B}/run.cpp ${B}/rank_main.cpp ${B}/rank_execu
             ${B}/sparse_ops.cpp ${B}/gather_kernels.cu ${B}/message_regions.cpp ${B}/predictor_kernels.cu
             ${B}/merge_kernels.cu ${B}/merge_ops.cpp)
 target_include_directories(cpsim_backend PUBLIC include PRIVATE ${CPSIM_NCCL_INCLUDE} ${CPSIM_CUPTI_INCLUDE})
-target_link_libraries(cpsim_backend PUBLIC cpsim_backend_core CUDA::cudart CUDA::cublas ${CPSIM_NCCL_LIBRARY} ${CPSIM_CUPTI_LIBRARY})
+target_link_libraries(cpsim_backend PUBLIC cpsim_backend_core CUDA::cudart ${CPSIM_NCCL_LIBRARY} ${CPSIM_CUPTI_LIBRARY})
 cpsim_target_options(cpsim_backend)
 # the helper kernels need nothing newer, and this CMake does not know nvcc's C++20 flag
 set_target_properties(cpsim_backend PROPERTIES CUDA_STANDARD 17)

@@ -94,6 +94,25 @@ template <bool kTopk> __global__ void k_predictor(PredictorArgs a) {
   a.threshold[2 * slot + 1] = sum;
 }
 
+/** 64 rows per block; W in shared memory; a thread per (row, output column) pair, strided. */
+__global__ void k_project(__nv_bfloat16* out, const __nv_bfloat16* in, const __nv_bfloat16* w, int64_t rows, int dim, int rank) {
+  extern __shared__ float ws[]; // [dim][rank]
+  for (int i = threadIdx.x; i < dim * rank; i += blockDim.x)
+    ws[i] = __bfloat162float(w[i]);
+  __syncthreads();
+  const int64_t r0 = int64_t(blockIdx.x) * 64;
+  for (int i = threadIdx.x; i < 64 * rank; i += blockDim.x) {
+    const int64_t r = r0 + i / rank;
+    const int j = i % rank;
+    if (r >= rows)
+      continue;
+    float acc = 0.f;
+    for (int d = 0; d < dim; ++d)
+      acc = fmaf(__bfloat162float(in[r * dim + d]), ws[d * rank + j], acc);
+    out[r * rank + j] = __float2bfloat16(acc);
+  }
+}
+
 template <bool kTopk> void launch(const PredictorArgs& a, cudaStream_t s) {
   if (a.blocks == 0)
     return;
@@ -104,6 +123,16 @@ template <bool kTopk> void launch(const PredictorArgs& a, cudaStream_t s) {
 }
 
 } // namespace
+
+void project_rows(void* out, const void* in, const void* w, int64_t rows, int dim, int rank, cudaStream_t s) {
+  if (rows == 0)
+    return;
+  const size_t smem = size_t(dim) * rank * sizeof(float);
+  BK_CUDA_CHECK(cudaFuncSetAttribute(k_project, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  k_project<<<unsigned((rows + 63) / 64), 256, smem, s>>>(static_cast<__nv_bfloat16*>(out), static_cast<const __nv_bfloat16*>(in),
+                                                          static_cast<const __nv_bfloat16*>(w), rows, dim, rank);
+  BK_CUDA_CHECK(cudaGetLastError());
+}
 
 void predictor_thresholds(const PredictorArgs& a, cudaStream_t s) { launch<false>(a, s); }
 void predictor_topk(const PredictorArgs& a, cudaStream_t s) { launch<true>(a, s); }

@@ -1,4 +1,5 @@
-// DSV's sparsity predictor on the GPU (schedules.md 6.1, 6.2): the rank-d_lr estimate of QK^T for one proxy query per
+// DSV's sparsity predictor on the GPU (schedules.md 6.1, 6.2): the low-rank projections of q and k, then the
+// rank-d_lr estimate of QK^T for one proxy query per
 // query group against every key of its sequence, on CUDA cores, in two passes as DSV does for large k. The first
 // finds, per proxy, the histogram bin (11 bits of the ordered float) of its k-th largest estimate; the second
 // recomputes the estimates and writes the indices of the k keys at or above that bin (ties inside the bin broken
@@ -35,6 +36,10 @@ struct PredictorArgs {
   uint32_t* threshold = nullptr;        // per (proxy, head): {bin, estimates above the bin}
   int32_t* index = nullptr;             // top-k output
 };
+
+/** out[m][0..rank) = sum_d in[m][d] W[d][j] for m < rows (bf16 in and out, fp32 sums): the low-rank projection of
+ *  every (row, head) vector, on CUDA cores like the rest of the predictor. */
+void project_rows(void* out, const void* in, const void* w, int64_t rows, int dim, int rank, cudaStream_t s);
 
 /** Pass 1: the threshold bin of every proxy. */
 void predictor_thresholds(const PredictorArgs& a, cudaStream_t s);

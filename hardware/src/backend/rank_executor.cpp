@@ -48,7 +48,6 @@ RankExecutor::RankExecutor(const Schedule& s, const Scenario& sc, const ExecPlan
 }
 
 RankExecutor::~RankExecutor() {
-  release_compute();
   for (void* t : tables_)
     cudaFree(t);
   if (arena_)

@@ -72,7 +72,6 @@ private:
   AttnCall attention_call(const Op& op, const AttnLaunch& l, cudaStream_t st) const;
   /** Compute ops (sparse_ops.cpp): PIT's gather and scatter, DSV's predictor, block copies. */
   void prepare_compute();
-  void release_compute(); // the cuBLAS handle (destructor: no throw)
   void issue_compute(const Op& op, cudaStream_t st);
   template <class T> T* upload(const std::vector<T>& v);
   void issue_merge(const Op& op, cudaStream_t st);
@@ -119,7 +118,6 @@ private:
     int64_t blocks = 0;
   };
   std::map<int, PredictorTables> predictor_tables_;
-  void* cublas_ = nullptr; // cublasHandle_t of the predictor's projections, created when a plan has them
   std::map<int, GatherTables> gather_tables_;
   std::map<int, ScatterTables> scatter_tables_;
 };

@@ -1,9 +1,9 @@
 // The IR's compute ops on the GPU. PIT's gather builds the micro-tile index from the flags of the candidate
 // micro-tiles (what the sparsity pattern says) and copies the indexed K, V rows into dense tiles; its backward
 // gather reuses that index; its scatter sums the gathered dK, dV rows back into their home rows. DSV's predictor
-// projects q and k with cuBLAS (bf16 in, fp32 accumulation) through fixed random d x d_lr matrices the backend
-// owns (the IR prices the GEMMs, not the weights), then estimates and selects in two passes. COPY ops copy rows
-// matched by token. The static tables these kernels read come from the exec plan and are uploaded once.
+// projects q and k on CUDA cores (bf16 in, fp32 sums) through fixed random d x d_lr matrices the backend owns (the
+// IR prices the products, not the weights), then estimates and selects in two passes. COPY ops copy rows matched
+// by token. The static tables these kernels read come from the exec plan and are uploaded once.
 #include "rank_executor.hpp"
 
 #include "buffer_plan.hpp"
@@ -12,16 +12,9 @@
 #include "helper_kernels.hpp"
 #include "predictor_kernels.hpp"
 
-#include <cublas_v2.h>
 
 #include <algorithm>
 
-#define BK_CUBLAS_CHECK(call)                                                                                \
-  do {                                                                                                       \
-    cublasStatus_t bk_s_ = (call);                                                                           \
-    if (bk_s_ != CUBLAS_STATUS_SUCCESS)                                                                      \
-      ::cpsim::backend::gpu_fail("cuBLAS", #call, cublasGetStatusString(bk_s_), __FILE__, __LINE__);         \
-  } while (0)
 
 namespace cpsim::backend {
 
@@ -77,11 +70,6 @@ void RankExecutor::prepare_compute() {
   for (const auto& [id, pp] : rp_.predictors) {
     PredictorTables tb;
     if (pp.kind == PredictorPlan::PROJECT) {
-      if (!cublas_) {
-        cublasHandle_t h = nullptr;
-        BK_CUBLAS_CHECK(cublasCreate(&h));
-        cublas_ = h;
-      }
       // the projections W_q, W_k: d x d_lr bf16 in [-1, 1), the deterministic values of tensors 5 and 6 (their scale
       // does not change which keys the top-k selects)
       const int64_t d = rp_.buffers[size_t(pp.q)].head_width, lr = pp.rank_lr;
@@ -162,12 +150,6 @@ void RankExecutor::prepare_compute() {
   }
 }
 
-void RankExecutor::release_compute() {
-  if (cublas_)
-    cublasDestroy(static_cast<cublasHandle_t>(cublas_));
-  cublas_ = nullptr;
-}
-
 void RankExecutor::issue_compute(const Op& op, cudaStream_t st) {
   switch (op.compute) {
   case ComputeKind::GATHER: {
@@ -215,18 +197,13 @@ void RankExecutor::issue_compute(const Op& op, cudaStream_t st) {
   case ComputeKind::TOPK: {
     const PredictorPlan& pp = rp_.predictors.at(op.id);
     const PredictorTables& tb = predictor_tables_.at(op.id);
-    if (pp.kind == PredictorPlan::PROJECT) { // row-major out[M][lr] = in[M][d] W[d][lr], as column-major W^T-first GEMMs
-      BK_CUBLAS_CHECK(cublasSetStream(static_cast<cublasHandle_t>(cublas_), st));
-      const float one = 1.f, zero = 0.f;
-      auto gemm = [&](int in, int out, const void* w) {
+    if (pp.kind == PredictorPlan::PROJECT) { // every (row, head) vector of q and k through W_q, W_k
+      auto project = [&](int in, int out, const void* w) {
         const BufferPlacement& b = rp_.buffers[size_t(in)];
-        const int d = int(b.head_width), lr = int(pp.rank_lr), m = int(b.rows * b.heads);
-        BK_CUBLAS_CHECK(cublasGemmEx(static_cast<cublasHandle_t>(cublas_), CUBLAS_OP_N, CUBLAS_OP_N, lr, m, d, &one, w,
-                                     CUDA_R_16BF, lr, ptr(in), CUDA_R_16BF, d, &zero, ptr(out), CUDA_R_16BF, lr,
-                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        project_rows(ptr(out), ptr(in), w, b.rows * b.heads, int(b.head_width), int(pp.rank_lr), st);
       };
-      gemm(pp.q, pp.q_lr, tb.w_q);
-      gemm(pp.k, pp.k_lr, tb.w_k);
+      project(pp.q, pp.q_lr, tb.w_q);
+      project(pp.k, pp.k_lr, tb.w_k);
       return;
     }
     const BufferPlacement &ql = rp_.buffers[size_t(pp.q_lr)], &kl = rp_.buffers[size_t(pp.k_lr)];
