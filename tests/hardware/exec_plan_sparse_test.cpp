@@ -1,7 +1,9 @@
 // Exec plans of the sparse and gather-style schedules (PIT, DSV, TE p2p, CQS, DCP): the plan builds, every op maps
 // to buffer rows and heads, the sizes the IR declares equal what the backend moves, and every query row is covered.
 #include "cpsim/hardware/backend/exec_plan.hpp"
+#include "cpsim/hardware/hardware_catalog.hpp"
 #include "cpsim/model/errors.hpp"
+#include "cpsim/model/json_reader.hpp"
 #include "cpsim/model/micro_tiles.hpp"
 #include "cpsim/model/schedule_generator.hpp"
 #include "support/scenario_factory.hpp"
@@ -9,7 +11,9 @@
 #include <catch2/catch.hpp>
 
 #include <array>
+#include <fstream>
 #include <set>
+#include <sstream>
 
 using namespace cpsim;
 using namespace cpsim::backend;
@@ -319,4 +323,33 @@ TEST_CASE("CQS: material copied and received into one Q and one K/V buffer, part
         CHECK(rp.buffers[size_t(rp.results.at("lse"))].name == "lse");
       }
     }
+}
+
+TEST_CASE("the sparse --check scenarios (scenarios/sparse_checks/list.txt) exist, have their rank counts and plan within memory") {
+  const std::string root = CPSIM_SOURCE_DIR;
+  std::ifstream list(root + "/scenarios/sparse_checks/list.txt");
+  REQUIRE(list.good());
+  std::string line;
+  std::set<std::string> schemes;
+  int n = 0;
+  while (std::getline(list, line)) {
+    if (line.empty() || line[0] == '#')
+      continue;
+    std::istringstream in(line);
+    int ranks = 0;
+    std::string file;
+    in >> ranks >> file;
+    INFO(line);
+    Scenario sc = scenario_from_json(load_json_file(root + "/" + file), builtin_hardware, root);
+    CHECK(sc.parallel.cp == ranks);
+    CHECK(sc.workload.total_tokens() <= 32768); // the reference of --check holds the whole sequence on each GPU
+    Schedule s = generate_schedule(sc);
+    ExecPlan plan = make_exec_plan(s, sc.workload);
+    for (const auto& rp : plan.ranks) // with every rank on one GPU (loopback), all must fit together
+      CHECK(double(rp.arena_bytes + rp.staging_bytes) * ranks <= 0.5 * 80e9);
+    schemes.insert(s.scheme);
+    ++n;
+  }
+  CHECK(n >= 15);
+  CHECK(schemes == std::set<std::string>{"pit", "dsv", "te_p2p", "cqs"});
 }
