@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `cpsim run --check` of the sparse and gather-style schedules (PIT, DSV, TE p2p, CQS) on a lent GPU machine:
+# `cpsim run --check` of the sparse and gather-style schedules (PIT, DSV, TE p2p, CQS, DCP) on a lent GPU machine:
 # every scenario of scenarios/sparse_checks/list.txt ("ranks file" per line) whose ranks fit the machine's GPUs;
 # a plan with more ranks than GPUs runs with --loopback (all ranks on one GPU) where this cpsim has it, and is
 # skipped, saying so, where it does not. Each run is bounded; logs and JSON go to $OUT (one tarball, runs.log).

@@ -350,6 +350,32 @@ TEST_CASE("the sparse --check scenarios (scenarios/sparse_checks/list.txt) exist
     schemes.insert(s.scheme);
     ++n;
   }
-  CHECK(n >= 15);
-  CHECK(schemes == std::set<std::string>{"pit", "dsv", "te_p2p", "cqs"});
+  CHECK(n >= 20);
+  CHECK(schemes == std::set<std::string>{"pit", "dsv", "te_p2p", "cqs", "dcp"});
+}
+
+TEST_CASE("DCP: block pools per (stage, head block), stage and output messages row for row, n-way merges of the IR's rows") {
+  for (const Json& mask : {Json{{"kind", "causal"}}, Json{{"kind", "full"}},
+                           Json{{"kind", "block_sparse"}, {"block", 32}, {"density", 0.3}, {"seed", 2}, {"causal", true}}})
+    for (int cp : {2, 4})
+      for (const Json& opts : {Json{{"block", 64}}, Json{{"block", 64}, {"head_block", 1}, {"stages", 2}}}) {
+        INFO(mask.dump() << " cp " << cp << " " << opts.dump());
+        Json j = test::scenario_json("dcp", cp, {512, 256, 128, 96}, mask, "fwd_bwd", 4, 2, 64, "h100-sxm-4");
+        for (auto& [k, v] : opts.items())
+          j["parallel"][k] = v;
+        Planned p = planned(j);
+        check_messages(p.s, p.plan);
+        check_launch_cells(p.s, p.plan, MaskGeometry(p.sc.workload));
+        for (const auto& rp : p.plan.ranks) {
+          for (const Op& op : p.s.ranks[size_t(rp.rank)].ops) {
+            if (op.kind == OpKind::ATTENTION)
+              CHECK(rp.launches.at(op.id).size() == 1); // one pool per tensor: one launch
+            if (op.kind == OpKind::MERGE && op.dir == Direction::FORWARD)
+              CHECK(rp.forward_merges.at(op.id).kind == ForwardMerge::NWAY);
+          }
+          for (const char* r : {"o", "lse", "dq"})
+            CHECK(rp.results.count(r));
+          CHECK(rp.buffers[size_t(rp.results.at("dkv"))].name == "dkv");
+        }
+      }
 }

@@ -154,17 +154,6 @@ TEST_CASE("ops the backend cannot execute are refused with the rank and op named
   CHECK_THROWS_WITH(make_exec_plan(s, sc.workload), Catch::Contains("rank 0"));
 }
 
-TEST_CASE("gather-style DCP plans are refused before anything runs, with the reason") {
-  for (const char* scheme : {"dcp"}) {
-    Json j = test::scenario_json(scheme, 7, {448, 200}, Json{{"kind", "causal"}}, "fwd", 4, 2, 64, "dgx-h100");
-    if (std::string(scheme) == "dcp")
-      j["parallel"]["block"] = 32;
-    Scenario sc = test::make_scenario(j);
-    Schedule s = generate_schedule(sc);
-    CHECK_THROWS_WITH(make_exec_plan(s, sc.workload), Catch::Contains("rank "));
-  }
-}
-
 TEST_CASE("zigzag backward: a dKV output whose op covers only some key rows is zeroed before it, every time") {
   // rank 1's step on rank 0's KV (chunks 0 and 3) sees only chunk 0: the kernels leave chunk 3's rows of the
   // output alone and the merge adds the whole buffer (2 H100s, 2026-11-27: rank 0's dk 9 % off before this)

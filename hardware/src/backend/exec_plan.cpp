@@ -167,8 +167,8 @@ void plan_merge_adds(const RankProgram& p, RankExecPlan& rp) {
     }
   }
 }
-/** Fills rp.copies for COPY ops: every written buffer receives the rows and heads it shares with a read buffer of its
- *  tensor, each (row, head) once; read + write of them must be the op's bytes. */
+/** Fills rp.copies for COPY ops: every written buffer receives the rows and heads it shares with the read buffers of its
+ *  tensor, each (row, head) from the first read buffer holding it; read + write of them must be the op's bytes. */
 void plan_copies(const RankProgram& p, RankExecPlan& rp) {
   for (const Op& op : p.ops) {
     if (op.kind != OpKind::COMPUTE || op.compute != ComputeKind::COPY)
@@ -186,17 +186,24 @@ void plan_copies(const RankProgram& p, RankExecPlan& rp) {
         if (src.planes != dst.planes || src.head_width != dst.head_width || src.elem_bytes != dst.elem_bytes)
           throw UserError(where(p.rank, op) + ": copies '" + r + "' into '" + n + "', whose rows differ in layout or type");
         for (const RowBlock& blk : shared_rows(src.tokens, dst.tokens))
-          for (const HeadRun& h : head_runs(src, dst)) {
-            for (int64_t x = 0; x < blk.rows; ++x)
-              for (int y = 0; y < h.n; ++y) {
-                auto bit = seen[size_t((blk.dst_row + x * blk.dst_step) * dst.heads + h.dst_pos + y)];
-                if (bit)
-                  throw UserError(where(p.rank, op) + ": two of its sources hold the same rows of '" + n + "'");
-                bit = true;
+          for (const HeadRun& h : head_runs(src, dst))
+            for (int64_t x = 0; x < blk.rows;) { // rows an earlier source already gave are skipped: the first source wins
+              auto filled = [&](int64_t row) { return bool(seen[size_t((blk.dst_row + row * blk.dst_step) * dst.heads + h.dst_pos)]); };
+              if (filled(x)) {
+                ++x;
+                continue;
               }
-            rp.copies[op.id].push_back({sidx, d, blk, h.src_pos, h.dst_pos, h.n});
-            moved += blk.rows * h.n * dst.head_width * dst.elem_bytes * dst.planes;
-          }
+              int64_t end = x;
+              while (end < blk.rows && !filled(end)) {
+                for (int y = 0; y < h.n; ++y)
+                  seen[size_t((blk.dst_row + end * blk.dst_step) * dst.heads + h.dst_pos + y)] = true;
+                ++end;
+              }
+              const RowBlock part{blk.src_row + x * blk.src_step, blk.src_step, blk.dst_row + x * blk.dst_step, blk.dst_step, end - x};
+              rp.copies[op.id].push_back({sidx, d, part, h.src_pos, h.dst_pos, h.n});
+              moved += part.rows * h.n * dst.head_width * dst.elem_bytes * dst.planes;
+              x = end;
+            }
       }
     }
     if (2 * moved != op.bytes)

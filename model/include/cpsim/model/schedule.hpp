@@ -37,8 +37,8 @@ enum class ComputeKind {
   SCATTER,    // add gathered dK/dV rows back to their positions after the backward (PIT SWrite)
   LOWRANK_QK, // the sparsity predictor's rank-r estimate Q_lr K_lr^T (DSV), on CUDA cores
   TOPK,       // top-k selection of critical keys from the estimate, writing int32 indices (DSV)
-  COPY        // rows of the read buffers into the written buffer, matched by token and head (CQS, DCP: resident
-              // blocks into the block buffer a launch reads)
+  COPY        // rows of the read buffers into the written buffers, matched by token and head, a row held by several
+              // read buffers from the first (CQS, DCP: resident blocks into the block buffer a launch reads)
 };
 enum class Direction { FORWARD, BACKWARD };
 enum class CollectiveKind { ALL_GATHER, REDUCE_SCATTER, ALL_TO_ALL, ALL_REDUCE };
