@@ -15,6 +15,13 @@ gpus=$(nvidia-smi --query-gpu=name --format=csv,noheader | wc -l)
 loopback=""
 "$PACK/bin/cpsim" run --help 2>&1 | grep -q -- "--loopback" && loopback="--loopback"
 failed=0
+# the backend's own sparse kernels against CPU arithmetic first (the predictor is not covered by --check)
+if [ -x "$PACK/bin/cpsim_backend_gpu_tests" ]; then
+  timeout -k 5 120 "$PACK/bin/cpsim_backend_gpu_tests" >"$W/backend_gpu_tests.log" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || failed=1
+  printf '%-32s rc=%-3s %s\n' backend_gpu_tests "$rc" "$(tail -n 1 "$W/backend_gpu_tests.log")" | tee -a "$W/runs.log"
+fi
 while read -r ranks file; do
   [[ -z "$ranks" || "$ranks" == \#* ]] && continue
   tag=$(basename "$file" .json)
