@@ -9,7 +9,9 @@ if(NOT CPSIM_NCCL_LIBRARY OR NOT CPSIM_NCCL_INCLUDE OR NOT CPSIM_CUPTI_LIBRARY O
 endif()
 set(B src/backend)
 add_library(cpsim_backend STATIC ${B}/run.cpp ${B}/rank_main.cpp ${B}/rank_executor.cpp ${B}/nccl_comms.cpp
-            ${B}/kernel_profiler.cpp ${B}/compute_kernels.cpp ${B}/result_check.cpp ${B}/helper_kernels.cu)
+            ${B}/kernel_profiler.cpp ${B}/compute_kernels.cpp ${B}/result_check.cpp ${B}/helper_kernels.cu
+            ${B}/sparse_ops.cpp ${B}/gather_kernels.cu ${B}/message_regions.cpp ${B}/predictor_kernels.cu
+            ${B}/merge_kernels.cu ${B}/merge_ops.cpp)
 # the one-GPU loopback transport (cpsim run --loopback)
 target_sources(cpsim_backend PRIVATE ${B}/loopback_transport.cpp ${B}/loopback_kernels.cu)
 target_include_directories(cpsim_backend PUBLIC include PRIVATE ${CPSIM_NCCL_INCLUDE} ${CPSIM_CUPTI_INCLUDE})
@@ -19,6 +21,7 @@ cpsim_target_options(cpsim_backend)
 set_target_properties(cpsim_backend PROPERTIES CUDA_STANDARD 17)
 # the attention kernels, when kernels/ is in the build (it is added before hardware/)
 if(TARGET cpsim_kernels)
+  target_sources(cpsim_backend PRIVATE ${B}/kernel_plans.cpp)
   target_link_libraries(cpsim_backend PUBLIC cpsim_kernels)
   target_compile_definitions(cpsim_backend PRIVATE CPSIM_HAVE_KERNELS)
 endif()

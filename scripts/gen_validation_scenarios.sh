@@ -4,7 +4,7 @@
 # `cpsim validate scenarios/validation/h100x4` runs a whole grid on a lent machine of that kind.
 #   <dir>/            what the real-GPU backend executes: ring, zigzag, Ulysses and, from 4 GPUs, USP and
 #                     LoongTrain with both degrees above 1; fwd_bwd, causal and full, 32k..512k
-#   <dir>/sim_only/   what it refuses (DSV, CQS): planned, simulated and predicted only, kept apart
+#   <dir>/sim_only/   what it has not run on a GPU yet (DSV, CQS): planned, simulated and predicted only, kept apart
 #                     because `cpsim validate <dir>` reads no subfolder (README.md there says why)
 # H100 grids exist beside the H200 ones because 4- and 8-GPU machines are mostly lent as H100s, and a
 # prediction for the other GPU would compare two different machines.
@@ -67,19 +67,20 @@ sim_only_readme() { # dir n
   {
     echo "# Simulation-only validation scenarios ($(basename "$(dirname "$dir")")/$(basename "$dir"))"
     echo
-    echo "Written by \`scripts/gen_validation_scenarios.sh\`. The real-GPU backend refuses these plans by name"
-    echo "when it builds its exec plan (\`hardware/src/backend/exec_plan.cpp\`), before anything runs, so they"
-    echo "live here: \`cpsim validate\` reads the \`.json\` files of the folders it is given, not their"
-    echo "subfolders, and \`scripts/gpu/run_calibrate.sh validate\` passes the parent folder."
-    echo "\`tests/hardware/validation_grid_test.cpp\` checks that every scenario of the parent folder builds"
-    echo "an exec plan that fits the GPU, and that the backend still refuses these (when it stops refusing"
-    echo "one, move it up)."
+    echo "Written by \`scripts/gen_validation_scenarios.sh\`. The real-GPU backend builds exec plans for these"
+    echo "(since the sparse-backend branch: per-head layouts, the predictor's compute ops, gather-style launches and"
+    echo "n-way merges), but none has passed \`cpsim run --check\` on a GPU yet, so they stay out of the measured grid:"
+    echo "\`cpsim validate\` reads the \`.json\` files of the folders it is given, not their subfolders, and"
+    echo "\`scripts/gpu/run_calibrate.sh validate\` passes the parent folder. Their small \`--check\` versions are"
+    echo "\`scenarios/sparse_checks/\` (\`scripts/gpu/run_sparse_checks.sh\`); once those pass on GPUs, move the"
+    echo "lengths that fit the GPU up. \`tests/hardware/validation_grid_test.cpp\` checks that every scenario of the"
+    echo "parent folder builds an exec plan that fits the GPU and that these build one too."
     echo
-    echo "| files | why the backend refuses them |"
+    echo "| files | why they are simulation-only |"
     echo "|---|---|"
-    echo "| \`dsv_*\` (DSV, HCP, SCP$([ "$n" -ge 4 ] && echo " and $((n / 2)) HCP x 2 SCP"), sparsity-aware, fwd_bwd) | per-head block-sparse masks (\`head_densities\`): attention ops carry per-head layouts (\`head_summed\`) or a head list, which the kernels do not take; the low-rank predictor (projections, score estimate, top-k) is IR \`compute\` ops, which the backend does not execute |"
+    echo "| \`dsv_*\` (DSV, HCP, SCP$([ "$n" -ge 4 ] && echo " and $((n / 2)) HCP x 2 SCP"), sparsity-aware, fwd_bwd) | not yet checked on a GPU (per-head layouts, head lists, the predictor kernels); the longest lengths also need more memory than the GPU has (256k on 2 GPUs: about 72 GiB of buffers per rank) |"
     [ "$w" -gt 0 ] &&
-      echo "| \`cqs_*\` (CQS, W = $w of $n GPUs, forward only: the CQS code has no backward) | gather-style attention: one launch reads the Q and K, V blocks of several groups from several buffers, and the owner merges $w partials into the output; the backend launches over one q and one kv buffer and merges two partials into o_acc/lse_acc |"
+      echo "| \`cqs_*\` (CQS, W = $w of $n GPUs, forward only: the CQS code has no backward) | not yet checked on a GPU (material buffers, the $w-way merge) |"
     echo
     echo "Predictions: \`scripts/predict_folder.sh $dir\` (committed under \`results/predictions/\`)."
     echo "The DSV layouts are random per head (seeded): DSV's shared critical KV, where adjacent queries"
@@ -125,7 +126,7 @@ gen_grid() { # grid name, e.g. h100x4
       [ "$s" -le "$(dsv_max_tokens "$grid")" ] || continue
       k=$((s / 1024)) name="dsv_${tag}_video_${k}k"
       write "$sdir/$name.json" "$name-$grid" \
-        "Validation grid, simulation only (DSV: per-head masks and predictor compute ops): sparsity-aware DSV with hcp = $hcp, scp = $scp on a video-DiT-like layer, one ${k}k-token sequence, 32 MHA heads keeping 5..20% of 128-token key blocks each (bidirectional), fwd_bwd on $n NVLink-connected $label." \
+        "Validation grid, simulation only (DSV: not yet checked on a GPU): sparsity-aware DSV with hcp = $hcp, scp = $scp on a video-DiT-like layer, one ${k}k-token sequence, 32 MHA heads keeping 5..20% of 128-token key blocks each (bidirectional), fwd_bwd on $n NVLink-connected $label." \
         "$hw" "$video_heads" "{\"kind\": \"block_sparse\", \"block\": 128, \"seed\": 7,
                         \"head_densities\": [$dsv_densities]}" \
         "{\"scheme\": \"dsv\", \"cp\": $n, \"hcp\": $hcp, \"scp\": $scp, \"sparsity_aware\": true}" fwd_bwd "$s"
@@ -139,7 +140,7 @@ gen_grid() { # grid name, e.g. h100x4
       for s in "${lengths[@]}"; do
         k=$((s / 1024)) name="cqs_${mask}_${k}k"
         write "$sdir/$name.json" "$name-$grid" \
-          "Validation grid, simulation only (CQS: gather-style attention and a $w-way merge): CQS-Attention with W = $w workers on $n NVLink-connected $label$([ "$w" -lt "$n" ] && echo " ($((n - w)) idle)"), $mask mask, one ${k}k-token sequence, Llama-3-8B-like heads, flash scores, forward only (the CQS code has no backward)." \
+          "Validation grid, simulation only (CQS: not yet checked on a GPU): CQS-Attention with W = $w workers on $n NVLink-connected $label$([ "$w" -lt "$n" ] && echo " ($((n - w)) idle)"), $mask mask, one ${k}k-token sequence, Llama-3-8B-like heads, flash scores, forward only (the CQS code has no backward)." \
           "$hw" "$llama_heads" "\"$mask\"" "{\"scheme\": \"cqs\", \"cp\": $w, \"scores\": \"flash\"}" fwd "$s"
       done
     done

@@ -27,6 +27,7 @@ std::string to_string(ComputeKind k) {
   case ComputeKind::SCATTER: return "scatter";
   case ComputeKind::LOWRANK_QK: return "lowrank_qk";
   case ComputeKind::TOPK: return "topk";
+  case ComputeKind::COPY: return "copy";
   }
   return "?";
 }
@@ -39,6 +40,43 @@ std::vector<int> Op::head_list() const {
     h.push_back(x);
   return h;
 }
+std::vector<int> Buffer::head_list() const {
+  if (!head_ids.empty())
+    return head_ids;
+  std::vector<int> h;
+  for (int x = head_begin; x < head_end; ++x)
+    h.push_back(x);
+  return h;
+}
+
+int64_t Buffer::rows() const {
+  int64_t n = 0;
+  for (const TokenSlice& t : tokens)
+    n += t.range.size();
+  return n;
+}
+
+int tensor_planes(const std::string& tensor) { return tensor == "kv" || tensor == "dkv" || tensor == "dkv_acc" ? 2 : 1; }
+
+int64_t buffer_unit_bytes(const Buffer& b) {
+  const int64_t n = b.rows() * b.heads() * tensor_planes(b.tensor);
+  return n > 0 && b.bytes % n == 0 ? b.bytes / n : -1;
+}
+
+int64_t region_bytes(const Buffer& b, const BufferRegion& r) {
+  const int64_t unit = buffer_unit_bytes(b);
+  if (unit < 0)
+    return -1;
+  int64_t rows = 0;
+  for (const TokenSlice& t : r.tokens)
+    rows += t.range.size();
+  if (r.tokens.empty())
+    rows = b.rows();
+  const int64_t heads = r.heads.empty() ? b.heads() : int64_t(r.heads.size());
+  const int64_t planes = (r.plane_end < 0 ? tensor_planes(b.tensor) : r.plane_end) - r.plane_begin;
+  return rows * heads * planes * unit;
+}
+
 std::string to_string(Direction d) { return d == Direction::FORWARD ? "fwd" : "bwd"; }
 std::string to_string(CollectiveKind k) {
   switch (k) {
@@ -57,6 +95,65 @@ namespace {
   if (op)
     where += ", op " + std::to_string(op->id) + " (" + to_string(op->kind) + (op->label.empty() ? "" : " '" + op->label + "'") + ")";
   throw UserError(where + ": " + why);
+}
+
+const std::vector<std::string> kDtypes = {"bf16", "fp32", "fp64", "int32"};
+
+void check_buffer(int r, const Buffer& b) {
+  if (!b.dtype.empty() && std::find(kDtypes.begin(), kDtypes.end(), b.dtype) == kDtypes.end())
+    bad(r, nullptr, "buffer '" + b.name + "' has dtype '" + b.dtype + "' (bf16, fp32, fp64 or int32)");
+  for (size_t i = 0; i < b.head_ids.size(); ++i)
+    if (b.head_ids[i] < b.head_begin || b.head_ids[i] >= b.head_end || (i > 0 && b.head_ids[i] <= b.head_ids[i - 1]))
+      bad(r, nullptr, "buffer '" + b.name + "': 'head_ids' must be increasing and inside its head range");
+}
+
+/** A region's slice must lie inside one slice of its buffer (same sequence, its positions a sub-progression). */
+bool slice_held(const Buffer& b, const TokenSlice& t) {
+  if (t.range.size() == 0)
+    return true;
+  for (const TokenSlice& s : b.tokens) {
+    const TokenRange& a = s.range;
+    if (s.seq != t.seq || t.range.begin < a.begin || t.range.last() > a.last() || (t.range.begin - a.begin) % a.stride != 0)
+      continue;
+    if (t.range.size() == 1 || t.range.stride % a.stride == 0)
+      return true;
+  }
+  return false;
+}
+
+/** Regions of a SEND (reads) or RECV (writes): named buffers, held tokens and heads, planes, and their bytes. */
+void check_regions(int r, const RankProgram& p, const Op& op) {
+  if (op.regions.empty())
+    return;
+  const std::vector<std::string>& names = op.kind == OpKind::SEND ? op.reads : op.writes;
+  int64_t total = 0;
+  for (const BufferRegion& g : op.regions) {
+    if (std::find(names.begin(), names.end(), g.buffer) == names.end())
+      bad(r, &op, "region of buffer '" + g.buffer + "', which the op does not " + (op.kind == OpKind::SEND ? "read" : "write"));
+    const Buffer& b = *std::find_if(p.buffers.begin(), p.buffers.end(), [&](const Buffer& x) { return x.name == g.buffer; });
+    for (const TokenSlice& t : g.tokens)
+      if (!slice_held(b, t))
+        bad(r, &op, "region of '" + b.name + "' names tokens [" + std::to_string(t.range.begin) + ", " +
+                        std::to_string(t.range.end) + ") of sequence " + std::to_string(t.seq) + ", which it does not hold");
+    const std::vector<int> held = b.head_list();
+    for (size_t i = 0; i < g.heads.size(); ++i)
+      if (std::find(held.begin(), held.end(), g.heads[i]) == held.end() ||
+          std::find(g.heads.begin(), g.heads.begin() + std::ptrdiff_t(i), g.heads[i]) != g.heads.begin() + std::ptrdiff_t(i))
+        bad(r, &op, "region of '" + b.name + "' names head " + std::to_string(g.heads[i]) + " twice or one it does not hold");
+    const int planes = tensor_planes(b.tensor), end = g.plane_end < 0 ? planes : g.plane_end;
+    if (g.plane_begin < 0 || end > planes || g.plane_begin >= end)
+      bad(r, &op, "region of '" + b.name + "' names planes [" + std::to_string(g.plane_begin) + ", " + std::to_string(end) +
+                      ") of a buffer with " + std::to_string(planes));
+    const int64_t n = region_bytes(b, g);
+    if (n < 0)
+      bad(r, &op, "region of '" + b.name + "': its " + std::to_string(b.bytes) + " bytes do not divide into rows x heads");
+    total += n;
+  }
+  for (const std::string& n : names)
+    if (std::none_of(op.regions.begin(), op.regions.end(), [&](const BufferRegion& g) { return g.buffer == n; }))
+      bad(r, &op, "buffer '" + n + "' has no region in a message given by regions");
+  if (total != op.bytes)
+    bad(r, &op, "its regions hold " + std::to_string(total) + " bytes, not the op's " + std::to_string(op.bytes));
 }
 } // namespace
 
@@ -97,6 +194,7 @@ void validate_schedule(const Schedule& s) {
       for (const TokenSlice& t : b.tokens)
         if (t.range.stride < 1 || t.range.begin < 0 || t.range.end < t.range.begin)
           bad(r, nullptr, "buffer '" + b.name + "' holds a token range with begin < 0, end < begin or stride < 1");
+      check_buffer(r, b);
     }
     for (size_t i = 0; i < p.ops.size(); ++i) {
       const Op& op = p.ops[i];
@@ -138,6 +236,8 @@ void validate_schedule(const Schedule& s) {
           bad(r, &op, "compute op needs flops >= 0 and bytes >= 0");
         if (s.streams[size_t(op.stream)].kind != StreamKind::COMPUTE)
           bad(r, &op, "compute op must run on a compute stream");
+        if (op.granularity < 0 || std::any_of(op.keep.begin(), op.keep.end(), [](int64_t k) { return k < 0; }))
+          bad(r, &op, "compute op needs granularity >= 0 and keep >= 0");
         break;
       case OpKind::MERGE:
         if (op.rows < 0 || op.inputs < 1 || op.head_end <= op.head_begin)
@@ -153,6 +253,7 @@ void validate_schedule(const Schedule& s) {
         auto& m = op.kind == OpKind::SEND ? sends : recvs;
         if (!m.emplace(key, op.bytes).second)
           bad(r, &op, "duplicate tag " + std::to_string(op.tag) + " for this peer");
+        check_regions(r, p, op);
         break;
       }
       case OpKind::COLLECTIVE: {

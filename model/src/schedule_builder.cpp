@@ -193,6 +193,35 @@ void ScheduleBuilder::set_compute_cost(int rank, int op_id, int64_t flops, int64
   op.bytes = bytes;
 }
 
+void ScheduleBuilder::set_gather(int rank, int op_id, int64_t granularity, bool rows) {
+  Op& op = s_.ranks[static_cast<size_t>(rank)].ops.at(static_cast<size_t>(op_id));
+  CPSIM_ASSERT(op.kind == OpKind::COMPUTE && (op.compute == ComputeKind::GATHER || op.compute == ComputeKind::SCATTER),
+               "set_gather on an op that is neither gather nor scatter");
+  op.granularity = granularity;
+  op.gather_rows = rows;
+}
+
+void ScheduleBuilder::set_predictor(int rank, int op_id, int64_t query_group, std::vector<int64_t> keep) {
+  Op& op = s_.ranks[static_cast<size_t>(rank)].ops.at(static_cast<size_t>(op_id));
+  CPSIM_ASSERT(op.kind == OpKind::COMPUTE && (op.compute == ComputeKind::LOWRANK_QK || op.compute == ComputeKind::TOPK),
+               "set_predictor on an op that is not a predictor op");
+  op.granularity = query_group;
+  op.keep = std::move(keep);
+}
+
+void ScheduleBuilder::set_regions(int rank, int op_id, std::vector<BufferRegion> regions) {
+  Op& op = s_.ranks[static_cast<size_t>(rank)].ops.at(static_cast<size_t>(op_id));
+  CPSIM_ASSERT(op.kind == OpKind::SEND || op.kind == OpKind::RECV, "set_regions on an op that is neither send nor receive");
+  if (regions.empty())
+    return; // an empty message keeps the buffer it names
+  std::vector<std::string> names;
+  for (const BufferRegion& g : regions)
+    if (std::find(names.begin(), names.end(), g.buffer) == names.end())
+      names.push_back(g.buffer);
+  (op.kind == OpKind::SEND ? op.reads : op.writes) = std::move(names);
+  op.regions = std::move(regions);
+}
+
 void ScheduleBuilder::set_plane(int rank, int op_id, int plane) {
   if (op_id < 0)
     return;

@@ -69,6 +69,66 @@ E enum_from(JsonObjectReader& r, const std::string& key, std::initializer_list<E
 
 std::string to_string(StreamKind k) { return k == StreamKind::COMPUTE ? "compute" : "comm"; }
 
+Json slices_json(const std::vector<TokenSlice>& v) {
+  Json toks = Json::array();
+  for (const auto& t : v) {
+    Json e = Json::array({t.seq, t.range.begin, t.range.end});
+    if (t.range.stride != 1)
+      e.push_back(t.range.stride);
+    toks.push_back(e);
+  }
+  return toks;
+}
+
+std::vector<TokenSlice> slices_from(JsonObjectReader& r, const std::string& key) {
+  std::vector<TokenSlice> out;
+  const Json& toks = r.raw(key);
+  const char* shape = "must be an array of [seq, begin, end] or [seq, begin, end, stride] (stride >= 1)";
+  if (!toks.is_array())
+    r.fail(key, shape);
+  for (const Json& t : toks) {
+    if (!t.is_array() || t.size() < 3 || t.size() > 4)
+      r.fail(key, shape);
+    for (const Json& e : t)
+      if (!e.is_number_integer())
+        r.fail(key, shape);
+    TokenSlice ts{t[0].get<int>(), {t[1].get<int64_t>(), t[2].get<int64_t>(), t.size() == 4 ? t[3].get<int64_t>() : 1}};
+    if (ts.range.stride < 1)
+      r.fail(key, shape);
+    out.push_back(ts);
+  }
+  return out;
+}
+
+Json region_json(const BufferRegion& g) {
+  Json j{{"buffer", g.buffer}};
+  if (!g.tokens.empty())
+    j["tokens"] = slices_json(g.tokens);
+  if (!g.heads.empty())
+    j["heads"] = g.heads;
+  if (g.plane_begin != 0 || g.plane_end >= 0)
+    j["planes"] = {g.plane_begin, g.plane_end};
+  return j;
+}
+
+BufferRegion region_from(const Json& j, const std::string& path) {
+  JsonObjectReader r(j, path);
+  BufferRegion g;
+  g.buffer = r.get_string("buffer");
+  if (r.has("tokens"))
+    g.tokens = slices_from(r, "tokens");
+  g.heads = int_list(r, "heads");
+  if (r.has("planes")) {
+    const Json& v = r.raw("planes");
+    if (!v.is_array() || v.size() != 2 || !v[0].is_number_integer() || !v[1].is_number_integer())
+      r.fail("planes", "must be [first, end] (end -1: through the last plane)");
+    g.plane_begin = v[0].get<int>();
+    g.plane_end = v[1].get<int>();
+  }
+  r.finish();
+  return g;
+}
+
 Json op_to_json(const Op& op) {
   Json j{{"id", op.id}, {"kind", to_string(op.kind)}, {"stream", op.stream}, {"deps", op.deps}};
   if (op.group >= 0)
@@ -94,13 +154,27 @@ Json op_to_json(const Op& op) {
   }
   case OpKind::COMPUTE:
     j.update({{"compute", to_string(op.compute)}, {"flops", op.flops}, {"bytes", op.bytes}});
+    if (op.granularity > 0)
+      j["granularity"] = op.granularity;
+    if (op.gather_rows)
+      j["gather_rows"] = true;
+    if (!op.keep.empty())
+      j["keep"] = op.keep;
     break;
   case OpKind::MERGE:
     j.update({{"dir", to_string(op.dir)}, {"heads", {op.head_begin, op.head_end}}, {"rows", op.rows},
               {"inputs", op.inputs}, {"bytes", op.bytes}});
     break;
   case OpKind::SEND:
-  case OpKind::RECV: j.update({{"peer", op.peer}, {"tag", op.tag}, {"bytes", op.bytes}}); break;
+  case OpKind::RECV:
+    j.update({{"peer", op.peer}, {"tag", op.tag}, {"bytes", op.bytes}});
+    if (!op.regions.empty()) {
+      Json regs = Json::array();
+      for (const auto& g : op.regions)
+        regs.push_back(region_json(g));
+      j["regions"] = regs;
+    }
+    break;
   case OpKind::COLLECTIVE:
     j.update({{"coll", to_string(op.coll)}, {"group_ranks", op.coll_group}, {"tag", op.tag}, {"bytes", op.bytes}});
     if (op.plane >= 0)
@@ -152,9 +226,22 @@ Op op_from_json(const Json& j, const std::string& path) {
     break;
   }
   case OpKind::COMPUTE:
-    op.compute = enum_from(r, "compute", {ComputeKind::GATHER, ComputeKind::SCATTER, ComputeKind::LOWRANK_QK, ComputeKind::TOPK});
+    op.compute = enum_from(r, "compute", {ComputeKind::GATHER, ComputeKind::SCATTER, ComputeKind::LOWRANK_QK,
+                                          ComputeKind::TOPK, ComputeKind::COPY});
     op.flops = r.get_int("flops", 0);
     op.bytes = r.get_int("bytes", 0);
+    op.granularity = r.get_int_or("granularity", 0, 0);
+    op.gather_rows = r.get_bool_or("gather_rows", false);
+    if (r.has("keep")) {
+      const Json& v = r.raw("keep");
+      if (!v.is_array())
+        r.fail("keep", "must be an array of integers >= 0");
+      for (const Json& e : v) {
+        if (!e.is_number_integer() || e.get<int64_t>() < 0)
+          r.fail("keep", "must be an array of integers >= 0");
+        op.keep.push_back(e.get<int64_t>());
+      }
+    }
     break;
   case OpKind::MERGE:
     op.dir = enum_from(r, "dir", {Direction::FORWARD, Direction::BACKWARD});
@@ -168,6 +255,13 @@ Op op_from_json(const Json& j, const std::string& path) {
     op.peer = static_cast<int>(r.get_int("peer", 0));
     op.tag = static_cast<int>(r.get_int("tag"));
     op.bytes = r.get_int("bytes", 0);
+    if (r.has("regions")) {
+      const Json& v = r.raw("regions");
+      if (!v.is_array())
+        r.fail("regions", "must be an array of {buffer, tokens, heads, planes}");
+      for (size_t i = 0; i < v.size(); ++i)
+        op.regions.push_back(region_from(v[i], r.path_of("regions") + "[" + std::to_string(i) + "]"));
+    }
     break;
   case OpKind::COLLECTIVE:
     op.coll = enum_from(r, "coll", {CollectiveKind::ALL_GATHER, CollectiveKind::REDUCE_SCATTER,
@@ -183,15 +277,13 @@ Op op_from_json(const Json& j, const std::string& path) {
 }
 
 Json buffer_to_json(const Buffer& b) {
-  Json toks = Json::array();
-  for (const auto& t : b.tokens) {
-    Json e = Json::array({t.seq, t.range.begin, t.range.end});
-    if (t.range.stride != 1)
-      e.push_back(t.range.stride);
-    toks.push_back(e);
-  }
-  return Json{{"name", b.name},         {"tensor", b.tensor},     {"bytes", b.bytes}, {"heads", {b.head_begin, b.head_end}},
-              {"tokens", toks},         {"alloc_op", b.alloc_op}, {"free_op", b.free_op}};
+  Json j{{"name", b.name},     {"tensor", b.tensor},         {"bytes", b.bytes},      {"heads", {b.head_begin, b.head_end}},
+         {"tokens", slices_json(b.tokens)}, {"alloc_op", b.alloc_op}, {"free_op", b.free_op}};
+  if (!b.head_ids.empty())
+    j["head_ids"] = b.head_ids;
+  if (!b.dtype.empty())
+    j["dtype"] = b.dtype;
+  return j;
 }
 
 Buffer buffer_from_json(const Json& j, const std::string& path) {
@@ -203,23 +295,11 @@ Buffer buffer_from_json(const Json& j, const std::string& path) {
   TokenRange h = range_from(r, "heads");
   b.head_begin = static_cast<int>(h.begin);
   b.head_end = static_cast<int>(h.end);
-  const Json& toks = r.raw("tokens");
-  const char* shape = "must be an array of [seq, begin, end] or [seq, begin, end, stride] (stride >= 1)";
-  if (!toks.is_array())
-    r.fail("tokens", shape);
-  for (const Json& t : toks) {
-    if (!t.is_array() || t.size() < 3 || t.size() > 4)
-      r.fail("tokens", shape);
-    for (const Json& e : t)
-      if (!e.is_number_integer())
-        r.fail("tokens", shape);
-    TokenSlice ts{t[0].get<int>(), {t[1].get<int64_t>(), t[2].get<int64_t>(), t.size() == 4 ? t[3].get<int64_t>() : 1}};
-    if (ts.range.stride < 1)
-      r.fail("tokens", shape);
-    b.tokens.push_back(ts);
-  }
+  b.tokens = slices_from(r, "tokens");
   b.alloc_op = static_cast<int>(r.get_int("alloc_op", -1));
   b.free_op = static_cast<int>(r.get_int("free_op", -1));
+  b.head_ids = int_list(r, "head_ids");
+  b.dtype = r.get_string_or("dtype", "");
   r.finish();
   return b;
 }

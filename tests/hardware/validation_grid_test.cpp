@@ -69,24 +69,22 @@ TEST_CASE("validation grids: folder h100x4 holds scenarios for hardware h100-sxm
   }
 }
 
-TEST_CASE("validation grids: the sim_only scenarios are still refused by the backend, by name") {
+TEST_CASE("validation grids: the sim_only scenarios build exec plans (held back from the measured grid until checked on GPUs)") {
   int checked = 0;
   for (const auto& dir : grid_dirs()) {
     const fs::path sim = dir / "sim_only";
     REQUIRE(fs::is_directory(sim));
     CHECK(fs::is_regular_file(sim / "README.md"));
     for (const auto& f : json_files(sim)) {
-      // the refusal depends on the scheme, not the length: the shortest sequence keeps planning quick
+      // the plan's structure depends on the scheme, not the length: the shortest sequence keeps planning quick
       if (f.filename().string().find("_32k") == std::string::npos)
         continue;
       INFO("scenario " << dir.filename().string() << "/sim_only/" << f.filename().string());
       Scenario sc = load(f);
       Schedule s = generate_schedule(sc);
-      // the reasons sim_only/README.md gives, by scheme
       const std::string scheme = f.filename().string().substr(0, f.filename().string().find('_'));
       REQUIRE((scheme == "cqs" || scheme == "dsv"));
-      const char* reason = scheme == "cqs" ? "plan and simulate" : "does not execute";
-      CHECK_THROWS_WITH(make_exec_plan(s, sc.workload), Catch::Contains(reason));
+      CHECK_NOTHROW(make_exec_plan(s, sc.workload));
       ++checked;
     }
   }

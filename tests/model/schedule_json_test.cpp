@@ -97,3 +97,52 @@ TEST_CASE("model::schedule_json: compute ops, head lists and per-head counts sur
       op["compute"] = "sort";
   CHECK_THROWS_WITH(schedule_from_json(bad, "schedule"), Contains("compute") && Contains("sort"));
 }
+
+TEST_CASE("model::schedule_json: dtypes, head lists, compute parameters and message regions survive a round trip") {
+  Scenario sc = test::make_scenario(test::scenario_json("pit", 2, {256},
+                                                        Json{{"kind", "block_sparse"}, {"block", 16}, {"density", 0.3}, {"seed", 1}},
+                                                        "fwd_bwd"));
+  sc.parallel.options["granularity"] = 16;
+  Schedule s = generate_schedule(sc);
+  // a region send of rank 0's second K/V plane rows and one head, received whole by rank 1
+  Buffer& kv0 = s.ranks[0].buffers[1];
+  REQUIRE(kv0.tensor == "kv");
+  Op send;
+  send.id = int(s.ranks[0].ops.size());
+  send.kind = OpKind::SEND;
+  send.peer = 1;
+  send.tag = 77;
+  send.reads = {kv0.name};
+  send.regions = {{kv0.name, {{0, {0, 64}}}, {1}, 1, 2}};
+  send.bytes = region_bytes(kv0, send.regions[0]);
+  s.ranks[0].ops.push_back(send);
+  Buffer in{"in", "k", send.bytes, 0, 1, {{0, {0, 64}}}, -1, -1, {}, {}};
+  s.ranks[1].buffers.push_back(in);
+  Op recv = send;
+  recv.id = int(s.ranks[1].ops.size());
+  recv.kind = OpKind::RECV;
+  recv.peer = 0;
+  recv.reads.clear();
+  recv.writes = {"in"};
+  recv.regions = {{"in", {}, {}, 0, -1}};
+  s.ranks[1].ops.push_back(recv);
+  validate_schedule(s);
+  Json j = schedule_to_json(s);
+  Schedule back = schedule_from_json(Json::parse(j.dump()), "schedule");
+  CHECK(schedule_to_json(back) == j);
+  CHECK(back.ranks[0].ops.back().regions == s.ranks[0].ops.back().regions);
+  bool gather = false, typed = false;
+  for (const Op& op : back.ranks[0].ops)
+    gather |= op.kind == OpKind::COMPUTE && op.compute == ComputeKind::GATHER && op.granularity == 16;
+  for (const Buffer& b : back.ranks[0].buffers)
+    typed |= b.name == "mt_index" && b.dtype == "int32";
+  CHECK(gather);
+  CHECK(typed);
+  // a region whose bytes disagree with the op, or that names tokens the buffer lacks, is refused by name
+  Json bad = j;
+  bad["ranks"][0]["ops"].back()["regions"][0]["tokens"] = Json::array({Json::array({0, 64, 192})});
+  CHECK_THROWS_WITH(schedule_from_json(bad, "schedule"), Contains("rank 0") && Contains("does not hold"));
+  bad = j;
+  bad["ranks"][0]["ops"].back()["regions"][0]["heads"] = {0, 1};
+  CHECK_THROWS_WITH(schedule_from_json(bad, "schedule"), Contains("regions hold") && Contains("not the op's"));
+}

@@ -113,8 +113,8 @@ TEST_CASE("model::cqs: worker memory is the closed form, about 1/W of single-dev
     Scenario sc = test::scenario_with("cqs", W, {N}, kFull, "fwd", Json::object(), H, G, D, "dgx-h100:4");
     Schedule s = generate_schedule(sc);
     const int64_t persistent = g * (2 * H * D * e + 2 * G * D * e + 4 * H);
-    const int64_t peak = persistent + (k - 1) * g * (H + 2 * G) * D * e + (k - 1) * g * (H * D * e + 4 * H) +
-                         W * g * g * H * 4;
+    // during the launch: the material (own group copied in, k - 1 received) and the partials of all its rows
+    const int64_t peak = persistent + k * g * (H + 2 * G) * D * e + k * g * (H * D * e + 4 * H) + W * g * g * H * 4;
     // one device materialising the N x N fp32 scores with its Q, K, V, O and LSE
     const double single = double(N * N * H * 4 + N * (2 * H * D * e + 2 * G * D * e + 4 * H));
     for (int r = 0; r < W; ++r) {

@@ -153,8 +153,17 @@ TEST_CASE("model::schedules: dsv sparse SCP moves only the needed KV rows; naive
         return b.bytes;
     return int64_t(-1);
   };
-  CHECK(bytes_of(s, 0, "k_scp") == (S / W) * G * D * e);
-  CHECK(bytes_of(s, 1, "k_scp") == ((S / W) * G + 16 * G) * D * e);
+  // one gathered K buffer per KV group: its own chunk plus the remote rows its query heads need
+  auto gathered_k = [&](const Schedule& x, int r) {
+    int64_t sum = 0;
+    for (const auto& b : x.ranks[size_t(r)].buffers)
+      if (b.name.rfind("k_scp_g", 0) == 0)
+        sum += b.bytes;
+    return sum;
+  };
+  CHECK(gathered_k(s, 0) == (S / W) * G * D * e);
+  CHECK(gathered_k(s, 1) == ((S / W) * G + 16 * G) * D * e);
+  CHECK(bytes_of(s, 1, "k_scp_g0") == (S / W + 16) * D * e);
   test::check_exactly_once(s, sc(true, "fwd_bwd"));
   Schedule n = generate_schedule(sc(false, "fwd_bwd"));
   for (int r = 0; r < W; ++r) {
@@ -195,7 +204,7 @@ TEST_CASE("model::schedules: dsv covers every cell once for every (hcp, scp), na
   }
 }
 
-TEST_CASE("model::schedules: dsv steps: hcp-1 pairwise steps per HCP tensor, counts + 3 uneven exchanges over SCP") {
+TEST_CASE("model::schedules: dsv steps: hcp-1 pairwise steps per HCP tensor, counts + 3 uneven exchanges over SCP, then 2 back") {
   for (auto [hcp, scp] : {std::pair<int, int>{4, 1}, {1, 4}, {2, 2}}) {
     Scenario sc = test::scenario_with("dsv", 4, {256}, kSkewed, "fwd_bwd", Json{{"hcp", hcp}, {"scp", scp}}, 4, 4);
     Schedule s = generate_schedule(sc);
@@ -203,9 +212,12 @@ TEST_CASE("model::schedules: dsv steps: hcp-1 pairwise steps per HCP tensor, cou
     for (int r = 0; r < 4; ++r) {
       // forward q, k, v, o and backward do, dq, dk, dv: one send per step of each exchange
       CHECK(test::count_ops(s, r, OpKind::SEND, "hcp a2a") == 8 * (hcp - 1));
-      // forward index, k, v and backward dk, dv (schedules.md 6.3: 4 uneven all-to-alls incl. counts)
-      CHECK(test::count_ops(s, r, OpKind::SEND, "scp a2a") == 5 * (scp - 1));
-      CHECK(test::count_ops(s, r, OpKind::COLLECTIVE, "scp a2a counts") == (scp > 1 ? 1 : 0));
+      // forward counts, index, k, v and backward dk, dv (schedules.md 6.3: 4 uneven all-to-alls incl. counts), each
+      // a pairwise exchange; the owner sums its own and the received partial dK, dV
+      CHECK(test::count_ops(s, r, OpKind::SEND, "scp a2a") == 6 * (scp - 1));
+      CHECK(test::count_ops(s, r, OpKind::SEND, "scp a2a counts") == scp - 1);
+      CHECK(test::count_ops(s, r, OpKind::MERGE, "scp sum") == (scp > 1 ? 2 : 0));
+      CHECK(test::count_ops(s, r, OpKind::COMPUTE, "scp copy own") == (scp > 1 ? 1 : 0));
       CHECK(test::count_ops(s, r, OpKind::ATTENTION) == 2);
     }
   }

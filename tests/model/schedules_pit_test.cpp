@@ -44,9 +44,23 @@ TEST_CASE("model::schedules: pit counts ceil(u_i / 128) dense tiles per query ti
     CHECK(a.cells_all_heads() == H * 1024 * 128); // useful cells do not depend on the granularity
     const Op& gather = only(s, 0, OpKind::COMPUTE, "fwd gather");
     CHECK(gather.compute == ComputeKind::GATHER);
-    const int64_t kv_rows = G * 8 * 8 * g;                    // per KV head: 8 query tiles x 8g columns
-    const int64_t candidates = H * 8 * (1024 / g), micro = H * 8 * 8;
-    CHECK(gather.bytes == 2 * kv_rows * D * e + candidates + 8 * micro); // K and V rows loaded once, index
+    CHECK(gather.granularity == g);
+    CHECK_FALSE(gather.gather_rows);
+    // a head-uniform mask gathers once for every head: 8 query tiles x 8g columns of every KV head, packed in HBM
+    const int64_t kv_rows = G * 8 * 8 * g;
+    const int64_t candidates = 8 * (1024 / g), micro = 8 * 8;
+    const int64_t packed = 2 * kv_rows * D * e; // K and V
+    CHECK(gather.bytes == 2 * packed + candidates + 8 * micro); // read by index, written packed; flags; index
+    const Schedule& plan = s;
+    int64_t packed_buffer = 0, index_buffer = 0;
+    for (const auto& b : plan.ranks[0].buffers) {
+      if (b.name == "kv_packed")
+        packed_buffer = b.bytes;
+      if (b.name == "mt_index")
+        index_buffer = b.bytes;
+    }
+    CHECK(packed_buffer == packed);
+    CHECK(index_buffer == 4 * micro);
     if (g == 16) // coverage does not depend on the granularity; check it once (it is the slow part)
       test::check_exactly_once(s, pit(1, g));
   }
@@ -66,7 +80,10 @@ TEST_CASE("model::schedules: pit along query rows packs per key tile and scatter
     const Op& m = only(s, 0, OpKind::MERGE, "fwd scatter-merge o");
     CHECK(m.rows == 8 * 1024); // one partial per gathered row and key tile, per head
     const Op& gather = only(s, 0, OpKind::COMPUTE, "fwd gather");
-    CHECK(gather.bytes == (H * 8 * 1024) * 64 * 2 + H * 8 * (1024 / g) + 8 * H * 8 * (1024 / g)); // Q rows, index
+    // Q rows of every head, read by index and written packed; one flag per candidate and an index entry per
+    // gathered micro-tile, once for all heads (the mask is head-uniform)
+    CHECK(gather.bytes == 2 * (8 * 1024) * H * 64 * 2 + 8 * (1024 / g) + 8 * 8 * (1024 / g));
+    CHECK(gather.gather_rows);
     if (g == 16)
       test::check_exactly_once(s, sc);
   }

@@ -17,27 +17,40 @@ constexpr int64_t kAlign = 256;
 
 int64_t align_up(int64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
+int dtype_bytes(const std::string& d) { return d == "bf16" ? 2 : d == "fp64" ? 8 : 4; }
+
 BufferPlacement describe(int rank, const Buffer& b, const Workload& w) {
   BufferPlacement p;
   p.name = b.name;
   p.tensor = b.tensor;
   p.bytes = b.bytes;
-  p.head_begin = b.head_begin;
-  p.heads = b.head_end - b.head_begin;
+  p.head_ids = b.head_list();
+  p.head_begin = p.head_ids.empty() ? b.head_begin : p.head_ids.front();
+  p.heads = int(p.head_ids.size());
   p.tokens = b.tokens;
-  for (const auto& t : b.tokens)
-    p.rows += t.range.size();
-  p.planes = is_two_plane(b.tensor) ? 2 : 1;
-  p.width = is_lse(b.tensor) ? p.heads : int64_t(p.heads) * w.head_dim;
+  p.rows = b.rows();
+  p.planes = tensor_planes(b.tensor);
+  const std::string where = "rank " + std::to_string(rank) + " buffer '" + b.name + "': ";
+  if (!b.dtype.empty()) { // elements per head follow from the bytes
+    p.elem_bytes = dtype_bytes(b.dtype);
+    const int64_t unit = buffer_unit_bytes(b);
+    if (p.rows > 0 && (unit < 0 || unit % p.elem_bytes != 0))
+      throw UserError(where + std::to_string(b.bytes) + " bytes do not divide into " + std::to_string(p.rows) + " tokens x " +
+                      std::to_string(p.heads) + " heads of " + b.dtype + " elements");
+    p.head_width = p.rows > 0 ? unit / p.elem_bytes : 0;
+    p.width = p.head_width * p.heads;
+    return p;
+  }
+  p.head_width = is_lse(b.tensor) ? 1 : w.head_dim;
+  p.width = p.heads * p.head_width;
   const int64_t elems = p.rows * p.width * p.planes;
   if (b.bytes == 0 || elems == 0) {
     p.elem_bytes = w.elem_bytes();
     return p;
   }
   if (b.bytes % elems != 0 || (b.bytes / elems != 2 && b.bytes / elems != 4))
-    throw UserError("rank " + std::to_string(rank) + " buffer '" + b.name + "': " + std::to_string(b.bytes) +
-                    " bytes for " + std::to_string(elems) + " elements (" + std::to_string(p.rows) + " tokens x " +
-                    std::to_string(p.heads) + " heads): not bf16 or fp32");
+    throw UserError(where + std::to_string(b.bytes) + " bytes for " + std::to_string(elems) + " elements (" +
+                    std::to_string(p.rows) + " tokens x " + std::to_string(p.heads) + " heads): not bf16 or fp32");
   p.elem_bytes = int(b.bytes / elems);
   return p;
 }
@@ -81,7 +94,7 @@ void find_results(const RankProgram& p, const std::vector<bool>& written, RankEx
 }
 } // namespace
 
-bool is_two_plane(const std::string& t) { return t == "kv" || t == "dkv" || t == "dkv_acc"; }
+bool is_two_plane(const std::string& t) { return tensor_planes(t) == 2; }
 bool is_lse(const std::string& t) { return t == "lse" || t == "lse_acc"; }
 std::string tensor_family(const std::string& t) {
   return t.size() > 4 && t.compare(t.size() - 4, 4, "_acc") == 0 ? t.substr(0, t.size() - 4) : t;
@@ -102,6 +115,25 @@ std::vector<RowBlock> shared_rows(const std::vector<TokenSlice>& src, const std:
       srow += sl.range.size();
     }
     drow += d.range.size();
+  }
+  return out;
+}
+
+int BufferPlacement::head_pos(int h) const {
+  auto it = std::lower_bound(head_ids.begin(), head_ids.end(), h);
+  return it != head_ids.end() && *it == h ? int(it - head_ids.begin()) : -1;
+}
+
+std::vector<HeadRun> head_runs(const BufferPlacement& a, const BufferPlacement& b) {
+  std::vector<HeadRun> out;
+  for (int i = 0; i < a.heads; ++i) {
+    const int j = b.head_pos(a.head_ids[size_t(i)]);
+    if (j < 0)
+      continue;
+    if (!out.empty() && out.back().src_pos + out.back().n == i && out.back().dst_pos + out.back().n == j)
+      ++out.back().n;
+    else
+      out.push_back({i, j, 1});
   }
   return out;
 }
@@ -204,16 +236,15 @@ void plan_collectives(const Schedule& s, const Workload& w, ExecPlan& plan) {
   };
   auto pieces = [](const BufferPlacement& src, const BufferPlacement& dst, int peer, int planes, std::vector<CollectivePiece>& out) {
     // an fp32 accumulator may feed a bf16 buffer (converted on packing); planes and row layout must agree
-    if (src.planes != dst.planes || src.width / std::max(1, src.heads) != dst.width / std::max(1, dst.heads))
+    if (src.planes != dst.planes || src.head_width != dst.head_width)
       throw UserError("collective from '" + src.name + "' to '" + dst.name + "': the buffers differ in layout");
-    const int h0 = std::max(src.head_begin, dst.head_begin), h1 = std::min(src.head_begin + src.heads, dst.head_begin + dst.heads);
     int64_t bytes = 0;
-    if (h1 <= h0)
-      return bytes;
-    for (const RowBlock& blk : shared_rows(src.tokens, dst.tokens)) {
-      out.push_back({peer, blk, h0 - src.head_begin, h0 - dst.head_begin, h1 - h0});
-      bytes += blk.rows * (h1 - h0) * (src.width / std::max(1, src.heads)) * dst.elem_bytes * planes; // wire type
-    }
+    const std::vector<HeadRun> runs = head_runs(src, dst);
+    for (const RowBlock& blk : shared_rows(src.tokens, dst.tokens))
+      for (const HeadRun& h : runs) {
+        out.push_back({peer, blk, h.src_pos, h.dst_pos, h.n});
+        bytes += blk.rows * h.n * src.head_width * dst.elem_bytes * planes; // wire type
+      }
     return bytes;
   };
   for (RankExecPlan& rp : plan.ranks) {

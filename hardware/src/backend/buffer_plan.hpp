@@ -18,6 +18,11 @@ bool is_lse(const std::string& tensor);
 std::string tensor_family(const std::string& tensor);
 /** Whether `op` reads and writes `buffer`: it accumulates into it in place. */
 bool in_place(const Op& op, const std::string& buffer);
+/** Heads two buffers share, as runs consecutive in both rows (positions in each buffer's head list). */
+struct HeadRun {
+  int src_pos = 0, dst_pos = 0, n = 0;
+};
+std::vector<HeadRun> head_runs(const BufferPlacement& src, const BufferPlacement& dst);
 /** Row blocks where `src` and `dst` hold the same tokens, dst slices outer (the packing order of collectives). */
 std::vector<RowBlock> shared_rows(const std::vector<TokenSlice>& src, const std::vector<TokenSlice>& dst);
 

@@ -6,7 +6,10 @@
 #include "gpu_check.hpp"
 
 #ifdef CPSIM_HAVE_KERNELS
+#include "kernel_plans.hpp"
+
 #include "cpsim/kernels/attention.hpp"
+#include "cpsim/kernels/merge_gather.hpp"
 
 #include <algorithm>
 #include <map>
@@ -29,42 +32,20 @@ void attention_backward(const AttnCall&) {
   throw GpuError("this build has no attention kernels (cpsim_kernels): run with --comm-only, or rebuild with CUDA");
 }
 
+void merge_partials(const MergeCall&) {
+  throw GpuError("this build has no merge kernels (cpsim_kernels): run with --comm-only, or rebuild with CUDA");
+}
+
 #else
 
 namespace {
 
 namespace kn = cpsim::kernels;
 
-kn::MaskDesc mask_desc(const MaskGeometry& g, int n_seqs) {
-  kn::MaskDesc m;
-  const MaskSpec& s = g.spec();
-  switch (s.kind) {
-  case MaskKind::FULL: break;
-  case MaskKind::CAUSAL: m.causal = true; break;
-  case MaskKind::SLIDING_WINDOW:
-    m.causal = true;
-    m.window = s.window;
-    break;
-  case MaskKind::BLOCK_SPARSE:
-    m.causal = s.causal;
-    m.layout_block = s.block;
-    for (int q = 0; q < n_seqs; ++q) {
-      m.layouts.push_back(g.layout(q).bits);
-      m.layout_n_blocks.push_back(g.layout(q).n_blocks);
-    }
-    break;
-  case MaskKind::LAMBDA:
-  case MaskKind::SHARED_QUESTION:
-  case MaskKind::CAUSAL_BLOCKWISE:
-    // DCP's per-row range masks have no kernel here; running them as another mask would be wrong
-    throw GpuError("'workload.mask.kind' = \"" + to_string(s.kind) +
-                   "\": the attention kernels have no per-row range masks; run with --comm-only or predict this "
-                   "plan with the simulator");
-  }
-  return m;
-}
-
-/** One device plan per attention op (keyed by its segment list, which lives as long as the run). */
+/**
+ * One device plan per launch (keyed by its segment list, which lives as long as the run): the kernels' own
+ * planner for head-uniform masks, one list slot per head for per-head layouts, packed tiles for PIT.
+ */
 const kn::DevicePlan& plan_for(const AttnCall& c) {
   static std::mutex mu;
   static std::map<const void*, kn::DevicePlan> plans;
@@ -72,13 +53,21 @@ const kn::DevicePlan& plan_for(const AttnCall& c) {
   auto it = plans.find(c.segments);
   if (it != plans.end())
     return it->second;
+  if (c.gather) {
+    const PlannedKernel k = gathered_plan(*c.gather, c.slot, *c.mask, c.head_begin);
+    return plans.emplace(c.segments, kn::DevicePlan(k.plan, k.mask, c.stream)).first->second;
+  }
+  if (c.mask->per_head()) {
+    const PlannedKernel k = per_head_plan(*c.segments, *c.mask, c.head_begin, c.head_end);
+    return plans.emplace(c.segments, kn::DevicePlan(k.plan, k.mask, c.stream)).first->second;
+  }
   std::vector<kn::PlanSegment> segs;
   int n_seqs = 0;
   for (const SegmentRows& s : *c.segments) {
     segs.push_back({s.seq, s.q_row, s.q.begin, s.q.stride, s.q.size(), s.k_row, s.k.begin, s.k.stride, s.k.size()});
     n_seqs = std::max(n_seqs, s.seq + 1);
   }
-  const kn::MaskDesc m = mask_desc(*c.mask, n_seqs);
+  const kn::MaskDesc m = kernel_mask(*c.mask, n_seqs);
   return plans.emplace(c.segments, kn::DevicePlan(kn::plan_segments(segs, m), m, c.stream)).first->second;
 }
 
@@ -123,6 +112,33 @@ void attention_forward(const AttnCall& c) {
     a.lse = tensor(c.lse, 1);
     const kn::DevicePlan& p = plan_for(c);
     kn::attention_forward(a, p, kn::fast_path_supported(a) ? kn::Impl::FAST : kn::Impl::REFERENCE);
+  });
+}
+
+void merge_partials(const MergeCall& c) {
+  translate([&] {
+    constexpr size_t kMax = 16; // merge_lse's inputs per launch
+    size_t done = 0;
+    while (done < c.o_in.size()) {
+      kn::MergeArgs a;
+      a.rows = int(c.rows);
+      a.head_begin = c.head_begin;
+      a.head_end = c.head_end;
+      a.head_dim = c.head_dim;
+      a.stream = c.stream;
+      if (done > 0) { // chained: what is merged so far is the first input
+        a.o_in.push_back(tensor(c.o_out, c.head_dim));
+        a.lse_in.push_back(tensor(c.lse_out, 1));
+      }
+      while (done < c.o_in.size() && a.o_in.size() < kMax) {
+        a.o_in.push_back(tensor(c.o_in[done], c.head_dim));
+        a.lse_in.push_back(tensor(c.lse_in[done], 1));
+        ++done;
+      }
+      a.o_out = tensor(c.o_out, c.head_dim);
+      a.lse_out = tensor(c.lse_out, 1);
+      kn::merge_lse(a);
+    }
   });
 }
 

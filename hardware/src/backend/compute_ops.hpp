@@ -22,7 +22,9 @@ struct HeadBlock {
 
 struct AttnCall {
   const MaskGeometry* mask = nullptr;
-  const std::vector<SegmentRows>* segments = nullptr;
+  const std::vector<SegmentRows>* segments = nullptr; // the launch's rectangles; its address keys the kernel plan
+  const GatherLayout* gather = nullptr; // PIT: the slot's packed tiles instead of rectangles
+  int slot = 0;
   int head_dim = 0;
   int heads_total = 0;
   int kv_heads_total = 0;
@@ -39,9 +41,20 @@ struct AttnCall {
   cudaStream_t stream = nullptr;
 };
 
+/** The n-way LSE merge of `inputs` partials (o, lse pairs) into `o_out`, `lse_out` over `rows` rows and heads
+ *  [head_begin, head_end): the kernels' merge_lse, chained beyond its 16 inputs. */
+struct MergeCall {
+  int64_t rows = 0;
+  int head_begin = 0, head_end = 0, head_dim = 0;
+  std::vector<HeadBlock> o_in, lse_in;
+  HeadBlock o_out, lse_out;
+  cudaStream_t stream = nullptr;
+};
+void merge_partials(const MergeCall& c);
+
 /** True when the build has the attention kernels; false: attention ops fail with a clear message. */
 bool attention_kernels_available();
-/** Builds and uploads the op's kernel plan now (it may synchronise), so that timed repetitions only launch. */
+/** Builds and uploads the launch's kernel plan now (it may synchronise), so that timed repetitions only launch. */
 void prepare_attention(const AttnCall& c);
 void attention_forward(const AttnCall& c);
 void attention_backward(const AttnCall& c);

@@ -3,6 +3,7 @@
 #include "cpsim/hardware/backend/exec_plan.hpp"
 
 #include "buffer_plan.hpp"
+#include "op_plans.hpp"
 
 #include "cpsim/model/errors.hpp"
 #include "cpsim/model/execution_graph.hpp"
@@ -21,42 +22,14 @@ std::string where(int rank, const Op& op) {
 }
 
 void check_supported(int rank, const Op& op) {
-  if (op.kind == OpKind::COMPUTE)
-    throw UserError(where(rank, op) + ": the GPU backend does not execute compute ops (this one is a '" +
-                    to_string(op.compute) + "' kernel of a sparse schedule); predict this plan with the simulator");
-  if (op.kind == OpKind::ATTENTION && (op.head_summed || !op.head_ids.empty()))
-    throw UserError(where(rank, op) + ": the GPU backend does not execute attention with per-head masks or a "
-                    "head list; predict this plan with the simulator");
+
   if (op.kind == OpKind::COLLECTIVE && op.coll == CollectiveKind::ALL_REDUCE)
     throw UserError(where(rank, op) + ": the GPU backend executes all_to_all, all_gather and reduce_scatter collectives, "
                     "not all_reduce");
-  if ((op.kind == OpKind::SEND && op.reads.size() != 1) || (op.kind == OpKind::RECV && op.writes.size() != 1))
-    throw UserError(where(rank, op) + ": a send/recv must name exactly one buffer");
+  if (op.regions.empty() && ((op.kind == OpKind::SEND && op.reads.size() != 1) || (op.kind == OpKind::RECV && op.writes.size() != 1)))
+    throw UserError(where(rank, op) + ": a send/recv without regions must name exactly one buffer");
   if (op.kind == OpKind::COLLECTIVE && (op.reads.size() != 1 || op.writes.size() != 1))
     throw UserError(where(rank, op) + ": a collective must read one buffer and write one buffer");
-}
-
-/**
- * The kernels take one Q and one KV buffer per launch and merge two partials into o_acc/lse_acc.
- * Gather-style plans (cqs, dcp) launch over blocks from several peers and merge n partials into the
- * output: they are refused here, before anything runs, rather than failing mid-run.
- */
-void check_buffers_supported(const RankProgram& p, const Op& op) {
-  auto count = [&](const std::vector<std::string>& names, std::initializer_list<const char*> tensors) {
-    int n = 0;
-    for (const auto& name : names)
-      for (const Buffer& b : p.buffers)
-        if (b.name == name)
-          for (const char* t : tensors)
-            n += b.tensor == t;
-    return n;
-  };
-  if (op.kind == OpKind::ATTENTION && (count(op.reads, {"q"}) > 1 || count(op.reads, {"kv", "k"}) > 1))
-    throw UserError(where(p.rank, op) + ": the GPU backend runs an attention launch over one q and one kv buffer; this " +
-                    "op reads blocks from several buffers (a gather-style plan such as cqs or dcp): plan and simulate it only");
-  if (op.kind == OpKind::MERGE && op.dir == Direction::FORWARD && count(op.writes, {"o_acc"}) == 0)
-    throw UserError(where(p.rank, op) + ": the GPU backend merges partials into o_acc/lse_acc accumulators; this " +
-                    std::to_string(op.inputs) + "-way merge into the output (cqs, dcp) is for plan and simulate only");
 }
 
 /** Slots in stream order, with the same grouping rule as ExecutionGraph. */
@@ -116,34 +89,6 @@ int comm_index(std::vector<CommSpec>& comms, CommSpec c) {
   return int(comms.size()) - 1;
 }
 
-SegmentRows map_segment(int rank, const Op& op, const AttnSegment& seg, const BufferPlacement& q,
-                        const BufferPlacement& kv) {
-  auto locate = [&](const BufferPlacement& b, const TokenRange& r) {
-    for (size_t i = 0, row0 = 0; i < b.tokens.size(); row0 += size_t(b.tokens[i].range.size()), ++i) {
-      const TokenSlice& s = b.tokens[i];
-      if (s.seq != seg.seq || r.begin < s.range.begin || r.last() > s.range.last())
-        continue;
-      bool same_progression = (s.range.stride == r.stride || r.size() == 1) && (r.begin - s.range.begin) % s.range.stride == 0;
-      if (same_progression)
-        return int64_t(row0) + (r.begin - s.range.begin) / s.range.stride;
-    }
-    throw UserError(where(rank, op) + ": segment positions of sequence " + std::to_string(seg.seq) + " [" +
-                    std::to_string(r.begin) + ", " + std::to_string(r.end) + ") are not consecutive rows of buffer '" +
-                    b.name + "'");
-  };
-  return {seg.seq, locate(q, seg.q), locate(kv, seg.k), seg.q, seg.k};
-}
-
-const BufferPlacement* find_input(const RankExecPlan& rp, const Op& op, std::initializer_list<const char*> tensors) {
-  for (const auto& name : op.reads) {
-    const BufferPlacement& b = rp.buffer(name);
-    for (const char* t : tensors)
-      if (b.tensor == t)
-        return &b;
-  }
-  return nullptr;
-}
-
 /** NCCL matches the sends of one pair on one communicator in posting order: the two sides must agree. */
 void check_p2p_order(const Schedule& s, const ExecPlan& plan) {
   // (comm, from, to) -> (tag, bytes, element bytes of the buffer sent from or received into), in posting order
@@ -179,24 +124,21 @@ void check_p2p_order(const Schedule& s, const ExecPlan& plan) {
  * attention op or a backward merge adding into the buffer in place (TE all-gather's full-length dK/dV).
  */
 void plan_zeroing(const RankProgram& p, RankExecPlan& rp) {
-  std::vector<bool> done(rp.buffers.size(), false);
+  std::vector<bool> written(rp.buffers.size(), false);
   for (const Slot& sl : rp.slots)
     for (int id : sl.ops) {
       const Op& op = p.ops[size_t(id)];
       const bool in_place_merge = op.kind == OpKind::MERGE && op.dir == Direction::BACKWARD;
-      if (op.kind != OpKind::ATTENTION && !in_place_merge)
-        continue;
       for (const auto& n : op.writes) {
-        if (in_place_merge && !in_place(op, n))
-          continue;
         const int b = rp.buffer_index.at(n);
+        if (written[size_t(b)])
+          continue;
+        written[size_t(b)] = true; // only the first writer (a receive fills what a later merge adds to)
         const std::string& t = rp.buffers[size_t(b)].tensor;
         const std::string f = tensor_family(t);
         const bool acc = t != f, grad_kv = f == "dkv" || f == "dk" || f == "dv";
-        if ((acc || grad_kv) && !done[size_t(b)]) {
-          done[size_t(b)] = true;
+        if ((op.kind == OpKind::ATTENTION && (acc || grad_kv)) || (in_place_merge && in_place(op, n)))
           rp.zero_before[id].push_back(b);
-        }
       }
     }
 }
@@ -216,12 +158,57 @@ void plan_merge_adds(const RankProgram& p, RankExecPlan& rp) {
         const BufferPlacement& src = rp.buffers[size_t(sidx)];
         if (r == n || tensor_family(src.tensor) != tensor_family(dst.tensor))
           continue;
-        if (src.head_begin != dst.head_begin || src.heads != dst.heads || src.planes != dst.planes)
-          throw UserError(where(p.rank, op) + ": adds '" + r + "' into '" + n + "', whose heads or planes differ");
+        if (src.planes != dst.planes || src.head_width != dst.head_width)
+          throw UserError(where(p.rank, op) + ": adds '" + r + "' into '" + n + "', whose planes or rows differ");
         for (const RowBlock& blk : shared_rows(src.tokens, dst.tokens))
-          rp.merge_adds[op.id].push_back({sidx, d, blk});
+          for (const HeadRun& h : head_runs(src, dst))
+            rp.merge_adds[op.id].push_back({sidx, d, blk, h.src_pos, h.dst_pos, h.n});
       }
     }
+  }
+}
+/** Fills rp.copies for COPY ops: every written buffer receives the rows and heads it shares with the read buffers of its
+ *  tensor, each (row, head) from the first read buffer holding it; read + write of them must be the op's bytes. */
+void plan_copies(const RankProgram& p, RankExecPlan& rp) {
+  for (const Op& op : p.ops) {
+    if (op.kind != OpKind::COMPUTE || op.compute != ComputeKind::COPY)
+      continue;
+    int64_t moved = 0;
+    for (const auto& n : op.writes) {
+      const int d = rp.buffer_index.at(n);
+      const BufferPlacement& dst = rp.buffers[size_t(d)];
+      std::vector<bool> seen(size_t(dst.rows * dst.heads), false);
+      for (const auto& r : op.reads) {
+        const int sidx = rp.buffer_index.at(r);
+        const BufferPlacement& src = rp.buffers[size_t(sidx)];
+        if (tensor_family(src.tensor) != tensor_family(dst.tensor))
+          continue;
+        if (src.planes != dst.planes || src.head_width != dst.head_width || src.elem_bytes != dst.elem_bytes)
+          throw UserError(where(p.rank, op) + ": copies '" + r + "' into '" + n + "', whose rows differ in layout or type");
+        for (const RowBlock& blk : shared_rows(src.tokens, dst.tokens))
+          for (const HeadRun& h : head_runs(src, dst))
+            for (int64_t x = 0; x < blk.rows;) { // rows an earlier source already gave are skipped: the first source wins
+              auto filled = [&](int64_t row) { return bool(seen[size_t((blk.dst_row + row * blk.dst_step) * dst.heads + h.dst_pos)]); };
+              if (filled(x)) {
+                ++x;
+                continue;
+              }
+              int64_t end = x;
+              while (end < blk.rows && !filled(end)) {
+                for (int y = 0; y < h.n; ++y)
+                  seen[size_t((blk.dst_row + end * blk.dst_step) * dst.heads + h.dst_pos + y)] = true;
+                ++end;
+              }
+              const RowBlock part{blk.src_row + x * blk.src_step, blk.src_step, blk.dst_row + x * blk.dst_step, blk.dst_step, end - x};
+              rp.copies[op.id].push_back({sidx, d, part, h.src_pos, h.dst_pos, h.n});
+              moved += part.rows * h.n * dst.head_width * dst.elem_bytes * dst.planes;
+              x = end;
+            }
+      }
+    }
+    if (2 * moved != op.bytes)
+      throw UserError(where(p.rank, op) + ": copies " + std::to_string(moved) + " bytes (read and written: " +
+                      std::to_string(2 * moved) + "), but the op says " + std::to_string(op.bytes));
   }
 }
 } // namespace
@@ -229,6 +216,7 @@ void plan_merge_adds(const RankProgram& p, RankExecPlan& rp) {
 ExecPlan make_exec_plan(const Schedule& s, const Workload& w) {
   validate_schedule(s);
   ExecutionGraph g(s);
+  const MaskGeometry mask(w);
   ExecPlan plan;
   std::vector<int> world(size_t(s.world));
   for (int r = 0; r < s.world; ++r)
@@ -236,10 +224,8 @@ ExecPlan make_exec_plan(const Schedule& s, const Workload& w) {
   for (const RankProgram& p : s.ranks) {
     RankExecPlan rp;
     rp.rank = p.rank;
-    for (const Op& op : p.ops) {
+    for (const Op& op : p.ops)
       check_supported(p.rank, op);
-      check_buffers_supported(p, op);
-    }
     std::vector<Slot> slots = make_slots(p, s.streams.size(), rp.slot_of_op);
     std::vector<std::set<int>> slot_preds(slots.size());
     for (const Op& op : p.ops)
@@ -275,19 +261,14 @@ ExecPlan make_exec_plan(const Schedule& s, const Workload& w) {
         rp.comm_of_op[size_t(op.id)] = comm_index(plan.comms, {op.stream, op.coll_group});
     }
     place_buffers(s, w, g, rp);
-    for (const Op& op : p.ops) {
-      if (op.kind != OpKind::ATTENTION)
-        continue;
-      const BufferPlacement* q = find_input(rp, op, {"q"});
-      const BufferPlacement* kv = find_input(rp, op, {"kv", "k"});
-      if (!q || !kv)
-        throw UserError(where(p.rank, op) + ": an attention op must read a q buffer and a kv (or k) buffer");
-      auto& segs = rp.segments[op.id];
-      for (const AttnSegment& seg : op.segments)
-        segs.push_back(map_segment(p.rank, op, seg, *q, *kv));
-    }
+    plan_gathers(s, p, w, mask, rp);
+    plan_launches(p, w, mask, rp);
+    plan_predictors(p, w, rp);
+    plan_messages(p, rp);
     plan_zeroing(p, rp);
     plan_merge_adds(p, rp);
+    plan_copies(p, rp);
+    plan_forward_merges(p, rp);
     plan.ranks.push_back(std::move(rp));
   }
   plan_collectives(s, w, plan);

@@ -54,6 +54,8 @@ RankExecutor::~RankExecutor() {
   // (an NCCL kernel, a loopback flag); the process exits right after, which frees everything anyway
   if (std::uncaught_exceptions() > 0)
     return;
+  for (void* t : tables_)
+    cudaFree(t);
   if (arena_)
     cudaFree(arena_);
   for (auto e : start_)
@@ -86,11 +88,6 @@ void RankExecutor::allocate() {
 
 void* RankExecutor::ptr(int b) const { return arena_ + rp_.buffers[size_t(b)].offset_bytes; }
 
-HeadBlock RankExecutor::block_of(int b, int plane) const {
-  const BufferPlacement& bp = rp_.buffers[size_t(b)];
-  return {static_cast<char*>(ptr(b)) + plane * bp.plane_bytes(), bp.head_begin, bp.heads, bp.elem_bytes};
-}
-
 void RankExecutor::fill_inputs() {
   const RankProgram& p = s_.ranks[size_t(rank_)];
   std::vector<bool> written(rp_.buffers.size(), false);
@@ -118,13 +115,10 @@ void RankExecutor::prepare() {
   if (opt_.comm_only)
     return;
   for (const Op& op : s_.ranks[size_t(rank_)].ops)
-    if (op.kind == OpKind::ATTENTION) {
-      AttnCall c;
-      c.mask = &mask_;
-      c.segments = &rp_.segments.at(op.id);
-      c.stream = streams_[size_t(op.stream)];
-      prepare_attention(c);
-    }
+    if (op.kind == OpKind::ATTENTION)
+      for (const AttnLaunch& l : rp_.launches.at(op.id))
+        prepare_attention(attention_call(op, l, streams_[size_t(op.stream)]));
+  prepare_compute();
   BK_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
@@ -219,13 +213,17 @@ void RankExecutor::issue_slot(size_t i, bool inject) {
         issue_attention(op, st);
       else if (op.kind == OpKind::MERGE && !opt_.comm_only)
         issue_merge(op, st);
+      else if (op.kind == OpKind::COMPUTE && !opt_.comm_only)
+        issue_compute(op, st);
     }
   }
   BK_CUDA_CHECK(cudaEventRecord(end_[i], st));
 }
 
 void RankExecutor::issue_p2p(const Slot& sl, cudaStream_t st) {
+  pack_messages(sl, st); // sends of buffer regions (message_regions.cpp)
   transport_.post(wire_.postings.at(size_t(wire_.posting_of_op.at(sl.ops[0]))), st);
+  unpack_messages(sl, st);
 }
 
 void RankExecutor::issue_collective(const Op& op, cudaStream_t st) {
@@ -284,72 +282,102 @@ void RankExecutor::zero_before(const Op& op, cudaStream_t st) {
       BK_CUDA_CHECK(cudaMemsetAsync(ptr(b), 0, size_t(rp_.buffers[size_t(b)].bytes), st));
 }
 
-void RankExecutor::issue_attention(const Op& op, cudaStream_t st) {
-  zero_before(op, st);
+AttnCall RankExecutor::attention_call(const Op& op, const AttnLaunch& l, cudaStream_t st) const {
+  const int per = sc_.workload.heads / sc_.workload.kv_heads;
   AttnCall c;
   c.mask = &mask_;
-  c.segments = &rp_.segments.at(op.id);
+  c.segments = &l.segments;
   c.head_dim = sc_.workload.head_dim;
   c.heads_total = sc_.workload.heads;
   c.kv_heads_total = sc_.workload.kv_heads;
-  c.head_begin = op.head_begin;
-  c.head_end = op.head_end;
+  c.head_begin = l.head_begin;
+  c.head_end = l.head_end;
   c.stream = st;
+  // a q-side buffer at the launch's first head and row offset, or a k-side one at its first KV head
+  auto side = [&](int b, int plane, bool q_side) {
+    const BufferPlacement& bp = rp_.buffers[size_t(b)];
+    const int h0 = q_side ? l.head_begin : l.head_begin / per;
+    const auto off = l.row_offset.find(b);
+    const int64_t row = off == l.row_offset.end() ? 0 : off->second;
+    const char* p = static_cast<const char*>(ptr(b)) + plane * bp.plane_bytes() + row * bp.row_bytes() +
+                    int64_t(bp.head_pos(h0)) * bp.head_width * bp.elem_bytes;
+    return HeadBlock{p, h0, bp.heads, bp.elem_bytes};
+  };
+  if (l.gather >= 0) { // PIT: K, V (and their gradients) in the slot's packed rows
+    const GatherLayout& g = rp_.gathers.at(l.gather);
+    c.gather = &g;
+    c.slot = l.slot;
+    const bool one_head = g.slot_heads[size_t(l.slot)] >= 0;
+    const int kv0 = one_head ? l.head_begin / per : rp_.buffers[size_t(g.src)].head_begin;
+    const int row_heads = one_head ? 1 : rp_.buffers[size_t(g.src)].heads;
+    const int64_t plane = g.packed_rows * g.row_elems * 2;
+    auto packed = [&](int b, int pl) { return HeadBlock{static_cast<char*>(ptr(b)) + pl * plane, kv0, row_heads, 2}; };
+    for (const auto& n : op.reads)
+      if (rp_.buffer(n).tensor == "kv_packed") {
+        c.k = packed(rp_.buffer_index.at(n), 0);
+        c.v = packed(rp_.buffer_index.at(n), 1);
+      }
+    for (const auto& n : op.writes)
+      if (rp_.buffer(n).tensor == "kv_packed") {
+        c.dk = packed(rp_.buffer_index.at(n), 0);
+        c.dv = packed(rp_.buffer_index.at(n), 1);
+      }
+  } else {
+    c.k = side(l.k, l.k_plane, false);
+    c.v = side(l.v, l.v_plane, false);
+  }
+  c.q = side(l.q, 0, true);
   for (const auto& n : op.reads) {
-    int b = rp_.buffer_index.at(n);
+    const int b = rp_.buffer_index.at(n);
     const std::string& t = rp_.buffers[size_t(b)].tensor;
-    if (t == "q")
-      c.q = block_of(b);
-    else if (t == "kv") {
-      c.k = block_of(b, 0);
-      c.v = block_of(b, 1);
-    } else if (t == "k")
-      c.k = block_of(b);
-    else if (t == "v")
-      c.v = block_of(b);
-    else if (t == "o")
-      c.out = block_of(b);
+    if (t == "o")
+      c.out = side(b, 0, true);
     else if (t == "lse")
-      c.lse_in = block_of(b);
+      c.lse_in = side(b, 0, true);
     else if (t == "do")
-      c.dout = block_of(b);
+      c.dout = side(b, 0, true);
   }
   for (const auto& n : op.writes) {
-    int b = rp_.buffer_index.at(n);
+    const int b = rp_.buffer_index.at(n);
     const BufferPlacement& bp = rp_.buffers[size_t(b)];
     const std::string f = tensor_family(bp.tensor);
     if (f == "o")
-      c.o = block_of(b);
+      c.o = side(b, 0, true);
     else if (f == "lse")
-      c.lse = block_of(b);
+      c.lse = side(b, 0, true);
     else if (f == "dq") {
-      c.dq = block_of(b);
+      c.dq = side(b, 0, true);
       c.dq_accumulate = bp.tensor == "dq_acc";
-    } else if (f == "dkv") {
-      c.dk = block_of(b, 0);
-      c.dv = block_of(b, 1);
-    } else if (f == "dk")
-      c.dk = block_of(b);
-    else if (f == "dv")
-      c.dv = block_of(b);
-  }
-  if (op.dir == Direction::FORWARD) {
-    // rows no rectangle touches must read as "no keys" (lse -inf, o 0) for the merge that follows
-    const BufferPlacement& q = rp_.buffer(op.reads[0]);
-    std::vector<bool> hit(size_t(q.rows), false);
-    for (const auto& sg : *c.segments)
-      std::fill(hit.begin() + sg.q_row, hit.begin() + sg.q_row + sg.q.size(), true);
-    if (std::find(hit.begin(), hit.end(), false) != hit.end())
-      for (const auto& n : op.writes) {
-        const BufferPlacement& bp = rp_.buffer(n);
-        if (bp.tensor == "lse")
-          fill_f32(ptr(rp_.buffer_index.at(n)), bp.bytes / 4, -INFINITY, st);
-        else
-          BK_CUDA_CHECK(cudaMemsetAsync(ptr(rp_.buffer_index.at(n)), 0, size_t(bp.bytes), st));
+    } else if (l.gather < 0 && bp.head_pos(l.head_begin / per) >= 0) { // the K-side gradients of this launch's KV heads
+      if (f == "dkv") {
+        c.dk = side(b, 0, false);
+        c.dv = side(b, 1, false);
+      } else if (f == "dk") {
+        c.dk = side(b, 0, false);
+      } else if (f == "dv") {
+        c.dv = side(b, 0, false);
       }
-    attention_forward(c);
-  } else {
-    attention_backward(c);
+    }
+  }
+  return c;
+}
+
+void RankExecutor::issue_attention(const Op& op, cudaStream_t st) {
+  zero_before(op, st);
+  if (auto pf = rp_.prefill.find(op.id); pf != rp_.prefill.end())
+    for (int b : pf->second) { // rows no launch covers must read as "no keys" for the merge that follows
+      const BufferPlacement& bp = rp_.buffers[size_t(b)];
+      if (is_lse(bp.tensor))
+        fill_f32(ptr(b), bp.bytes / 4, -INFINITY, st);
+      else
+        BK_CUDA_CHECK(cudaMemsetAsync(ptr(b), 0, size_t(bp.bytes), st));
+    }
+  for (const AttnLaunch& l : rp_.launches.at(op.id)) {
+    const AttnCall c = attention_call(op, l, st);
+    if (op.dir == Direction::FORWARD)
+      attention_forward(c);
+    else
+      attention_backward(c);
   }
 }
 
@@ -360,6 +388,10 @@ void RankExecutor::issue_merge(const Op& op, cudaStream_t st) {
         return rp_.buffer_index.at(n);
     return -1;
   };
+  if (auto fm = rp_.forward_merges.find(op.id); fm != rp_.forward_merges.end()) {
+    issue_forward_merge(op, fm->second, st);
+    return;
+  }
   if (op.dir == Direction::FORWARD) {
     int po = find(op.reads, "o"), pl = find(op.reads, "lse"), ao = find(op.writes, "o_acc"), al = find(op.writes, "lse_acc");
     if (po < 0 || pl < 0 || ao < 0 || al < 0)
@@ -382,10 +414,12 @@ void RankExecutor::issue_merge(const Op& op, cudaStream_t st) {
     for (const MergeAdd& m : a->second) { // in place, matched by token: dst rows += src rows
       const BufferPlacement &s = rp_.buffers[size_t(m.src)], &d = rp_.buffers[size_t(m.dst)];
       for (int plane = 0; plane < d.planes; ++plane)
-        accumulate_2d(static_cast<char*>(ptr(m.dst)) + plane * d.plane_bytes() + m.block.dst_row * d.row_bytes(), d.elem_bytes,
-                      d.width * m.block.dst_step,
-                      static_cast<const char*>(ptr(m.src)) + plane * s.plane_bytes() + m.block.src_row * s.row_bytes(),
-                      s.elem_bytes, s.width * m.block.src_step, m.block.rows, d.width, st);
+        accumulate_2d(static_cast<char*>(ptr(m.dst)) + plane * d.plane_bytes() + m.block.dst_row * d.row_bytes() +
+                          int64_t(m.dst_head) * d.head_width * d.elem_bytes,
+                      d.elem_bytes, d.width * m.block.dst_step,
+                      static_cast<const char*>(ptr(m.src)) + plane * s.plane_bytes() + m.block.src_row * s.row_bytes() +
+                          int64_t(m.src_head) * s.head_width * s.elem_bytes,
+                      s.elem_bytes, s.width * m.block.src_step, m.block.rows, m.heads * d.head_width, st);
     }
   for (const auto& n : op.writes) {
     if (in_place(op, n))

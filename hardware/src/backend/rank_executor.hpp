@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include <array>
+#include <map>
 #include <atomic>
 #include <string>
 #include <vector>
@@ -61,13 +62,22 @@ public:
 private:
   void issue_slot(size_t i, bool inject);
   void issue_p2p(const Slot& sl, cudaStream_t st);
+  /** Messages with regions (message_regions.cpp): where a send's or receive's bytes are, and their packing. */
+  void* message_ptr(const Op& op) const;
+  void pack_messages(const Slot& sl, cudaStream_t st);
+  void unpack_messages(const Slot& sl, cudaStream_t st);
   void issue_collective(const Op& op, cudaStream_t st);
   /** Zeroes the buffers the exec plan lists for `op` (accumulators and dK/dV before their first writer). */
   void zero_before(const Op& op, cudaStream_t st);
   void issue_attention(const Op& op, cudaStream_t st);
+  AttnCall attention_call(const Op& op, const AttnLaunch& l, cudaStream_t st) const;
+  /** Compute ops (sparse_ops.cpp): PIT's gather and scatter, DSV's predictor, block copies. */
+  void prepare_compute();
+  void issue_compute(const Op& op, cudaStream_t st);
+  template <class T> T* upload(const std::vector<T>& v);
   void issue_merge(const Op& op, cudaStream_t st);
+  void issue_forward_merge(const Op& op, const ForwardMerge& m, cudaStream_t st); // merge_ops.cpp
   void wait_done();
-  HeadBlock block_of(int buffer, int plane = 0) const;
 
   const Schedule& s_;
   const Scenario& sc_;
@@ -89,6 +99,29 @@ private:
   std::atomic<int> slot_{-1};
   std::atomic<bool> waiting_{false};
   void touch(int slot, bool waiting);
+  std::vector<void*> tables_; // device copies of static gather/scatter/predictor tables, freed with the executor
+  struct GatherTables {
+    uint8_t* flags = nullptr;
+    int64_t *flag_off = nullptr, *first_cand = nullptr, *entry_off = nullptr;
+    int32_t* n_cand = nullptr;
+    int64_t *entry_src_base = nullptr, *entry_dst_row = nullptr, *entry_seq_end = nullptr;
+    int64_t items = 0, copy_bytes = 0;
+  };
+  struct ScatterTables {
+    int64_t *unit_dst = nullptr, *copy_begin = nullptr, *copy_src = nullptr;
+    int64_t units = 0, unit_elems = 0;
+  };
+  struct PredictorTables {
+    void *w_q = nullptr, *w_k = nullptr;
+    int64_t *block_seq = nullptr, *block_head = nullptr, *block_proxy = nullptr;
+    int64_t *seq_q_row = nullptr, *seq_queries = nullptr, *seq_first_proxy = nullptr, *seq_k_row = nullptr,
+            *seq_keys = nullptr, *keep = nullptr, *index_offset = nullptr;
+    int32_t *kv_pos = nullptr, *counts = nullptr, *requests = nullptr;
+    int64_t blocks = 0;
+  };
+  std::map<int, PredictorTables> predictor_tables_;
+  std::map<int, GatherTables> gather_tables_;
+  std::map<int, ScatterTables> scatter_tables_;
 };
 
 } // namespace cpsim::backend

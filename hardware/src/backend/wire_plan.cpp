@@ -48,14 +48,24 @@ void collective_parts(const RankExecPlan& rp, int op, const CollectivePlan& cp, 
   spans(cp.recvs, cp.send_bytes, false); // receives land after the packed sends, as issue_collective unpacks them
 }
 
-/** Where a send's or receive's bytes lie in the rank's memory: its one buffer, whole. The only place that says so,
- *  for both transports: messages packed through staging would answer here with their staging offset. */
+/** Where a send's or receive's bytes lie in the rank's memory (offsets from the arena's start), the only place that
+ *  says so for both transports: a message of buffer regions (exec plan `messages`) at its place in its buffer when
+ *  direct, else in staging after the arena where pack_messages / unpack_messages move it; any other send or receive
+ *  is its one buffer, whole. */
 struct Region {
   int64_t offset_bytes = 0;
   int64_t bytes = 0; // what the region holds: the message must fit
   std::string name;
 };
 Region p2p_region(const RankExecPlan& rp, const Op& op) {
+  if (auto it = rp.messages.find(op.id); it != rp.messages.end()) {
+    const MessagePlan& m = it->second;
+    if (!m.direct)
+      return {rp.arena_bytes + m.staging_offset_bytes, op.bytes, "the packed message of op " + std::to_string(op.id)};
+    const BufferPlacement& b = rp.buffers.at(size_t(m.buffer));
+    return {b.offset_bytes + m.offset_bytes, b.bytes - m.offset_bytes,
+            "buffer '" + b.name + "' from byte " + std::to_string(m.offset_bytes)};
+  }
   const BufferPlacement& b = rp.buffer(op.kind == OpKind::SEND ? op.reads.at(0) : op.writes.at(0));
   return {b.offset_bytes, b.bytes, "buffer '" + b.name + "'"};
 }

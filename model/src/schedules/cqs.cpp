@@ -119,121 +119,149 @@ Schedule generate_cqs(const Scenario& sc, const MaskGeometry& mask) {
       }
 
   const int64_t q_bytes_per_token = int64_t(H) * D * e, kv_bytes_per_token = 2LL * G * D * e;
-  const int64_t part_bytes_per_token = int64_t(H) * D * e + 4LL * H; // partial O plus fp32 LSE
+  auto tokens = [](const std::vector<TokenSlice>& v) {
+    int64_t n = 0;
+    for (const auto& t : v)
+      n += t.range.size();
+    return n;
+  };
+  // A worker's material: its own group first, then the rows and keys of the foreign groups it needs, in one Q and one
+  // K/V buffer (a launch reads one of each); the own group is copied in, the foreign ones are received into place.
+  struct Material {
+    std::vector<TokenSlice> q, kv;
+  };
+  std::vector<Material> mat(static_cast<size_t>(W));
+  for (int r = 0; r < W; ++r) {
+    mat[size_t(r)].q = mat[size_t(r)].kv = group_slices(r);
+    for (const auto& [x, sd] : need[size_t(r)])
+      if (x != r) {
+        mat[size_t(r)].q.insert(mat[size_t(r)].q.end(), sd.q_slices.begin(), sd.q_slices.end());
+        mat[size_t(r)].kv.insert(mat[size_t(r)].kv.end(), sd.kv_slices.begin(), sd.kv_slices.end());
+      }
+  }
+  auto buffer = [](std::string name, std::string tensor, int64_t bytes, int heads, std::vector<TokenSlice> toks) {
+    Buffer x;
+    x.name = std::move(name);
+    x.tensor = std::move(tensor);
+    x.bytes = bytes;
+    x.head_end = heads;
+    x.tokens = std::move(toks);
+    return x;
+  };
   std::vector<int> attn_of(static_cast<size_t>(W), -1);
   for (int r = 0; r < W; ++r) {
     const std::vector<TokenSlice> mine = group_slices(r);
-    int64_t c = 0;
-    for (const auto& t : mine)
-      c += t.range.size();
-    b.add_buffer(r, {"q", "q", c * q_bytes_per_token, 0, H, mine, -1, -1});
-    b.add_buffer(r, {"kv", "kv", c * kv_bytes_per_token, 0, G, mine, -1, -1});
-    b.add_buffer(r, {"o", "o", c * q_bytes_per_token, 0, H, mine, -1, -1});
-    b.add_buffer(r, {"lse", "lse", c * 4 * H, 0, H, mine, -1, -1});
+    const int64_t c = tokens(mine), mq = tokens(mat[size_t(r)].q), mkv = tokens(mat[size_t(r)].kv);
+    b.add_buffer(r, buffer("q", "q", c * q_bytes_per_token, H, mine));
+    b.add_buffer(r, buffer("kv", "kv", c * kv_bytes_per_token, G, mine));
+    b.add_buffer(r, buffer("o", "o", c * q_bytes_per_token, H, mine));
+    b.add_buffer(r, buffer("lse", "lse", c * 4 * H, H, mine));
+    b.add_buffer(r, buffer("q_mat", "q", mq * q_bytes_per_token, H, mat[size_t(r)].q));
+    b.add_buffer(r, buffer("kv_mat", "kv", mkv * kv_bytes_per_token, G, mat[size_t(r)].kv));
+    b.add_buffer(r, buffer("o_mat", "o", mq * q_bytes_per_token, H, mat[size_t(r)].q));
+    b.add_buffer(r, buffer("lse_mat", "lse", mq * 4 * H, H, mat[size_t(r)].q));
 
     // ---- fork: send my group to the workers that need it, receive the groups I need (one NCCL group)
     const int fork_group = b.next_group(r);
     std::vector<int> fork_recvs;
-    std::vector<std::string> reads = {"q", "kv"};
     for (int j = 0; j < W; ++j) {
       if (j == r)
         continue;
       auto it = need[size_t(j)].find(r);
       if (it != need[size_t(j)].end()) {
         if (it->second.q_tokens > 0)
-          b.send(r, comm, {}, j, it->second.q_tokens * q_bytes_per_token, kTagQ, fork_group,
-                 "fork q to " + std::to_string(j), "q");
+          b.set_regions(r, b.send(r, comm, {}, j, it->second.q_tokens * q_bytes_per_token, kTagQ, fork_group,
+                                  "fork q to " + std::to_string(j), "q"),
+                        {{"q", it->second.q_slices, {}}});
         if (it->second.kv_tokens > 0)
-          b.send(r, comm, {}, j, it->second.kv_tokens * kv_bytes_per_token, kTagKV, fork_group,
-                 "fork kv to " + std::to_string(j), "kv");
+          b.set_regions(r, b.send(r, comm, {}, j, it->second.kv_tokens * kv_bytes_per_token, kTagKV, fork_group,
+                                  "fork kv to " + std::to_string(j), "kv"),
+                        {{"kv", it->second.kv_slices, {}}});
       }
       auto mine_it = need[size_t(r)].find(j);
       if (mine_it == need[size_t(r)].end())
         continue;
       const Side& sd = mine_it->second;
       if (sd.q_tokens > 0) {
-        const std::string n = "q_g" + std::to_string(j);
-        b.add_buffer(r, {n, "q", sd.q_tokens * q_bytes_per_token, 0, H, sd.q_slices, -1, -1});
-        int id = b.recv(r, comm, {}, j, sd.q_tokens * q_bytes_per_token, kTagQ, fork_group, "fork q from " + std::to_string(j), n);
-        b.set_alloc(r, n, id);
+        int id = b.recv(r, comm, {}, j, sd.q_tokens * q_bytes_per_token, kTagQ, fork_group, "fork q from " + std::to_string(j), "q_mat");
+        b.set_regions(r, id, {{"q_mat", sd.q_slices, {}}});
         fork_recvs.push_back(id);
-        reads.push_back(n);
       }
       if (sd.kv_tokens > 0) {
-        const std::string n = "kv_g" + std::to_string(j);
-        b.add_buffer(r, {n, "kv", sd.kv_tokens * kv_bytes_per_token, 0, G, sd.kv_slices, -1, -1});
-        int id = b.recv(r, comm, {}, j, sd.kv_tokens * kv_bytes_per_token, kTagKV, fork_group, "fork kv from " + std::to_string(j), n);
-        b.set_alloc(r, n, id);
+        int id = b.recv(r, comm, {}, j, sd.kv_tokens * kv_bytes_per_token, kTagKV, fork_group, "fork kv from " + std::to_string(j), "kv_mat");
+        b.set_regions(r, id, {{"kv_mat", sd.kv_slices, {}}});
         fork_recvs.push_back(id);
-        reads.push_back(n);
       }
     }
+    const int first_fork = fork_recvs.empty() ? b.last_op(r) + 1 : std::min(fork_recvs.front(), b.last_op(r));
+    // the own group into the material (DCP's blockwise copy, the same idea)
+    const int own = b.compute(r, comp, {}, ComputeKind::COPY, 0, 2 * c * (q_bytes_per_token + kv_bytes_per_token),
+                              "copy own group", {"q", "kv"}, {"q_mat", "kv_mat"});
 
-    // ---- compute: every owned cell in one varlen launch, partials for foreign rows kept apart
-    std::vector<std::string> writes = {"o", "lse"};
+    // ---- compute: every owned cell in one varlen launch, partials of every material row
     int64_t score_cells = 0;
     for (const auto& sg : segs[size_t(r)])
       score_cells += sg.q.size() * sg.k.size();
-    for (const auto& [x, sd] : need[size_t(r)])
-      if (x != r && sd.q_tokens > 0) {
-        const std::string n = "o_part_g" + std::to_string(x);
-        b.add_buffer(r, {n, "o", sd.q_tokens * part_bytes_per_token, 0, H, sd.q_slices, -1, -1});
-        writes.push_back(n);
-      }
     if (scores == "materialized") // fp32 scores of the owned cells, alive during the kernel
-      b.add_buffer(r, {"scores", "staging", score_cells * H * 4, 0, H, {}, -1, -1});
-    const int attn = attn_of[size_t(r)] = b.attention(r, comp, fork_recvs, Direction::FORWARD, 0, H, segs[size_t(r)], "compute owned cells",
-                                 reads, writes);
+      b.add_buffer(r, buffer("scores", "staging", score_cells * H * 4, H, {}));
+    std::vector<int> deps = fork_recvs;
+    deps.push_back(own);
+    const int attn = attn_of[size_t(r)] = b.attention(r, comp, deps, Direction::FORWARD, 0, H, segs[size_t(r)],
+                                                       "compute owned cells", {"q_mat", "kv_mat"}, {"o_mat", "lse_mat"});
     if (scores == "materialized") {
       b.set_alloc(r, "scores", attn);
       b.set_free(r, "scores", attn);
     }
-    for (const auto& n : reads)
-      if (n != "q" && n != "kv")
-        b.set_free(r, n, attn);
-    for (const auto& n : writes)
-      if (n != "o" && n != "lse")
-        b.set_alloc(r, n, attn);
+    for (const char* n : {"q_mat", "kv_mat"}) {
+      b.set_alloc(r, n, std::min(first_fork, own));
+      b.set_free(r, n, attn);
+    }
+    for (const char* n : {"o_mat", "lse_mat"})
+      b.set_alloc(r, n, attn);
   }
 
-  // ---- join: partials of foreign rows go to the group's owner, which merges them by LSE
+  // ---- join: partials of foreign rows (O and LSE, one message) go to the group's owner, which merges them by LSE
   for (int r = 0; r < W; ++r) {
     const int join_group = b.next_group(r);
     const int attn = attn_of[size_t(r)];
-    std::vector<int> recvs;
-    std::vector<std::string> merge_reads = {"o", "lse"};
+    int last_send = attn;
     for (const auto& [x, sd] : need[size_t(r)])
       if (x != r && sd.q_tokens > 0) {
-        const std::string n = "o_part_g" + std::to_string(x);
-        int id = b.send(r, comm, {attn}, x, sd.q_tokens * part_bytes_per_token, kTagOut, join_group,
-                        "join partial to " + std::to_string(x), n);
-        b.set_free(r, n, id);
+        const int id = b.send(r, comm, {attn}, x, sd.q_tokens * (q_bytes_per_token + 4LL * H), kTagOut, join_group,
+                              "join partial to " + std::to_string(x), "o_mat");
+        b.set_regions(r, id, {{"o_mat", sd.q_slices, {}}, {"lse_mat", sd.q_slices, {}}});
+        last_send = std::max(last_send, id);
       }
-    int64_t rows = 0;
-    for (const auto& t : group_slices(r))
-      rows += t.range.size();
+    std::vector<int> recvs;
+    std::vector<std::string> merge_reads = {"o_mat", "lse_mat"};
     for (int j = 0; j < W; ++j) {
       if (j == r)
         continue;
       auto it = need[size_t(j)].find(r);
       if (it == need[size_t(j)].end() || it->second.q_tokens == 0)
         continue;
-      const std::string n = "o_part_from" + std::to_string(j);
-      const int64_t bytes = it->second.q_tokens * part_bytes_per_token;
-      b.add_buffer(r, {n, "o", bytes, 0, H, it->second.q_slices, -1, -1});
-      int id = b.recv(r, comm, {}, j, bytes, kTagOut, join_group, "join partial from " + std::to_string(j), n);
+      const std::string n = "o_from" + std::to_string(j), l = "lse_from" + std::to_string(j);
+      const int64_t rows = it->second.q_tokens;
+      b.add_buffer(r, buffer(n, "o", rows * q_bytes_per_token, H, it->second.q_slices));
+      b.add_buffer(r, buffer(l, "lse", rows * 4 * H, H, it->second.q_slices));
+      int id = b.recv(r, comm, {}, j, rows * (q_bytes_per_token + 4LL * H), kTagOut, join_group,
+                      "join partial from " + std::to_string(j), n);
+      b.set_regions(r, id, {{n, {}, {}}, {l, {}, {}}});
       b.set_alloc(r, n, id);
+      b.set_alloc(r, l, id);
       recvs.push_back(id);
-      merge_reads.push_back(n);
+      merge_reads.insert(merge_reads.end(), {n, l});
     }
-    if (recvs.empty())
-      continue;
+    int64_t rows = 0;
+    for (const auto& t : group_slices(r))
+      rows += t.range.size();
     std::vector<int> deps = recvs;
     deps.push_back(attn);
+    // the tiler's merge; with no foreign partial it only hands the own rows on
     int m = b.merge(r, comp, deps, Direction::FORWARD, 0, H, rows, int(recvs.size()) + 1, 0, "tiler lse merge",
                     merge_reads, {"o", "lse"});
-    for (size_t k = 2; k < merge_reads.size(); ++k)
-      b.set_free(r, merge_reads[k], m);
+    for (const auto& n : merge_reads)
+      b.set_free(r, n, std::max(m, last_send));
   }
   return b.finish();
 }

@@ -14,46 +14,12 @@
 #include <algorithm>
 #include <bitset>
 #include <map>
+#include <set>
 #include <tuple>
 
 namespace cpsim {
 
 namespace dcp {
-
-namespace {
-const std::string kLocalQ = "q", kLocalKv = "kv"; // the resident buffers a work block reads when local
-} // namespace
-
-StageInputs emit_stage_fetches(ScheduleBuilder& b, int r, int comm, int stages, const Fetches& fx,
-                               const std::vector<int>& send_deps, StageTags tags, const std::string& label,
-                               const std::string& buf_prefix) {
-  const int H = b.scenario().workload.heads, G = b.scenario().workload.kv_heads, W = b.scenario().parallel.cp;
-  StageInputs in;
-  for (int t = 1; t <= stages; ++t) {
-    const int grp = b.next_group(r);
-    const std::string st = label + std::to_string(t);
-    for (int peer = 0; peer < W; ++peer) {
-      if (auto it = fx.q_msgs.find({t, r, peer}); it != fx.q_msgs.end())
-        b.send(r, comm, send_deps, peer, it->second.bytes, tags.q(t), grp, st + " q to " + std::to_string(peer), "q");
-      if (auto it = fx.kv_msgs.find({t, r, peer}); it != fx.kv_msgs.end())
-        b.send(r, comm, send_deps, peer, it->second.bytes, tags.kv(t), grp, st + " kv to " + std::to_string(peer), "kv");
-      for (bool q_side : {true, false}) {
-        const auto& msgs = q_side ? fx.q_msgs : fx.kv_msgs;
-        auto it = msgs.find({t, peer, r});
-        if (it == msgs.end())
-          continue;
-        const std::string n = buf_prefix + (q_side ? "q_s" : "kv_s") + std::to_string(t) + "_from" + std::to_string(peer);
-        b.add_buffer(r, {n, q_side ? "q" : "kv", it->second.bytes, 0, q_side ? H : G, it->second.slices, -1, -1});
-        int id = b.recv(r, comm, send_deps, peer, it->second.bytes, q_side ? tags.q(t) : tags.kv(t), grp,
-                        st + (q_side ? " q from " : " kv from ") + std::to_string(peer), n);
-        b.set_alloc(r, n, id);
-        in.recv_ops[t].push_back(id);
-        (q_side ? in.q_buf : in.kv_buf)[{t, peer}] = n;
-      }
-    }
-  }
-  return in;
-}
 
 } // namespace dcp
 
@@ -89,18 +55,6 @@ std::vector<Partial> partials_of_plan(const DcpPlan& plan) {
   return out;
 }
 
-/** The distinct names among `names`, sorted: the order an op lists the buffers it reads. */
-std::vector<std::string> sorted_names(std::vector<const std::string*> names) {
-  std::sort(names.begin(), names.end());
-  names.erase(std::unique(names.begin(), names.end()), names.end()); // one pointer per buffer
-  std::vector<std::string> out;
-  for (const std::string* n : names)
-    out.push_back(*n);
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
-}
-
 } // namespace
 
 Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
@@ -116,8 +70,6 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
   // ---- fetches: each remote block once, by the first stage that needs it (Q and KV apart)
   const int kv_heads_per_hb = kv_range(0).second - kv_range(0).first;
   const Fetches fx = plan_fetches(plan, per_kv, q_tok, 2LL * kv_heads_per_hb * D * e);
-  const auto& q_first = fx.q_first;
-  const auto& kv_first = fx.kv_first;
 
   // ---- partial outputs: per (device, q block, head block) the stages that computed it
   const std::vector<Partial> partials = partials_of_plan(plan);
@@ -126,17 +78,14 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
     first_partial.push_back(size_t(std::lower_bound(partials.begin(), partials.end(), r,
                                                     [](const Partial& p, int d) { return p.device < d; }) -
                                    partials.begin()));
-  std::map<std::pair<int, int>, Message> out_msgs; // (src, owner) -> partials
   std::vector<int> contributors(plan.blocks.size() * size_t(plan.head_blocks), 0); // remote devices per (q block, head block)
-  for (const Partial& pt : partials) {
-    const auto& b = plan.blocks[size_t(pt.q_block)];
-    if (b.device == pt.device)
-      continue;
-    Message& m = out_msgs[{pt.device, b.device}];
-    add_slice(m.slices, b);
-    m.bytes += b.tokens() * part_tok;
-    contributors[size_t(pt.q_block) * size_t(plan.head_blocks) + size_t(pt.head_block)]++;
-  }
+  for (const Partial& pt : partials)
+    if (plan.blocks[size_t(pt.q_block)].device != pt.device)
+      contributors[size_t(pt.q_block) * size_t(plan.head_blocks) + size_t(pt.head_block)]++;
+  auto slice_of = [&](int bi) {
+    const auto& bl = plan.blocks[size_t(bi)];
+    return TokenSlice{bl.seq, {bl.begin, bl.end}};
+  };
 
   // per device: its work in (stage, head block) order
   const auto work_of = work_by_device(plan);
@@ -144,9 +93,19 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
   ScheduleBuilder bld(sc, mask, "dcp", W);
   const int comp = bld.add_stream("compute", StreamKind::COMPUTE);
   const int comm = bld.add_stream("comm", StreamKind::COMM);
+  auto buffer = [](std::string name, std::string tensor, int64_t bytes, int h0, int h1, std::vector<TokenSlice> toks) {
+    Buffer x;
+    x.name = std::move(name);
+    x.tensor = std::move(tensor);
+    x.bytes = bytes;
+    x.head_begin = h0;
+    x.head_end = h1;
+    x.tokens = std::move(toks);
+    return x;
+  };
   for (int r = 0; r < W; ++r) {
-    const auto my_partials_begin = partials.begin() + std::ptrdiff_t(first_partial[size_t(r)]);
-    const auto my_partials_end = partials.begin() + std::ptrdiff_t(first_partial[size_t(r) + 1]);
+    const auto my_begin = partials.begin() + std::ptrdiff_t(first_partial[size_t(r)]);
+    const auto my_end = partials.begin() + std::ptrdiff_t(first_partial[size_t(r) + 1]);
     std::vector<TokenSlice> mine;
     int64_t tokens = 0;
     for (const auto& b : plan.blocks)
@@ -154,144 +113,214 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
         mine.push_back({b.seq, {b.begin, b.end}});
         tokens += b.tokens();
       }
-    bld.add_buffer(r, {"q", "q", tokens * H * D * e, 0, H, mine, -1, -1});
-    bld.add_buffer(r, {"kv", "kv", tokens * 2 * G * D * e, 0, G, mine, -1, -1});
-    bld.add_buffer(r, {"o", "o", tokens * H * D * e, 0, H, mine, -1, -1});
-    bld.add_buffer(r, {"lse", "lse", tokens * 4 * H, 0, H, mine, -1, -1});
+    bld.add_buffer(r, buffer("q", "q", tokens * H * D * e, 0, H, mine));
+    bld.add_buffer(r, buffer("kv", "kv", tokens * 2 * G * D * e, 0, G, mine));
+    bld.add_buffer(r, buffer("o", "o", tokens * H * D * e, 0, H, mine));
+    bld.add_buffer(r, buffer("lse", "lse", tokens * 4 * H, 0, H, mine));
 
-    // comm stream: one NCCL group per stage 1..T (sends of my blocks, receives of what I need)
-    const StageInputs in = emit_stage_fetches(bld, r, comm, T, fx, {}, StageTags{tag_q, tag_kv}, "stage ", "");
-    const auto& recv_ops = in.recv_ops;
-    const auto& buf_from = in.q_buf;
-    const auto& kv_buf_from = in.kv_buf;
+    // stage groups on the comm stream and the block buffers of every launch (dcp_pools.cpp)
+    const Pools pools = emit_pools(bld, r, comp, comm, plan, work_of[size_t(r)], fx, QSide{{"q"}, {int64_t(D) * e}}, {},
+                                   StageTags{tag_q, tag_kv}, "stage ", "");
+    auto partial_of = [&](int bi, int h) -> const Partial* {
+      const Partial key{r, bi, h, {}};
+      auto it = std::lower_bound(my_begin, my_end, key, [](const Partial& a, const Partial& x) { return a.key() < x.key(); });
+      return it != my_end && it->key() == key.key() ? &*it : nullptr;
+    };
+    // a launch writes the outputs directly when it reads the resident Q and every row's partial is the only one
+    auto direct = [&](int t, int h) {
+      if (pools.q.at({t, h})[0] != "q")
+        return false;
+      for (int bi : pools.q_blocks.at({t, h}))
+        if (contributors[size_t(bi) * size_t(plan.head_blocks) + size_t(h)] != 0 || partial_of(bi, h)->stages.count() != 1)
+          return false;
+      return true;
+    };
 
-    // compute stream: stage by stage, one launch per head block over all its work blocks; each
-    // stage writes its own partial slots (DCP's BufferOut/BufferLSE), reduced once at the end
+    // compute stream: stage by stage, one launch per head block over all its work blocks; each (stage, head block)
+    // writes its own partial O and LSE (DCP's BufferOut/BufferLSE), reduced once at the end
     std::vector<int> after_compute;
-    std::vector<std::string> parts;
-    for (int t = 0; t <= T; ++t) {
-      const std::string part = "o_part_s" + std::to_string(t);
-      int64_t part_bytes = 0;
-      std::vector<TokenSlice> part_slices;
-      for (auto pt = my_partials_begin; pt != my_partials_end; ++pt)
-        if (pt->stages.test(size_t(t))) {
-          const auto& b = plan.blocks[size_t(pt->q_block)];
-          part_bytes += b.tokens() * part_tok;
-          add_slice(part_slices, b);
+    std::map<std::pair<int, int>, std::pair<std::string, std::string>> part; // (t, h) -> partial o, lse
+    for (const auto& [key, qb] : pools.q_blocks) {
+      const auto [t, h] = key;
+      std::vector<AttnSegment> segs;
+      for (const DcpWork* wk : work_of[size_t(r)])
+        if (wk->stage == t && wk->head_block == h) {
+          const auto& a = plan.blocks[size_t(wk->q_block)];
+          const auto& k = plan.blocks[size_t(wk->kv_block)];
+          segs.push_back({a.seq, {a.begin, a.end}, {k.begin, k.end}});
         }
-      if (part_bytes == 0)
-        continue;
-      bld.add_buffer(r, {part, "o", part_bytes, 0, H, part_slices, -1, -1});
-      parts.push_back(part);
-      bool first = true;
-      const auto& mine_work = work_of[size_t(r)];
-      auto cursor = std::lower_bound(mine_work.begin(), mine_work.end(), t,
-                                     [](const DcpWork* a, int stage) { return a->stage < stage; });
-      for (int h = 0; h < plan.head_blocks; ++h) {
-        std::vector<AttnSegment> segs;
-        std::vector<const std::string*> reads;
-        for (; cursor != mine_work.end() && (*cursor)->stage == t && (*cursor)->head_block == h; ++cursor) {
-          const DcpWork& wk = **cursor;
-          const auto& qb = plan.blocks[size_t(wk.q_block)];
-          const auto& kb = plan.blocks[size_t(wk.kv_block)];
-          segs.push_back({qb.seq, {qb.begin, qb.end}, {kb.begin, kb.end}});
-          reads.push_back(qb.device == r ? &kLocalQ : &buf_from.at({q_first.at({r, wk.q_block, wk.head_block}), qb.device}));
-          reads.push_back(kb.device == r ? &kLocalKv
-                                         : &kv_buf_from.at({kv_first.at({r, wk.kv_block, kv_range(wk.head_block).first}), kb.device}));
+      std::vector<int> deps; // inputs arrived in this or an earlier stage, and copied in
+      for (int ft = 1; ft <= t; ++ft)
+        if (auto it = pools.recv_ops.find(ft); it != pools.recv_ops.end())
+          deps.insert(deps.end(), it->second.begin(), it->second.end());
+      if (auto it = pools.copy.find(key); it != pools.copy.end())
+        deps.push_back(it->second);
+      std::pair<std::string, std::string> out{"o", "lse"};
+      if (!direct(t, h)) {
+        out = {"o_t" + std::to_string(t) + "_h" + std::to_string(h), "lse_t" + std::to_string(t) + "_h" + std::to_string(h)};
+        std::vector<TokenSlice> toks;
+        int64_t n = 0;
+        for (int bi : qb) {
+          toks.push_back(slice_of(bi));
+          n += plan.blocks[size_t(bi)].tokens();
         }
-        if (segs.empty())
-          continue;
-        std::vector<int> deps; // inputs arrived in this or an earlier stage
-        for (int ft = 1; ft <= t; ++ft)
-          if (auto it = recv_ops.find(ft); it != recv_ops.end())
-            deps.insert(deps.end(), it->second.begin(), it->second.end());
-        const std::vector<std::string> rd = sorted_names(std::move(reads));
-        int id = bld.attention(r, comp, deps, Direction::FORWARD, h * hb, (h + 1) * hb, segs,
-                               "stage " + std::to_string(t) + " attn heads " + std::to_string(h * hb), rd, {part});
-        CPSIM_ASSERT(id >= 0, "a DCP work block holds visible cells by construction");
-        after_compute.push_back(id);
-        for (const auto& n : rd)
-          if (n != "q" && n != "kv")
-            bld.set_free(r, n, id);
-        if (first)
-          bld.set_alloc(r, part, id);
-        first = false;
+        bld.add_buffer(r, buffer(out.first, "o", n * q_tok, h * hb, (h + 1) * hb, toks));
+        bld.add_buffer(r, buffer(out.second, "lse", n * 4 * hb, h * hb, (h + 1) * hb, toks));
+        part[key] = out;
+      }
+      const int id = bld.attention(r, comp, deps, Direction::FORWARD, h * hb, (h + 1) * hb, segs,
+                                   "stage " + std::to_string(t) + " attn heads " + std::to_string(h * hb),
+                                   {pools.q.at(key)[0], pools.kv.at(key)}, {out.first, out.second});
+      CPSIM_ASSERT(id >= 0, "a DCP work block holds visible cells by construction");
+      after_compute.push_back(id);
+      for (const std::string& n : {pools.q.at(key)[0], pools.kv.at(key)})
+        if (n != "q" && n != "kv")
+          bld.set_free(r, n, id);
+      if (part.count(key)) {
+        bld.set_alloc(r, out.first, id);
+        bld.set_alloc(r, out.second, id);
       }
     }
+    auto stage_parts = [&](int h) { // the (o, lse) partials of head block h, stage order: what merges read
+      std::vector<std::string> v;
+      for (const auto& [key, names] : part)
+        if (key.second == h)
+          v.insert(v.end(), {names.first, names.second});
+      return v;
+    };
 
-    // pre-merge partials of foreign query blocks computed in several stages, grouped by (heads, count)
+    // pre-merge partials of foreign query blocks computed in several stages, grouped by (head block, stages)
     std::map<std::pair<int, int>, int64_t> pre_rows; // (head block, stages) -> rows
-    for (auto pt = my_partials_begin; pt != my_partials_end; ++pt) {
+    std::map<int, std::vector<TokenSlice>> pre_slices; // head block -> the blocks pre-merged
+    for (auto pt = my_begin; pt != my_end; ++pt) {
       const int n = int(pt->stages.count());
       if (plan.blocks[size_t(pt->q_block)].device == r || n < 2)
         continue;
       pre_rows[{pt->head_block, n}] += plan.blocks[size_t(pt->q_block)].tokens();
+      pre_slices[pt->head_block].push_back(slice_of(pt->q_block));
     }
-    std::vector<std::string> out_to;
-    for (int peer = 0; peer < W; ++peer)
-      if (auto it = out_msgs.find({r, peer}); it != out_msgs.end()) {
-        const std::string n = "out_to" + std::to_string(peer);
-        bld.add_buffer(r, {n, "o", it->second.bytes, 0, H, it->second.slices, -1, -1});
-        out_to.push_back(n);
-      }
+    auto pm = [](int h) { return std::make_pair("pm_o_h" + std::to_string(h), "pm_lse_h" + std::to_string(h)); };
+    for (const auto& [h, toks] : pre_slices) {
+      int64_t n = 0;
+      for (const auto& x : toks)
+        n += x.range.size();
+      bld.add_buffer(r, buffer(pm(h).first, "o", n * q_tok, h * hb, (h + 1) * hb, toks));
+      bld.add_buffer(r, buffer(pm(h).second, "lse", n * 4 * hb, h * hb, (h + 1) * hb, toks));
+    }
     std::vector<int> pre_ops;
+    std::set<int> pm_started;
     for (const auto& [key, rows] : pre_rows) {
-      int id = bld.merge(r, comp, after_compute, Direction::FORWARD, key.first * hb, (key.first + 1) * hb, rows,
-                         key.second, 0, "pre-merge stage partials", parts, out_to);
+      const int id = bld.merge(r, comp, after_compute, Direction::FORWARD, key.first * hb, (key.first + 1) * hb, rows,
+                               key.second, 0, "pre-merge stage partials", stage_parts(key.first),
+                               {pm(key.first).first, pm(key.first).second});
       pre_ops.push_back(id);
+      if (pm_started.insert(key.first).second) { // live from the head block's first pre-merge
+        bld.set_alloc(r, pm(key.first).first, id);
+        bld.set_alloc(r, pm(key.first).second, id);
+      }
     }
-    for (const auto& n : out_to)
-      bld.set_alloc(r, n, pre_ops.empty() ? (after_compute.empty() ? -1 : after_compute.front()) : pre_ops.front());
 
-    // output exchange: partials of foreign rows to their owners (one NCCL group)
+    // output exchange: partials of foreign rows to their owners (one NCCL group), O and LSE regions per block
     const int grp = bld.next_group(r);
     std::vector<int> send_deps = after_compute;
     send_deps.insert(send_deps.end(), pre_ops.begin(), pre_ops.end());
     std::vector<int> out_recvs;
-    std::vector<std::string> merge_reads = parts;
+    std::vector<std::string> from_bufs;            // received partials
+    std::map<int, std::vector<std::string>> from_h; // head block -> its received (o, lse) pairs
+    int last_send = -1;
     for (int peer = 0; peer < W; ++peer) {
-      if (auto it = out_msgs.find({r, peer}); it != out_msgs.end()) {
-        const std::string n = "out_to" + std::to_string(peer);
-        int id = bld.send(r, comm, send_deps, peer, it->second.bytes, kTagOut, grp, "output partials to " + std::to_string(peer), n);
-        bld.set_free(r, n, id);
+      // mine for peer: its blocks I computed partials of, by head block
+      std::vector<BufferRegion> rs;
+      int64_t bytes = 0;
+      for (int h = 0; h < plan.head_blocks; ++h)
+        for (auto pt = my_begin; pt != my_end; ++pt) {
+          if (pt->head_block != h || plan.blocks[size_t(pt->q_block)].device != peer || peer == r)
+            continue;
+          const TokenSlice t = slice_of(pt->q_block);
+          std::pair<std::string, std::string> src = pm(h);
+          if (pt->stages.count() == 1)
+            for (int st = 0; st <= T; ++st)
+              if (pt->stages.test(size_t(st)))
+                src = part.at({st, h});
+          rs.push_back({src.first, {t}, {}});
+          rs.push_back({src.second, {t}, {}});
+          bytes += t.range.size() * part_tok;
+        }
+      if (!rs.empty()) {
+        const int id = bld.send(r, comm, send_deps, peer, bytes, kTagOut, grp, "output partials to " + std::to_string(peer), rs[0].buffer);
+        bld.set_regions(r, id, rs);
+        last_send = std::max(last_send, id);
       }
-      if (auto it = out_msgs.find({peer, r}); it != out_msgs.end()) {
-        const std::string n = "out_from" + std::to_string(peer);
-        bld.add_buffer(r, {n, "o", it->second.bytes, 0, H, it->second.slices, -1, -1});
-        int id = bld.recv(r, comm, {}, peer, it->second.bytes, kTagOut, grp, "output partials from " + std::to_string(peer), n);
-        bld.set_alloc(r, n, id);
+      // theirs for me: my blocks the peer computed partials of
+      std::vector<BufferRegion> in;
+      bytes = 0;
+      for (int h = 0; h < plan.head_blocks; ++h) {
+        std::vector<TokenSlice> toks;
+        for (auto pt = partials.begin() + std::ptrdiff_t(first_partial[size_t(peer)]);
+             pt != partials.begin() + std::ptrdiff_t(first_partial[size_t(peer) + 1]); ++pt)
+          if (pt->head_block == h && plan.blocks[size_t(pt->q_block)].device == r && peer != r)
+            toks.push_back(slice_of(pt->q_block));
+        if (toks.empty())
+          continue;
+        const std::string o = "o_from" + std::to_string(peer) + "_h" + std::to_string(h), l = "lse_from" + std::to_string(peer) + "_h" + std::to_string(h);
+        int64_t n = 0;
+        for (const auto& x : toks) {
+          n += x.range.size();
+          in.push_back({o, {x}, {}});
+          in.push_back({l, {x}, {}});
+        }
+        bld.add_buffer(r, buffer(o, "o", n * q_tok, h * hb, (h + 1) * hb, toks));
+        bld.add_buffer(r, buffer(l, "lse", n * 4 * hb, h * hb, (h + 1) * hb, toks));
+        from_bufs.insert(from_bufs.end(), {o, l});
+        from_h[h].insert(from_h[h].end(), {o, l});
+        bytes += n * part_tok;
+      }
+      if (!in.empty()) {
+        const int id = bld.recv(r, comm, {}, peer, bytes, kTagOut, grp, "output partials from " + std::to_string(peer), in[0].buffer);
+        bld.set_regions(r, id, in);
+        for (const auto& g : in)
+          bld.set_alloc(r, g.buffer, id);
         out_recvs.push_back(id);
-        merge_reads.push_back(n);
       }
     }
 
-    // final n-way LSE merge at the owner, grouped by (head block, partial count)
+    // final n-way LSE merge at the owner, grouped by (head block, partial count); rows a launch wrote directly are done
     std::map<std::pair<int, int>, int64_t> final_rows;
     for (int blk = 0; blk < int(plan.blocks.size()); ++blk) {
       if (plan.blocks[size_t(blk)].device != r)
         continue;
       for (int h = 0; h < plan.head_blocks; ++h) {
-        int n = 0;
-        const Partial key{r, blk, h, {}};
-        auto it = std::lower_bound(my_partials_begin, my_partials_end, key,
-                                   [](const Partial& a, const Partial& b) { return a.key() < b.key(); });
-        if (it != my_partials_end && it->key() == key.key())
-          n += int(it->stages.count());
-        const bool has_local = n > 0;
+        const Partial* pt = partial_of(blk, h);
+        int n = pt ? int(pt->stages.count()) : 0;
+        bool written = false;
+        if (pt && n == 1)
+          for (int st = 0; st <= T; ++st)
+            written = written || (pt->stages.test(size_t(st)) && !part.count({st, h}));
         n += contributors[size_t(blk) * size_t(plan.head_blocks) + size_t(h)];
-        if (n >= 2 || (n == 1 && !has_local)) // one local partial is already final
+        if (n >= 1 && !written)
           final_rows[{h, n}] += plan.blocks[size_t(blk)].tokens();
       }
     }
     std::vector<int> merge_deps = after_compute;
     merge_deps.insert(merge_deps.end(), out_recvs.begin(), out_recvs.end());
     int last = -1;
-    for (const auto& [key, rows] : final_rows)
+    for (const auto& [key, rows] : final_rows) {
+      std::vector<std::string> reads = stage_parts(key.first);
+      reads.insert(reads.end(), from_h[key.first].begin(), from_h[key.first].end());
       last = bld.merge(r, comp, merge_deps, Direction::FORWARD, key.first * hb, (key.first + 1) * hb, rows, key.second,
-                       0, "final lse merge", merge_reads, {"o", "lse"});
-    const int end = bld.last_op(r);
-    for (const auto& n : merge_reads)
-      bld.set_free(r, n, last >= 0 ? std::max(last, end) : end);
+                       0, "final lse merge", reads, {"o", "lse"});
+    }
+    const int end = std::max({bld.last_op(r), last, last_send});
+    for (const auto& [key, names] : part) {
+      bld.set_free(r, names.first, end);
+      bld.set_free(r, names.second, end);
+    }
+    for (const auto& [h, toks] : pre_slices) {
+      bld.set_free(r, pm(h).first, end);
+      bld.set_free(r, pm(h).second, end);
+    }
+    for (const auto& n : from_bufs)
+      bld.set_free(r, n, end);
   }
   if (sc.pass == PassKind::FWD_BWD)
     emit_backward(bld, sc, plan, comp, comm);

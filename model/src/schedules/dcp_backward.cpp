@@ -20,53 +20,44 @@ int tag_bkv(int stage) { return p2p_tag(2, 2 * stage + 1); }
 void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, int comp, int comm) {
   const Workload& w = sc.workload;
   const int W = sc.parallel.cp, H = w.heads, G = w.kv_heads, D = w.head_dim, e = w.elem_bytes();
-  const int per_kv = H / G, hb = plan.head_block, T = plan.options.stages;
-  const int kvh = kv_heads_of(0, hb, per_kv).second - kv_heads_of(0, hb, per_kv).first;
+  const int per_kv = H / G, hb = plan.head_block;
+  auto kvr = [&](int h) { return kv_heads_of(h, hb, per_kv); };
+  const int kvh = kvr(0).second - kvr(0).first;
   const int64_t q_bundle_tok = int64_t(hb) * (3 * D * e + 4); // Q, O, dO and fp32 LSE
   const int64_t kv_tok = 2LL * kvh * D * e, dq_tok = int64_t(hb) * D * 4, dkv_tok = 2LL * kvh * D * 4;
 
   // fetches as in the forward, with the Q side carrying Q, O, dO and LSE
   const Fetches fx = plan_fetches(plan, per_kv, q_bundle_tok, kv_tok);
-  const auto& q_first = fx.q_first;
-  const auto& kv_first = fx.kv_first;
-  std::set<std::tuple<int, int, int>> dq_parts, dkv_parts; // (device, block, head key) off the owner
-  for (const auto& [key, stage] : q_first.entries())
+  // gradient partials off the owner: (device, block, head key), from the first stages of the fetches
+  std::set<std::tuple<int, int, int>> dq_parts, dkv_parts;
+  for (const auto& [key, stage] : fx.q_first.entries())
     dq_parts.insert(key);
-  for (const auto& [key, stage] : kv_first.entries())
+  for (const auto& [key, stage] : fx.kv_first.entries())
     dkv_parts.insert(key);
-  // gradient partials: (src, owner) -> one message with dQ and dKV; per owner the rows it sums
-  std::map<std::pair<int, int>, Message> grad_msgs;
-  std::vector<int64_t> dq_rows(static_cast<size_t>(W), 0), dkv_rows(static_cast<size_t>(W), 0);
-  std::vector<int64_t> dq_sum_bytes(static_cast<size_t>(W), 0), dkv_sum_bytes(static_cast<size_t>(W), 0);
-  std::vector<int64_t> acc_dq(static_cast<size_t>(W), 0), acc_dkv(static_cast<size_t>(W), 0);
-  for (auto [dev, blk, h] : dq_parts) {
-    const auto& bl = plan.blocks[size_t(blk)];
-    Message& m = grad_msgs[{dev, bl.device}];
-    add_slice(m.slices, bl);
-    m.bytes += bl.tokens() * dq_tok;
-    acc_dq[size_t(dev)] += bl.tokens() * dq_tok;
-    dq_rows[size_t(bl.device)] += bl.tokens();
-    dq_sum_bytes[size_t(bl.device)] += bl.tokens() * dq_tok;
-  }
-  for (auto [dev, blk, h] : dkv_parts) {
-    const auto& bl = plan.blocks[size_t(blk)];
-    Message& m = grad_msgs[{dev, bl.device}];
-    add_slice(m.slices, bl);
-    m.bytes += bl.tokens() * dkv_tok;
-    acc_dkv[size_t(dev)] += bl.tokens() * dkv_tok;
-    dkv_rows[size_t(bl.device)] += bl.tokens();
-    dkv_sum_bytes[size_t(bl.device)] += bl.tokens() * dkv_tok;
-  }
   const auto work_of = work_by_device(plan);
+  auto slice_of = [&](int bi) {
+    const auto& bl = plan.blocks[size_t(bi)];
+    return TokenSlice{bl.seq, {bl.begin, bl.end}};
+  };
+  auto buffer = [](std::string name, std::string tensor, int64_t bytes, int h0, int h1, std::vector<TokenSlice> toks) {
+    Buffer x;
+    x.name = std::move(name);
+    x.tensor = std::move(tensor);
+    x.bytes = bytes;
+    x.head_begin = h0;
+    x.head_end = h1;
+    x.tokens = std::move(toks);
+    return x;
+  };
+  auto gq = [](const char* dir, int peer, int h) { return std::string("gdq_") + dir + std::to_string(peer) + "_h" + std::to_string(h); };
+  auto gkv = [](const char* dir, int peer, int g) { return std::string("gdkv_") + dir + std::to_string(peer) + "_k" + std::to_string(g); };
 
   for (int r = 0; r < W; ++r) {
     // the forward is final on this rank once its last compute and comm ops are done
     std::vector<int> fwd_done(2, -1);
     const int first_bwd_op = b.last_op(r) + 1;
-    for (int id = 0; id < first_bwd_op; ++id) {
-      const int st = b.op(r, id).stream;
-      fwd_done[st == comp ? 0 : 1] = id;
-    }
+    for (int id = 0; id < first_bwd_op; ++id)
+      fwd_done[b.op(r, id).stream == comp ? 0 : 1] = id;
     std::vector<TokenSlice> mine;
     int64_t tokens = 0;
     for (const auto& bl : plan.blocks)
@@ -74,108 +65,194 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
         mine.push_back({bl.seq, {bl.begin, bl.end}});
         tokens += bl.tokens();
       }
-    b.add_buffer(r, {"do", "do", tokens * H * D * e, 0, H, mine, -1, -1});
-    b.add_buffer(r, {"dq", "dq", tokens * H * D * 4, 0, H, mine, -1, -1});
-    b.add_buffer(r, {"dkv", "dkv", tokens * 2 * G * D * 4, 0, G, mine, -1, -1});
-    std::vector<std::string> accs;
-    if (acc_dq[size_t(r)] > 0)
-      accs.push_back("dq_acc");
-    if (acc_dkv[size_t(r)] > 0)
-      accs.push_back("dkv_acc");
-    if (acc_dq[size_t(r)] > 0)
-      b.add_buffer(r, {"dq_acc", "dq", acc_dq[size_t(r)], 0, H, {}, -1, -1});
-    if (acc_dkv[size_t(r)] > 0)
-      b.add_buffer(r, {"dkv_acc", "dkv", acc_dkv[size_t(r)], 0, G, {}, -1, -1});
+    b.add_buffer(r, buffer("do", "do", tokens * H * D * e, 0, H, mine));
+    b.add_buffer(r, buffer("dq", "dq", tokens * H * D * 4, 0, H, mine));
+    b.add_buffer(r, buffer("dkv", "dkv", tokens * 2 * G * D * 4, 0, G, mine));
 
-    const StageInputs in =
-        emit_stage_fetches(b, r, comm, T, fx, fwd_done, StageTags{tag_bq, tag_bkv}, "bwd stage ", "b");
-    const auto& q_buf = in.q_buf;
-    const auto& kv_buf = in.kv_buf;
+    const Pools pools = emit_pools(b, r, comp, comm, plan, work_of[size_t(r)], fx,
+                                   QSide{{"q", "o", "do", "lse"}, {int64_t(D) * e, int64_t(D) * e, int64_t(D) * e, 4}},
+                                   fwd_done, StageTags{tag_bq, tag_bkv}, "bwd stage ", "b");
 
+    // per (stage, head block): one launch into its own fp32 dQ and bf16 dK, dV partials of the pool's rows
     std::vector<int> after_compute;
-    std::set<std::string> allocated;
-    const auto& mine_work = work_of[size_t(r)];
-    auto cursor = mine_work.begin();
-    for (int t = 0; t <= T; ++t)
-      for (int h = 0; h < plan.head_blocks; ++h) {
-        std::vector<AttnSegment> segs;
-        std::set<std::string> reads;
-        std::set<std::string> writes;
-        for (; cursor != mine_work.end() && (*cursor)->stage == t && (*cursor)->head_block == h; ++cursor) {
-          const DcpWork& wk = **cursor;
-          const auto& qb = plan.blocks[size_t(wk.q_block)];
-          const auto& kb = plan.blocks[size_t(wk.kv_block)];
-          segs.push_back({qb.seq, {qb.begin, qb.end}, {kb.begin, kb.end}});
-          if (qb.device == r) {
-            reads.insert({"q", "o", "lse", "do"});
-            writes.insert("dq");
-          } else {
-            reads.insert(q_buf.at({q_first.at({r, wk.q_block, wk.head_block}), qb.device}));
-            writes.insert("dq_acc");
-          }
-          if (kb.device == r) {
-            reads.insert("kv");
-            writes.insert("dkv");
-          } else {
-            const int kv_key = kv_heads_of(wk.head_block, hb, per_kv).first;
-            reads.insert(kv_buf.at({kv_first.at({r, wk.kv_block, kv_key}), kb.device}));
-            writes.insert("dkv_acc");
-          }
+    std::vector<std::string> partials;
+    for (const auto& [key, qb] : pools.q_blocks) {
+      const auto [t, h] = key;
+      std::vector<AttnSegment> segs;
+      for (const DcpWork* wk : work_of[size_t(r)])
+        if (wk->stage == t && wk->head_block == h) {
+          const auto& a = plan.blocks[size_t(wk->q_block)];
+          const auto& k = plan.blocks[size_t(wk->kv_block)];
+          segs.push_back({a.seq, {a.begin, a.end}, {k.begin, k.end}});
         }
-        if (segs.empty())
-          continue;
-        std::vector<int> deps = fwd_done;
-        for (int ft = 1; ft <= t; ++ft)
-          if (auto it = in.recv_ops.find(ft); it != in.recv_ops.end())
-            deps.insert(deps.end(), it->second.begin(), it->second.end());
-        std::vector<std::string> rd(reads.begin(), reads.end());
-        int id = b.attention(r, comp, deps, Direction::BACKWARD, h * hb, (h + 1) * hb, segs,
-                             "bwd stage " + std::to_string(t) + " attn heads " + std::to_string(h * hb), rd,
-                             std::vector<std::string>(writes.begin(), writes.end()));
-        after_compute.push_back(id);
-        for (const auto& n : rd)
-          if (n.rfind("bq_s", 0) == 0 || n.rfind("bkv_s", 0) == 0)
-            b.set_free(r, n, id);
-        for (const auto& n : accs)
-          if (writes.count(n) && allocated.insert(n).second) // live from its first writer on
-            b.set_alloc(r, n, id);
+      std::vector<int> deps = fwd_done;
+      for (int ft = 1; ft <= t; ++ft)
+        if (auto it = pools.recv_ops.find(ft); it != pools.recv_ops.end())
+          deps.insert(deps.end(), it->second.begin(), it->second.end());
+      if (auto it = pools.copy.find(key); it != pools.copy.end())
+        deps.push_back(it->second);
+      const std::string suffix = "_t" + std::to_string(t) + "_h" + std::to_string(h);
+      std::vector<TokenSlice> qt, kt;
+      int64_t qn = 0, kn = 0;
+      for (int bi : qb) {
+        qt.push_back(slice_of(bi));
+        qn += plan.blocks[size_t(bi)].tokens();
       }
-
-    // gradient exchange (one group), then the owners sum what arrived into dq and dkv
-    const int grp = b.next_group(r);
-    std::vector<int> recvs;
-    std::vector<std::string> sum_reads;
-    for (int peer = 0; peer < W; ++peer) {
-      if (auto it = grad_msgs.find({r, peer}); it != grad_msgs.end()) {
-        const std::string n = "grad_to" + std::to_string(peer);
-        b.add_buffer(r, {n, "dkv", it->second.bytes, 0, H, it->second.slices, -1, -1});
-        int id = b.send(r, comm, after_compute, peer, it->second.bytes, kTagGrad, grp,
-                        "bwd gradient partials to " + std::to_string(peer), n);
-        b.set_alloc(r, n, after_compute.empty() ? id : after_compute.front());
-        b.set_free(r, n, id);
-        for (const auto& a : accs)
-          b.set_free(r, a, id);
+      for (int bi : pools.kv_blocks.at(key)) {
+        kt.push_back(slice_of(bi));
+        kn += plan.blocks[size_t(bi)].tokens();
       }
-      if (auto it = grad_msgs.find({peer, r}); it != grad_msgs.end()) {
-        const std::string n = "grad_from" + std::to_string(peer);
-        b.add_buffer(r, {n, "dkv", it->second.bytes, 0, H, it->second.slices, -1, -1});
-        int id = b.recv(r, comm, {}, peer, it->second.bytes, kTagGrad, grp, "bwd gradient partials from " + std::to_string(peer), n);
+      b.add_buffer(r, buffer("dq" + suffix, "dq_acc", qn * dq_tok, h * hb, (h + 1) * hb, qt));
+      b.add_buffer(r, buffer("dkv" + suffix, "dkv", kn * kv_tok, kvr(h).first, kvr(h).second, kt));
+      const auto& qp = pools.q.at(key);
+      const int id = b.attention(r, comp, deps, Direction::BACKWARD, h * hb, (h + 1) * hb, segs,
+                                 "bwd stage " + std::to_string(t) + " attn heads " + std::to_string(h * hb),
+                                 {qp[0], pools.kv.at(key), qp[1], qp[3], qp[2]}, {"dq" + suffix, "dkv" + suffix});
+      after_compute.push_back(id);
+      for (const std::string& n : {"dq" + suffix, "dkv" + suffix}) {
         b.set_alloc(r, n, id);
-        recvs.push_back(id);
-        sum_reads.push_back(n);
+        partials.push_back(n);
+      }
+      for (const auto& n : qp)
+        if (n != "q" && n != "o" && n != "do" && n != "lse")
+          b.set_free(r, n, id);
+      if (pools.kv.at(key) != "kv")
+        b.set_free(r, pools.kv.at(key), id);
+    }
+
+    // the partials summed per block: the owned ones into dq, dkv; the others into one fp32 buffer per owner and head
+    // key (DCP accumulates per device across stages), added in place by token
+    std::vector<std::string> sums = {"dq", "dkv"};
+    std::map<int, std::vector<BufferRegion>> to_peer;
+    std::map<int, int64_t> to_bytes;
+    for (int p = 0; p < W; ++p) {
+      if (p == r)
+        continue;
+      for (int h = 0; h < plan.head_blocks; ++h) {
+        std::vector<TokenSlice> toks;
+        for (const auto& [dev, blk, key] : dq_parts)
+          if (dev == r && key == h && plan.blocks[size_t(blk)].device == p)
+            toks.push_back(slice_of(blk));
+        if (toks.empty())
+          continue;
+        int64_t n = 0;
+        for (const auto& x : toks)
+          n += x.range.size();
+        b.add_buffer(r, buffer(gq("to", p, h), "dq", n * dq_tok, h * hb, (h + 1) * hb, toks));
+        sums.push_back(gq("to", p, h));
+        to_peer[p].push_back({gq("to", p, h), {}, {}});
+        to_bytes[p] += n * dq_tok;
+      }
+      std::set<int> keys;
+      for (int h = 0; h < plan.head_blocks; ++h)
+        keys.insert(kvr(h).first);
+      for (int g : keys) {
+        std::vector<TokenSlice> toks;
+        for (const auto& [dev, blk, key] : dkv_parts)
+          if (dev == r && key == g && plan.blocks[size_t(blk)].device == p)
+            toks.push_back(slice_of(blk));
+        if (toks.empty())
+          continue;
+        int64_t n = 0;
+        for (const auto& x : toks)
+          n += x.range.size();
+        b.add_buffer(r, buffer(gkv("to", p, g), "dkv", n * dkv_tok, g, g + kvh, toks));
+        sums.push_back(gkv("to", p, g));
+        to_peer[p].push_back({gkv("to", p, g), {}, {}});
+        to_bytes[p] += n * dkv_tok;
       }
     }
-    std::vector<int> deps = after_compute;
-    deps.insert(deps.end(), recvs.begin(), recvs.end());
+    std::vector<std::string> sum_reads = partials;
+    sum_reads.insert(sum_reads.end(), sums.begin(), sums.end());
+    int64_t sum_bytes = 0;
+    for (const auto& n : partials)
+      sum_bytes += b.buffer(r, n).bytes;
+    int64_t sum_rows = 0;
+    for (const auto& [key, qb] : pools.q_blocks)
+      for (int bi : qb)
+        sum_rows += plan.blocks[size_t(bi)].tokens();
+    const int acc = after_compute.empty() ? -1
+                                          : b.merge(r, comp, after_compute, Direction::BACKWARD, 0, H, sum_rows,
+                                                    int(partials.size()), sum_bytes, "bwd sum stage partials", sum_reads, sums);
+    for (const auto& n : partials)
+      b.set_free(r, n, acc);
+    for (size_t i = 2; i < sums.size(); ++i)
+      b.set_alloc(r, sums[i], acc);
+
+    // gradient exchange (one group), then the owners add what arrived into dq and dkv
+    const int grp = b.next_group(r);
+    std::vector<int> recvs;
+    std::vector<std::string> from;
+    for (int peer = 0; peer < W; ++peer) {
+      if (auto it = to_peer.find(peer); it != to_peer.end()) {
+        const int id = b.send(r, comm, {acc}, peer, to_bytes[peer], kTagGrad, grp, "bwd gradient partials to " + std::to_string(peer),
+                              it->second[0].buffer);
+        b.set_regions(r, id, it->second);
+        for (const auto& g : it->second)
+          b.set_free(r, g.buffer, id);
+      }
+      std::vector<BufferRegion> in;
+      int64_t bytes = 0;
+      for (int h = 0; h < plan.head_blocks && peer != r; ++h) {
+        std::vector<TokenSlice> toks;
+        for (const auto& [dev, blk, key] : dq_parts)
+          if (dev == peer && key == h && plan.blocks[size_t(blk)].device == r)
+            toks.push_back(slice_of(blk));
+        if (toks.empty())
+          continue;
+        int64_t n = 0;
+        for (const auto& x : toks)
+          n += x.range.size();
+        b.add_buffer(r, buffer(gq("from", peer, h), "dq", n * dq_tok, h * hb, (h + 1) * hb, toks));
+        in.push_back({gq("from", peer, h), {}, {}});
+        bytes += n * dq_tok;
+      }
+      std::set<int> keys;
+      for (int h = 0; h < plan.head_blocks; ++h)
+        keys.insert(kvr(h).first);
+      for (int g : keys) {
+        if (peer == r)
+          break;
+        std::vector<TokenSlice> toks;
+        for (const auto& [dev, blk, key] : dkv_parts)
+          if (dev == peer && key == g && plan.blocks[size_t(blk)].device == r)
+            toks.push_back(slice_of(blk));
+        if (toks.empty())
+          continue;
+        int64_t n = 0;
+        for (const auto& x : toks)
+          n += x.range.size();
+        b.add_buffer(r, buffer(gkv("from", peer, g), "dkv", n * dkv_tok, g, g + kvh, toks));
+        in.push_back({gkv("from", peer, g), {}, {}});
+        bytes += n * dkv_tok;
+      }
+      if (in.empty())
+        continue;
+      const int id = b.recv(r, comm, {}, peer, bytes, kTagGrad, grp, "bwd gradient partials from " + std::to_string(peer), in[0].buffer);
+      b.set_regions(r, id, in);
+      for (const auto& g : in) {
+        b.set_alloc(r, g.buffer, id);
+        from.push_back(g.buffer);
+      }
+      recvs.push_back(id);
+    }
+    std::vector<int> deps = recvs;
+    deps.push_back(acc);
+    int64_t dq_rows = 0, dkv_rows = 0, dq_bytes = 0, dkv_bytes = 0;
+    for (const auto& n : from) {
+      const Buffer& x = b.buffer(r, n);
+      (x.tensor == "dq" ? dq_bytes : dkv_bytes) += x.bytes;
+      (x.tensor == "dq" ? dq_rows : dkv_rows) += x.bytes / (x.tensor == "dq" ? dq_tok : dkv_tok);
+    }
+    std::vector<std::string> reads = {"dq", "dkv"};
+    reads.insert(reads.end(), from.begin(), from.end());
     int last = -1;
-    if (dq_rows[size_t(r)] > 0)
-      last = b.merge(r, comp, deps, Direction::BACKWARD, 0, H, dq_rows[size_t(r)], 2, dq_sum_bytes[size_t(r)],
-                     "bwd sum dq partials", sum_reads, {"dq"});
-    if (dkv_rows[size_t(r)] > 0)
-      last = b.merge(r, comp, deps, Direction::BACKWARD, 0, H, dkv_rows[size_t(r)], 2, dkv_sum_bytes[size_t(r)],
-                     "bwd sum dkv partials", sum_reads, {"dkv"});
-    for (const auto& n : sum_reads)
-      b.set_free(r, n, last);
+    if (dq_rows > 0)
+      last = b.merge(r, comp, deps, Direction::BACKWARD, 0, H, dq_rows, 2, dq_bytes, "bwd sum dq partials", reads, {"dq"});
+    if (dkv_rows > 0)
+      last = b.merge(r, comp, deps, Direction::BACKWARD, 0, H, dkv_rows, 2, dkv_bytes, "bwd sum dkv partials", reads, {"dkv"});
+    for (const auto& n : from)
+      b.set_free(r, n, std::max(last, b.last_op(r)));
   }
 }
 

@@ -140,20 +140,35 @@ inline std::vector<std::vector<const DcpWork*>> work_by_device(const DcpPlan& pl
   return out;
 }
 
-/** Receives of one rank's stage groups: ops per stage and the buffer each (stage, source) filled. */
-struct StageInputs {
-  std::map<int, std::vector<int>> recv_ops;
-  std::map<std::pair<int, int>, std::string> q_buf, kv_buf;
+/**
+ * What a rank's launch of (stage t, head block h) reads, as DCP's block tables would give it, but in buffers: the
+ * kernels take one tensor per input, so the blocks of a launch sit in one pool buffer per tensor (q side: q, or q,
+ * o, do, lse in the backward; and kv). A remote block lands, in the stage group that first needs it, in the pool of
+ * that stage; resident blocks and blocks received for an earlier stage are copied in (a COPY op per pool). A pool
+ * whose blocks are exactly the resident ones, none received, is the resident buffer itself.
+ */
+struct Pools {
+  std::map<std::pair<int, int>, std::vector<std::string>> q; // (t, h) -> one buffer per q-side tensor
+  std::map<std::pair<int, int>, std::string> kv;
+  std::map<std::pair<int, int>, std::vector<int>> q_blocks, kv_blocks; // the launch's blocks, ascending
+  std::map<std::pair<int, int>, int> copy;                            // (t, h) -> its COPY op, if any
+  std::map<int, std::vector<int>> recv_ops;                            // stage -> receives
+  std::map<std::string, int> first_write;                              // pool -> its first writer
+};
+
+/** The resident q-side tensors a pass reads and the bytes a token of one head (one row of hb heads) adds per tensor. */
+struct QSide {
+  std::vector<std::string> tensors;     // resident names = tensor names
+  std::vector<int64_t> bytes_per_head;  // per tensor: bytes of one token of one head
 };
 
 /**
- * One NCCL group per stage 1..stages on `comm`: rank r sends the blocks it owns that others fetch in
- * that stage (reading its resident q / kv) and receives what it fetches into fresh buffers
- * `<buf_prefix>q_s<t>_from<src>` / `..kv_s..`. Every op waits for `send_deps`.
+ * One NCCL group per stage 1..T on `comm` (each remote block once, in the first stage that needs it, Q side and K, V
+ * as one message each per peer and stage), the pool buffers and their COPY ops on `comp`. `prefix` names the pools.
  */
-StageInputs emit_stage_fetches(ScheduleBuilder& b, int r, int comm, int stages, const Fetches& fx,
-                               const std::vector<int>& send_deps, StageTags tags, const std::string& label,
-                               const std::string& buf_prefix);
+Pools emit_pools(ScheduleBuilder& b, int r, int comp, int comm, const DcpPlan& plan, const std::vector<const DcpWork*>& work,
+                 const Fetches& fx, const QSide& qs, const std::vector<int>& send_deps, StageTags tags,
+                 const std::string& label, const std::string& prefix);
 
 /** Appends the backward plan after the forward ops of every rank (same placement and stages). */
 void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, int comp, int comm);

@@ -76,21 +76,32 @@ std::vector<std::vector<int>> place_kv_groups(const Workload& w, const MaskGeome
   return out;
 }
 
+std::vector<TokenSlice> needed_keys(const MaskGeometry& mask, const Workload& w, int seq, TokenRange q, int g, int scp,
+                                    int j) {
+  const int64_t n = w.seq_lens[size_t(seq)], cs = n / scp, blk = w.mask.block, per = w.heads / w.kv_heads;
+  std::vector<TokenSlice> out;
+  for (int64_t kb = (j * cs) / blk; kb * blk < (j + 1) * cs; ++kb) {
+    const TokenRange k{std::max(kb * blk, j * cs), std::min({n, (kb + 1) * blk, (j + 1) * cs})};
+    bool used = false;
+    for (int64_t h = g * per; h < (g + 1) * per && !used; ++h)
+      used = mask.cells(seq, int(h), q, k) > 0;
+    if (!used)
+      continue;
+    if (!out.empty() && out.back().range.end == k.begin)
+      out.back().range.end = k.end;
+    else
+      out.push_back({seq, k});
+  }
+  return out;
+}
+
 std::vector<int64_t> needed_from_chunks(const MaskGeometry& mask, const Workload& w, int seq, TokenRange q,
                                         const std::vector<int>& kv, int scp) {
-  const int64_t n = w.seq_lens[size_t(seq)], cs = n / scp, blk = w.mask.block, per = w.heads / w.kv_heads;
   std::vector<int64_t> need(size_t(scp), 0);
   for (int g : kv)
-    for (int64_t kb = 0; kb * blk < n; ++kb) {
-      TokenRange k{kb * blk, std::min(n, (kb + 1) * blk)};
-      bool used = false;
-      for (int64_t h = g * per; h < (g + 1) * per && !used; ++h)
-        used = mask.cells(seq, int(h), q, k) > 0;
-      if (!used)
-        continue;
-      for (int j = 0; j < scp; ++j)
-        need[size_t(j)] += std::max<int64_t>(0, std::min(k.end, (j + 1) * cs) - std::max(k.begin, j * cs));
-    }
+    for (int j = 0; j < scp; ++j)
+      for (const TokenSlice& t : needed_keys(mask, w, seq, q, g, scp, j))
+        need[size_t(j)] += t.range.size();
   return need;
 }
 

@@ -11,6 +11,9 @@
 
 namespace cpsim::dsv {
 
+/** Proxy queries that share one pass over K_lr in the predictor's kernels (one thread block, a warp each). */
+constexpr int64_t kProxyTile = 16;
+
 struct Options {
   int hcp = 1, scp = 1;
   bool aware = true;
@@ -32,6 +35,13 @@ std::vector<std::vector<int>> place_kv_groups(const Workload& w, const MaskGeome
  */
 std::vector<int64_t> needed_from_chunks(const MaskGeometry& mask, const Workload& w, int seq, TokenRange q,
                                         const std::vector<int>& kv, int scp);
+
+/**
+ * Key tokens of chunk `j` (of `scp`) that the query heads of KV group `g` need for queries `q` of sequence `seq`:
+ * the layout blocks with a visible cell for any of them, clipped to the chunk, as ascending merged slices.
+ */
+std::vector<TokenSlice> needed_keys(const MaskGeometry& mask, const Workload& w, int seq, TokenRange q, int g, int scp,
+                                    int j);
 
 /** ceil(log2(x)), at least 1: compares per score of a bitonic top-k of k = x. */
 int64_t log2_ceil(double x);

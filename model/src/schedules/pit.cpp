@@ -75,10 +75,10 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
   std::vector<TokenSlice> whole;
   for (size_t s = 0; s < w.seq_lens.size(); ++s)
     whole.push_back({int(s), {0, w.seq_lens[s]}});
-  // K/V rows are gathered per KV head: with a head-uniform mask the H/G query heads of a group
-  // share one gathered copy; with per-head masks every query head gathers its own.
-  const double kv_share = mask.per_head() ? 1.0 : double(G) / H;
-  const int64_t row_bytes = int64_t(D) * e; // one K (or V) row of one head
+  // One packed copy per head slot: with a head-uniform mask the H/G query heads of a KV group share
+  // one gathered K, V (Q: all heads at once); with per-head masks every query head gathers its own.
+  const bool per_head = mask.per_head();
+  const int64_t head_row = int64_t(D) * e; // one K (or V, or Q) row of one head
 
   for (int r = 0; r < W; ++r) {
     std::vector<TokenSlice> mine;
@@ -108,35 +108,45 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
       b.set_alloc(r, kv_all, ag);
 
     // The gather runs before the attention, but what it moves is known once the attention's
-    // rectangles are counted: emit both, then set the gather's bytes and the index size. The
-    // gathered rows go to shared memory (PIT's SRead), so no packed copy is kept in HBM.
-    buf("mt_index", "staging", 0, H, mine);
+    // rectangles are counted: emit both, then set the gather's bytes and the buffer sizes. The
+    // kernels cannot load rows by index (PIT's SRead into shared memory), so the gather packs the
+    // micro-tiles into dense tiles in HBM (kv_packed, or q_packed along rows) that the kernel reads.
+    const std::string packed = cols ? "kv_packed" : "q_packed";
+    b.add_buffer(r, Buffer{"mt_index", "index", 0, 0, H, {}, -1, -1, {}, "int32"});
+    b.add_buffer(r, Buffer{packed, "kv_packed", 0, 0, H, {}, -1, -1, {}, "bf16"});
     const int gather_slot = b.compute(r, comp, {ag}, ComputeKind::GATHER, 0, 0, "fwd gather micro-tiles",
-                                      {cols ? kv_all : "q"}, {"mt_index"});
+                                      {cols ? kv_all : "q"}, {"mt_index", packed});
     int a = b.attention(r, comp, {gather_slot}, Direction::FORWARD, 0, H, segs, "fwd attn (gathered tiles)",
-                        {"q", kv_all, "mt_index"}, {"o", "lse"});
+                        {cols ? "q" : packed, cols ? packed : kv_all, "mt_index"}, {"o", "lse"});
     // no visible cell in this rank's queries (a < 0): nothing to gather either
     const GatheredTiles gt = a >= 0 ? b.gather_tiles(r, a, g, axis) : GatheredTiles{};
-    // Gathered rows of one head's K and V (columns) or Q (rows). The gather loads each once by
-    // index, scans the micro-tile flags (1 byte each) and writes then reads the int32 index
-    // (schedules.md 8: t'_tile and t_index).
-    const int64_t rows = cols ? int64_t(double(gt.gathered) * kv_share) : gt.gathered;
-    const int64_t index_bytes = gt.candidates + 8 * gt.micro_tiles;
-    b.set_compute_cost(r, gather_slot, 0, (cols ? 2 : 1) * rows * row_bytes + index_bytes);
-    b.set_buffer_bytes(r, "mt_index", 4 * gt.micro_tiles);
+    // gather_tiles counts every query head; a head-uniform mask gathers once per slot
+    const int64_t n_heads = a >= 0 ? b.op(r, a).heads() : 1, share = per_head ? 1 : n_heads;
+    const int64_t rows = gt.gathered / share, entries = gt.micro_tiles / share, candidates = gt.candidates / share;
+    // a packed row holds one head (per-head masks) or every KV head (K, V) or query head (Q) of the slot
+    const int64_t row_bytes = per_head ? head_row : (cols ? G : H) * head_row;
+    const int64_t packed_bytes = (cols ? 2 : 1) * rows * row_bytes;
+    // read each gathered row by index and write it packed; scan one flag byte per candidate micro-tile;
+    // write then read the int32 index (schedules.md 8: t'_tile and t_index)
+    b.set_compute_cost(r, gather_slot, 0, 2 * packed_bytes + candidates + 8 * entries);
+    b.set_gather(r, gather_slot, g, !cols);
+    b.set_buffer_bytes(r, "mt_index", 4 * entries);
+    b.set_buffer_bytes(r, packed, packed_bytes);
     b.set_alloc(r, "mt_index", gather_slot);
+    b.set_alloc(r, packed, gather_slot);
+    b.set_free(r, packed, std::max(a, gather_slot));
     int fwd_end = a;
     if (!cols) {
       // rows: a query row's keys span several key tiles, so each gathered row leaves a partial
       // (O, LSE) that the scatter merges into its home row (SWrite onto the output axis)
-      buf("o_partial", "staging", rows * (row_bytes + 4), H, mine);
-      fwd_end = b.merge(r, comp, {a}, Direction::FORWARD, 0, H, (rows + H - 1) / H, 2, 0, "fwd scatter-merge o",
-                        {"o_partial"}, {"o", "lse"});
+      buf("o_partial", "staging", rows * (row_bytes + 4 * row_bytes / head_row), H, {}); // one partial per gathered row
+      fwd_end = b.merge(r, comp, {a}, Direction::FORWARD, 0, H, rows * row_bytes / (H * head_row), 2, 0,
+                        "fwd scatter-merge o", {"o_partial"}, {"o", "lse"});
       b.set_alloc(r, "o_partial", a);
       b.set_free(r, "o_partial", fwd_end);
     }
     if (W > 1)
-      b.set_free(r, kv_all, a);
+      b.set_free(r, kv_all, cols ? gather_slot : std::max(gather_slot, a));
     if (!bwd) {
       b.set_free(r, "mt_index", fwd_end);
       continue;
@@ -148,25 +158,37 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
     buf("dkv", "dkv", B_KV, G, mine);
     const std::string kv_all2 = W > 1 ? buf("kv_gathered_bwd", "kv", W * B_KV, G, whole) : "kv";
     buf("dkv_full", "dkv", W * B_KV, G, whole);
-    // columns load K, V again by index; rows load Q and dO; the index is kept from the forward
+    const std::string packed2 = packed + "_bwd", grads = cols ? "dkv_packed" : "dq_packed";
+    // columns pack K, V again by the kept index; rows pack Q and dO
+    b.add_buffer(r, Buffer{packed2, "kv_packed", (cols ? 1 : 2) * packed_bytes, 0, H, {}, -1, -1, {}, "bf16"});
+    b.add_buffer(r, Buffer{grads, "kv_packed", packed_bytes, 0, H, {}, -1, -1, {}, "bf16"});
     int ag2 = b.collective(r, comm, {fwd_end}, CollectiveKind::ALL_GATHER, all, B_KV, 1, "bwd ag kv", {"kv"}, {kv_all2});
-    int gb = b.compute(r, comp, {ag2, fwd_end}, ComputeKind::GATHER, 0, 2 * rows * row_bytes + 4 * gt.micro_tiles,
-                       "bwd gather micro-tiles", {cols ? kv_all2 : "do", "mt_index"}, {});
+    int gb = b.compute(r, comp, {ag2, fwd_end}, ComputeKind::GATHER, 0, 2 * (cols ? 1 : 2) * packed_bytes + 4 * entries,
+                       "bwd gather micro-tiles", {cols ? kv_all2 : "do", "mt_index"}, {packed2});
+    b.set_gather(r, gb, g, !cols);
     int ab = b.attention(r, comp, {gb}, Direction::BACKWARD, 0, H, segs, "bwd attn (gathered tiles)",
-                         {"q", kv_all2, "o", "lse", "do", "mt_index"}, {"dq", "dkv_full"});
+                         {cols ? "q" : packed2, cols ? packed2 : kv_all2, "o", "lse", "do", "mt_index"},
+                         {cols ? "dq" : "dkv_full", grads});
     if (ab >= 0)
       b.gather_tiles(r, ab, g, axis);
-    // scatter-add the gathered gradient rows into their home rows (read-modify-write)
-    int sc_op = b.compute(r, comp, {ab}, ComputeKind::SCATTER, 0, 2 * (cols ? 2 : 1) * rows * row_bytes + 4 * gt.micro_tiles,
-                          "bwd scatter grads", {"mt_index"}, {cols ? "dkv_full" : "dq"});
+    // the gathered gradient rows summed into their home rows: each gathered row read once, each home
+    // row written once (an inverse index of 4 bytes a gathered row: a gather-sum, no atomics)
+    const int64_t home_bytes = cols ? W * B_KV : B_Q;
+    int sc_op = b.compute(r, comp, {ab}, ComputeKind::SCATTER, 0, packed_bytes + home_bytes + 4 * rows,
+                          "bwd scatter grads", {"mt_index", grads}, {cols ? "dkv_full" : "dq"});
+    b.set_gather(r, sc_op, g, !cols);
     int rs = b.collective(r, comm, {sc_op, ab}, CollectiveKind::REDUCE_SCATTER, all, B_KV, 2, "bwd rs dkv",
                           {"dkv_full"}, {"dkv"});
     if (W > 1) {
       b.set_alloc(r, kv_all2, ag2);
-      b.set_free(r, kv_all2, ab);
+      b.set_free(r, kv_all2, cols ? gb : std::max(gb, ab));
     }
+    b.set_alloc(r, packed2, gb);
+    b.set_free(r, packed2, std::max(ab, gb));
+    b.set_alloc(r, grads, std::max(ab, gb));
+    b.set_free(r, grads, sc_op);
     b.set_free(r, "mt_index", sc_op);
-    b.set_alloc(r, "dkv_full", ab);
+    b.set_alloc(r, "dkv_full", cols ? sc_op : ab);
     b.set_free(r, "dkv_full", std::max(rs, sc_op));
   }
   return b.finish();

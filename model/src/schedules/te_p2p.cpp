@@ -8,26 +8,34 @@
 
 #include <algorithm>
 #include <set>
+#include <tuple>
 
 namespace cpsim {
 
 namespace {
 enum Channel { KV_FWD = 1, P2P_BWD = 2 };
 
-/** Query and key rows an attention step touches, counted once per distinct range. */
+/** Query and key tokens an attention step touches (segments holding visible cells), each range once, in order. */
 struct Rows {
   int64_t q = 0, k = 0;
+  std::vector<TokenSlice> q_slices, k_slices;
 };
 Rows rows_of(const ScheduleBuilder& b, const std::vector<AttnSegment>& segs) {
-  std::set<std::pair<int, int64_t>> qs, ks;
-  Rows r;
+  std::set<std::tuple<int, int64_t, int64_t>> qs, ks;
   for (const auto& s : segs)
     if (b.cells_of({s}) > 0) {
-      if (qs.insert({s.seq, s.q.begin}).second)
-        r.q += s.q.size();
-      if (ks.insert({s.seq, s.k.begin}).second)
-        r.k += s.k.size();
+      qs.insert({s.seq, s.q.begin, s.q.end});
+      ks.insert({s.seq, s.k.begin, s.k.end});
     }
+  Rows r;
+  for (const auto& [seq, a, e] : qs) {
+    r.q_slices.push_back({seq, {a, e}});
+    r.q += e - a;
+  }
+  for (const auto& [seq, a, e] : ks) {
+    r.k_slices.push_back({seq, {a, e}});
+    r.k += e - a;
+  }
   return r;
 }
 
@@ -52,7 +60,7 @@ std::pair<int, std::string> forward(Ctx& x, int r) {
   std::vector<int> recv(size_t(W), -1), lse_fix(size_t(W), -1), attn(size_t(W), -1), last_on(2, -1);
   std::vector<int64_t> rows(size_t(W), 0);
   auto kv_name = [](int i) { return i == 0 ? std::string("kv") : "kv_" + std::to_string(i); };
-  b.add_buffer(r, ring::make_buffer("lse_acc", "lse_acc", 2 * z.B_LSE, 0, x.H, mine)); // fp64 in TE
+  b.add_buffer(r, ring::make_buffer("lse_acc", "lse_acc", 2 * z.B_LSE, 0, x.H, mine)).dtype = "fp64"; // as in TE
   for (int i = 0; i <= W; ++i) {
     if (i < W) {
       std::vector<int> wait_kv;
@@ -73,8 +81,8 @@ std::pair<int, std::string> forward(Ctx& x, int r) {
       attn[size_t(i)] = b.attention(r, x.comp[i % 2], wait_kv, Direction::FORWARD, 0, x.H, segs,
                                     "fwd attn step " + std::to_string(i), {"q", kv_name(i)}, {op_, lp});
       CPSIM_ASSERT(attn[size_t(i)] >= 0, "TE p2p steps always hold work under full and causal masks");
-      b.add_buffer(r, ring::make_buffer(op_, "o", rw.q * x.H * x.D * x.e, 0, x.H, mine, attn[size_t(i)]));
-      b.add_buffer(r, ring::make_buffer(lp, "lse", 4 * rw.q * x.H, 0, x.H, mine, attn[size_t(i)]));
+      b.add_buffer(r, ring::make_buffer(op_, "o", rw.q * x.H * x.D * x.e, 0, x.H, rw.q_slices, attn[size_t(i)]));
+      b.add_buffer(r, ring::make_buffer(lp, "lse", 4 * rw.q * x.H, 0, x.H, rw.q_slices, attn[size_t(i)]));
       last_on[size_t(i % 2)] = attn[size_t(i)];
     }
     if (i > 0) { // fold LSE of step i-1 on its own stream, after the fold of step i-2 (an event)
@@ -113,45 +121,76 @@ std::pair<int, std::string> forward(Ctx& x, int r) {
   return {last, kv_name(W - 1)};
 }
 
-/** Backward of rank r: reverse ring, step i holds block (r+1+i) mod W, [KV; dKV] sent together. */
+/**
+ * Backward of rank r: reverse ring, step i holds block b_i = (r+1+i) mod W. TE packs [KV of b_i; dKV of b_(i-1)] in
+ * one buffer (p2p_comm_buffers); the IR names its two halves (bkv_i, bdkv_i) and a send or receive moves the halves
+ * it carries as regions of one message: step 0 KV only, middle steps both, the last step dKV only, into dkv.
+ */
 void backward(Ctx& x, int r, int last_fwd, const std::string& saved_kv) {
   ScheduleBuilder& b = x.b;
   const int W = x.W, to = (r - 1 + W) % W, from = (r + 1) % W;
   const auto& mine = x.L[size_t(r)];
   const ring::RingSizes z = sizes(x, r);
   auto block = [&](int i) { return (r + 1 + i) % W; };
-  auto pbuf = [](int i) { return "bwd_p2p_" + std::to_string(i); }; // [KV of step i ; dKV of step i-1]
+  auto bkv = [&](int i) { return i == 0 ? saved_kv : "bkv_" + std::to_string(i); };
+  auto bdkv = [](int i) { return "bdkv_" + std::to_string(i); }; // dKV of b_(i-1), sent on with bkv_i
   b.add_buffer(r, ring::make_buffer("do", "do", z.B_Q, 0, x.H, mine));
   b.add_buffer(r, ring::make_buffer("dq", "dq", z.B_Q, 0, x.H, mine));
   b.add_buffer(r, ring::make_buffer("dkv", "dkv", z.B_KV, 0, x.G, mine)); // finished at the last step
+  for (int i = 1; i < W; ++i) {
+    b.add_buffer(r, ring::make_buffer(bkv(i), "kv", z.B_KV, 0, x.G, x.L[size_t(block(i))]));
+    b.add_buffer(r, ring::make_buffer(bdkv(i), "dkv", z.B_KV, 0, x.G, x.L[size_t(block(i - 1))]));
+  }
   int prev_recv = -1, prev_accum = last_fwd;
   for (int i = 0; i < W; ++i) {
-    const std::string held = i == 0 ? saved_kv : pbuf(i);
-    const std::string into = i == W - 1 ? "dkv" : pbuf(i + 1);
+    // what this step adds its dK, dV to: the received dKV of b_i (the last step: the rank's own, into dkv)
+    const std::string into = i == W - 1 ? "dkv" : bdkv(i + 1);
     int send = -1, recv = -1;
     if (W > 1) {
-      int64_t bytes = (i == 0 || i == W - 1) ? z.B_KV : 2 * z.B_KV; // KV only, then both, then dKV only
+      std::vector<BufferRegion> out, in;
       if (i < W - 1)
-        b.add_buffer(r, ring::make_buffer(into, "kv_dkv", 2 * z.B_KV, 0, x.G, x.L[size_t(block(i + 1))]));
+        out.push_back({bkv(i), {}, {}});
+      if (i > 0)
+        out.push_back({bdkv(i), {}, {}});
+      if (i < W - 1) {
+        in.push_back({bkv(i + 1), {}, {}});
+        if (i > 0)
+          in.push_back({bdkv(i + 1), {}, {}});
+      } else {
+        in.push_back({"dkv", {}, {}});
+      }
+      const int64_t bytes = int64_t(out.size()) * z.B_KV; // KV only, then both, then dKV only
       int g = b.next_group(r);
-      send = b.send(r, x.comm, {prev_accum}, to, bytes, p2p_tag(P2P_BWD, i), g, "bwd p2p send " + std::to_string(i), held);
-      recv = b.recv(r, x.comm, {prev_accum}, from, bytes, p2p_tag(P2P_BWD, i), g, "bwd p2p recv " + std::to_string(i), into);
-      if (i < W - 1)
-        b.set_alloc(r, into, recv);
+      send = b.send(r, x.comm, {prev_accum}, to, bytes, p2p_tag(P2P_BWD, i), g, "bwd p2p send " + std::to_string(i), out[0].buffer);
+      recv = b.recv(r, x.comm, {prev_accum}, from, bytes, p2p_tag(P2P_BWD, i), g, "bwd p2p recv " + std::to_string(i), in[0].buffer);
+      b.set_regions(r, send, out);
+      b.set_regions(r, recv, in);
+      if (i < W - 1) { // step 0 receives KV only: its accumulate writes the dKV half first
+        b.set_alloc(r, bkv(i + 1), recv);
+        b.set_alloc(r, bdkv(i + 1), recv);
+      }
     }
     auto segs = ring::pieces(mine, x.L[size_t(block(i))]);
     Rows rw = rows_of(b, segs);
-    const std::string part = "dkv_part_" + std::to_string(i);
+    const std::string part = "dkv_part_" + std::to_string(i), dq_part = "dq_part_" + std::to_string(i);
     int a = b.attention(r, x.comp[0], {i == 0 ? last_fwd : prev_recv}, Direction::BACKWARD, 0, x.H, segs,
-                        "bwd attn step " + std::to_string(i), {"q", held, "o", "lse", "do"}, {"dq", part});
-    b.add_buffer(r, ring::make_buffer(part, "dkv", rw.k * 2 * x.G * x.D * x.e, 0, x.G, x.L[size_t(block(i))], a, a));
-    // dq += dq_ and the received dKV slot += dk_, dv_ (bf16 read-modify-write; step 0 only writes)
+                        "bwd attn step " + std::to_string(i), {"q", bkv(i), "o", "lse", "do"}, {dq_part, part});
+    b.add_buffer(r, ring::make_buffer(part, "dkv", rw.k * 2 * x.G * x.D * x.e, 0, x.G, rw.k_slices, a, a));
+    b.add_buffer(r, ring::make_buffer(dq_part, "dq", rw.q * x.H * x.D * x.e, 0, x.H, rw.q_slices, a, a));
+    // dq += dq_ and the received dKV of b_i += dk_, dv_ (bf16 read-modify-write; step 0 writes both)
     int64_t bytes = rw.q * x.H * x.D * 3 * x.e + rw.k * 2 * x.G * x.D * (i == 0 ? 2 : 3) * x.e;
     prev_accum = b.merge(r, x.comp[0], {recv}, Direction::BACKWARD, 0, x.H, rw.q, i == 0 ? 1 : 2, bytes,
-                         "bwd accumulate step " + std::to_string(i), {part, "dq", into}, {"dq", into});
+                         "bwd accumulate step " + std::to_string(i), {part, dq_part, "dq", into}, {"dq", into});
     b.set_free(r, part, prev_accum);
-    if (held != "kv") // the rank's own KV (W = 1) stays resident
-      b.set_free(r, held, std::max(a, send));
+    b.set_free(r, dq_part, prev_accum);
+    if (i > 0) {
+      b.set_free(r, bkv(i), std::max(a, send));
+      b.set_free(r, bdkv(i), std::max(prev_accum, send));
+    } else if (bkv(0) != "kv") { // the rank's own KV (W = 1) stays resident
+      b.set_free(r, bkv(0), std::max(a, send));
+    }
+    if (i < W - 1)
+      b.set_free(r, bdkv(i + 1), prev_accum);
     prev_recv = recv;
   }
 }

@@ -24,6 +24,21 @@ struct GatheredTiles {
   GatheredTiles& operator+=(const GatheredTiles& o);
 };
 
+/** One fixed tile and the micro-tiles of the other side that hold a visible cell of it, in position order. */
+struct GatheredTile {
+  TokenRange fixed;               // the query tile (KEYS) or the key tile (QUERIES)
+  std::vector<TokenRange> micro;  // gathered micro-tiles (aligned to multiples of the granularity, clipped)
+  int64_t candidates = 0;         // micro-tiles inspected
+  int64_t cells = 0;              // visible cells of fixed x gathered
+  int64_t gathered() const;       // tokens gathered
+};
+
+/** What a gather packs for queries q x keys k of one head, per fixed tile (see below). Under a causal block-sparse
+ *  layout the key micro-tiles overlapping a query tile's own positions are gathered whole (a band of consecutive
+ *  keys the kernel masks by position), and none after its last query. */
+std::vector<GatheredTile> gathered_micro_tiles(const MaskGeometry& m, int seq, int head, TokenRange q, TokenRange k,
+                                               int64_t fixed_tile, int64_t granularity, GatherAxis axis);
+
 /**
  * Gathered tiles of queries q x keys k of one head. KEYS: for each query tile (tile_m consecutive
  * queries, anchored at q.begin), the key micro-tiles [j*g, (j+1)*g) intersected with k that hold

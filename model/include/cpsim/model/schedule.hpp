@@ -8,7 +8,10 @@
 //  - consecutive ops of one stream with the same `group` (>= 0) are posted together, like one
 //    ncclGroupStart/End: they start together and the stream moves on when all have finished;
 //  - a SEND on rank a to peer b with tag t pairs with the RECV on rank b from peer a with tag t;
-//  - a COLLECTIVE pairs with the collectives of the same tag on every rank of its group.
+//  - a COLLECTIVE pairs with the collectives of the same tag on every rank of its group;
+//  - a SEND/RECV with `regions` moves exactly those parts of its buffers, in order, packed
+//    [plane][row][head][element] per region (TE p2p's [KV; dKV], DSV's per-peer head sets, the token
+//    blocks of CQS and DCP); without regions it moves the first `bytes` bytes of its one buffer.
 //
 // Token sets: a TokenRange is {begin + i*stride < end}; stride is 1 (contiguous) unless a layout
 // interleaves tokens (stripe: rank r holds r, r+W, r+2W, ...). An attention segment with strided
@@ -33,7 +36,9 @@ enum class ComputeKind {
   GATHER,     // copy scattered K/V rows (micro-tiles) into dense tiles before the kernel (PIT SRead)
   SCATTER,    // add gathered dK/dV rows back to their positions after the backward (PIT SWrite)
   LOWRANK_QK, // the sparsity predictor's rank-r estimate Q_lr K_lr^T (DSV), on CUDA cores
-  TOPK        // top-k selection of critical keys from the estimate, writing int32 indices (DSV)
+  TOPK,       // top-k selection of critical keys from the estimate, writing int32 indices (DSV)
+  COPY        // rows of the read buffers into the written buffers, matched by token and head, a row held by several
+              // read buffers from the first (CQS, DCP: resident blocks into the block buffer a launch reads)
 };
 enum class Direction { FORWARD, BACKWARD };
 enum class CollectiveKind { ALL_GATHER, REDUCE_SCATTER, ALL_TO_ALL, ALL_REDUCE };
@@ -60,6 +65,20 @@ struct TokenSlice {
   int seq = 0;
   TokenRange range;
   bool operator==(const TokenSlice&) const = default;
+};
+
+/**
+ * Part of a buffer that a SEND reads or a RECV writes: planes [plane_begin, plane_end) (K, V of K-then-V
+ * buffers) x the rows holding `tokens` x `heads`. Empty `tokens` or `heads` stand for all of the buffer's;
+ * plane_end -1 for through its last plane.
+ */
+struct BufferRegion {
+  std::string buffer;
+  std::vector<TokenSlice> tokens;
+  std::vector<int> heads;
+  int plane_begin = 0;
+  int plane_end = -1;
+  bool operator==(const BufferRegion&) const = default;
 };
 
 struct Op {
@@ -95,6 +114,7 @@ struct Op {
   int peer = -1;
   int tag = -1;
   int64_t bytes = 0; // SEND/RECV: message bytes; COLLECTIVE: see below; MERGE(backward): bytes added
+  std::vector<BufferRegion> regions; // SEND/RECV: what the message carries, in order (see the top of this file)
 
   // COLLECTIVE: ranks of the group in ring order; `bytes` is the per-rank send buffer for
   // ALL_TO_ALL (of which (n-1)/n leaves the rank), the per-rank contribution for ALL_GATHER,
@@ -108,6 +128,12 @@ struct Op {
   // COMPUTE: `flops` arithmetic (or compare) operations on CUDA cores and `bytes` moved through HBM.
   ComputeKind compute = ComputeKind::GATHER;
   int64_t flops = 0;
+  // GATHER, SCATTER: micro-tile width in tokens, along query rows when gather_rows (else key columns).
+  // LOWRANK_QK scores and TOPK: queries per proxy query (DSV's query group).
+  int64_t granularity = 0;
+  bool gather_rows = false;
+  // LOWRANK_QK scores and TOPK: keys kept per proxy query, one entry per head of the query buffer, in its order.
+  std::vector<int64_t> keep;
 
   int heads() const { return head_ids.empty() ? head_end - head_begin : static_cast<int>(head_ids.size()); }
   /** The query heads of an attention or merge op, in order. */
@@ -122,14 +148,30 @@ struct Op {
 /** A named allocation alive from op `alloc_op` to op `free_op` (inclusive; -1: whole program). */
 struct Buffer {
   std::string name;
-  std::string tensor; // q, k, v, kv, o, lse, o_acc, lse_acc, do, dq, dk, dv, dkv, staging
+  std::string tensor; // q, k, v, kv, o, lse, o_acc, lse_acc, do, dq, dk, dv, dkv, staging, q_lr, k_lr, index
   int64_t bytes = 0;
   int head_begin = 0;
   int head_end = 0;
   std::vector<TokenSlice> tokens;
   int alloc_op = -1;
   int free_op = -1;
+  // The heads held, in order, when they are not [head_begin, head_end) (DSV's sparsity-aware placement);
+  // head_begin/head_end then bound them.
+  std::vector<int> head_ids;
+  // Element type ("bf16", "fp32", "fp64", "int32"); empty: bf16 or fp32, as bytes per element say. With a
+  // dtype, the elements per row and head follow from the bytes (the predictor's d_lr-wide q_lr, k_lr).
+  std::string dtype;
+  int heads() const { return head_ids.empty() ? head_end - head_begin : static_cast<int>(head_ids.size()); }
+  std::vector<int> head_list() const;
+  int64_t rows() const;
 };
+
+/** K and V (kv, dkv, dkv_acc) are two planes of one buffer: K rows, then V rows. */
+int tensor_planes(const std::string& tensor);
+/** Bytes of one (row, head, plane) of a buffer: its bytes over rows x heads x planes; -1 if that does not divide. */
+int64_t buffer_unit_bytes(const Buffer& b);
+/** Bytes a region of `b` moves (-1 when the buffer's unit is undefined). */
+int64_t region_bytes(const Buffer& b, const BufferRegion& r);
 
 struct RankProgram {
   int rank = 0;

@@ -43,6 +43,12 @@ public:
               std::string label, std::vector<std::string> reads, std::vector<std::string> writes);
   /** Sets a compute op's cost once what it moves is known (a gather sized by the attention after it). */
   void set_compute_cost(int rank, int op, int64_t flops, int64_t bytes);
+  /** What a GATHER or SCATTER op packs: micro-tiles of `granularity` tokens, along query rows or key columns. */
+  void set_gather(int rank, int op, int64_t granularity, bool rows);
+  /** A predictor op's proxy stride (queries per proxy) and keys kept per proxy, one entry per head of its query buffer. */
+  void set_predictor(int rank, int op, int64_t query_group, std::vector<int64_t> keep);
+  /** The parts of its buffers a send or receive moves; the op then reads (writes) exactly the regions' buffers. */
+  void set_regions(int rank, int op, std::vector<BufferRegion> regions);
   /** A collective over a K-then-V buffer moves only plane 0 (K) or 1 (V); a no-op for op -1 (a one-rank group). */
   void set_plane(int rank, int op, int plane);
   void set_buffer_bytes(int rank, const std::string& buffer, int64_t bytes);

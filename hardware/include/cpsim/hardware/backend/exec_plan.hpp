@@ -32,13 +32,18 @@ struct BufferPlacement {
   int64_t rows = 0;
   int head_begin = 0;
   int heads = 0;
+  std::vector<int> head_ids; // the heads of a row, in order (DSV places non-contiguous ones)
   int planes = 1;
-  int elem_bytes = 2; // inferred from bytes: 2 (bf16) or 4 (fp32)
+  int elem_bytes = 2; // the IR's dtype, else inferred from bytes: 2 (bf16) or 4 (fp32)
   bool pinned = false; // never shares memory (inputs, results, whole-program buffers)
-  int64_t width = 0; // elements per row and plane: heads x head_dim, or heads for lse
+  int64_t head_width = 0; // elements per row, head and plane: head_dim, 1 for lse, or what a dtype'd buffer's bytes say
+  int64_t width = 0; // elements per row and plane: heads x head_width
   std::vector<TokenSlice> tokens;
   int64_t row_bytes() const { return width * elem_bytes; }
   int64_t plane_bytes() const { return rows * row_bytes(); }
+  /** Position of global head `h` in a row, or -1. */
+  int head_pos(int h) const;
+  bool contiguous_heads() const { return heads == 0 || head_ids.back() - head_ids.front() + 1 == heads; }
 };
 
 /** A query x key rectangle of an attention op, in rows of the q and kv buffers plus original positions for the mask. */
@@ -48,6 +53,118 @@ struct SegmentRows {
   int64_t k_row = 0;
   TokenRange q;
   TokenRange k;
+};
+
+/**
+ * One kernel launch of an attention op: query heads [head_begin, head_end), whose rows are consecutive in every
+ * q-side buffer and whose KV heads are consecutive in one k and one v buffer (DSV's head placement and per-group
+ * gathered K/V give several launches). Rectangles are in rows of the q and k buffers; another buffer of the same
+ * side may hold those rows shifted (TE p2p's half-size step outputs): row_offset[b] = its row minus the q (k) row.
+ */
+struct AttnLaunch {
+  int head_begin = 0, head_end = 0;
+  std::vector<SegmentRows> segments;
+  int q = -1, k = -1, v = -1; // buffer indices; a K-then-V buffer is both k and v
+  int k_plane = 0, v_plane = 0;
+  std::map<int, int64_t> row_offset;
+  int gather = -1; // PIT: the GATHER op whose packed K, V the launch reads (k, v, segments unused)
+  int slot = 0;    // PIT: the gather's head slot (one per query head of a per-head mask, else 0)
+};
+
+/**
+ * PIT's micro-tile gather (a GATHER op): per head slot and per fixed (query) tile, the key micro-tiles holding a
+ * visible cell, packed one after another. Slots are the query heads for per-head masks, else one for all KV heads.
+ */
+struct GatherLayout {
+  int64_t granularity = 0;
+  int src = -1;    // the K-then-V buffer gathered from
+  int packed = -1; // the staging buffer packed into: [K rows][V rows], rows slot-major
+  int index = -1;  // the int32 micro-tile index buffer
+  std::vector<int> slot_heads; // query head of each slot (per-head masks), or {-1}: every KV head
+  int64_t row_elems = 0;       // elements of one packed row (one head, or every KV head)
+  struct Tile {
+    int seq = 0;
+    int64_t q_row = 0, q_pos = 0, q_n = 0;   // the query tile in the q buffer
+    int64_t packed_row = 0;                  // its first packed row
+    int64_t index_entry = 0;                 // its first entry in the micro-tile index
+    int64_t candidates = 0, first_candidate = 0; // micro-tiles inspected: ids first_candidate.. of its sequence
+    std::vector<TokenRange> micro;           // gathered key micro-tiles, in order
+    std::vector<int64_t> src_row;            // row of each micro-tile's first key in src
+  };
+  std::vector<std::vector<Tile>> tiles; // [slot]
+  int64_t packed_rows = 0, entries = 0, candidates = 0;
+  bool builds_index = true; // the forward gather scans the flags and writes the index; the backward's reads it
+};
+
+/** PIT's scatter (a SCATTER op): the gathered gradient rows of `src` (laid out as gather `gather` packed them) summed into
+ *  their home rows of `dst`; home_row[slot][tile][micro-tile] is the first row in dst. */
+struct ScatterPlan {
+  int gather = -1;
+  int src = -1, dst = -1;
+  std::vector<std::vector<std::vector<int64_t>>> home_row;
+};
+
+/**
+ * DSV's predictor ops: the rank-d_lr projections of q and k (PROJECT), a threshold per proxy query (SCORES: the
+ * histogram bin of its k-th largest estimate) and the top-k selection (TOPK: the keys above it, int32 indices).
+ */
+struct PredictorPlan {
+  enum Kind { PROJECT, SCORES, TOPK } kind = PROJECT;
+  int q = -1, k = -1, q_lr = -1, k_lr = -1, threshold = -1, index = -1;
+  int64_t rank_lr = 0, query_group = 0, proxies = 0;
+  struct Seq {
+    int64_t q_row = 0, queries = 0, proxies = 0, first_proxy = 0, k_row = 0, keys = 0;
+  };
+  std::vector<Seq> seqs;
+  std::vector<int64_t> keep;         // per sequence, per head of q_lr
+  std::vector<int64_t> index_offset; // first entry of each (sequence, head) in the index: proxies x keep entries
+  std::vector<int> kv_pos;           // per head of q_lr: position of its KV head in k_lr
+  // TOPK with sparse SCP: it also writes the counts and index triples the exchange sends (the tokens the K, V
+  // receives name, per member, as (sequence, KV head, position); the owner serves the rows the IR names)
+  int counts = -1, requests = -1;
+  std::vector<int32_t> count_values, request_values;
+};
+
+/**
+ * A forward MERGE other than the two-way merge into o_acc/lse_acc: TE p2p's LSE fold (lse_acc <- logaddexp with a
+ * step's partial LSE, rows matched by token) and output correction (o += exp(L_step - L) O_step, then lse = L), and
+ * the n-way LSE merge into the output of CQS and DCP (kernels' merge_lse over runs of output rows whose partials
+ * are the same buffers at consecutive rows; the op merges the rows with exactly `inputs` partials).
+ */
+struct ForwardMerge {
+  enum Kind { LSE_FOLD, OUT_CORRECTION, NWAY } kind = NWAY;
+  int acc = -1;                 // LSE_FOLD, OUT_CORRECTION: the running LSE
+  int part_o = -1, part_lse = -1; // LSE_FOLD (lse only), OUT_CORRECTION: the step's partial
+  int out = -1, lse_out = -1;   // OUT_CORRECTION, NWAY: the output (lse_out: set from acc / merged)
+  bool first = false;           // the first fold into acc (filled with -inf first) or correction into out (zeroed first)
+  std::vector<RowBlock> blocks; // LSE_FOLD, OUT_CORRECTION: partial rows -> acc (and out) rows
+  struct Input {
+    int o = -1, lse = -1;
+    int64_t row = 0; // the run's first row in both
+  };
+  struct Run {
+    int64_t row = 0, rows = 0; // output rows
+    std::vector<Input> inputs;
+  };
+  std::vector<Run> runs; // NWAY
+};
+
+/** Rows x a run of heads of one plane of one buffer, at msg_offset_bytes of a packed message (rows msg_pitch_bytes apart). */
+struct MessagePiece {
+  int buffer = -1;
+  int plane = 0;
+  int64_t row = 0, step = 1, rows = 0;
+  int head_pos = 0, heads = 0;
+  int64_t msg_offset_bytes = 0, msg_pitch_bytes = 0;
+};
+
+/** How a SEND or RECV with regions finds its bytes: in place when they are one range of one buffer, else packed through staging. */
+struct MessagePlan {
+  bool direct = false;
+  int buffer = -1;           // direct: the buffer, and where in it the message starts
+  int64_t offset_bytes = 0;
+  std::vector<MessagePiece> pieces;
+  int64_t staging_offset_bytes = 0; // packed: after the arena, like the collectives' staging
 };
 
 /** One posting on one stream: a lone op, or a group of ops posted together (one ncclGroupStart/End). */
@@ -93,6 +210,7 @@ struct MergeAdd {
   int src = -1;
   int dst = -1;
   RowBlock block;
+  int src_head = 0, dst_head = 0, heads = 0; // a run of heads both hold side by side (positions in each row)
 };
 
 struct RankExecPlan {
@@ -102,16 +220,26 @@ struct RankExecPlan {
   std::vector<BufferPlacement> buffers;
   std::map<std::string, int> buffer_index;
   std::vector<int> comm_of_op;                      // index into ExecPlan::comms for communication ops, else -1
-  std::map<int, std::vector<SegmentRows>> segments; // attention op -> its rectangles in buffer rows
+  std::map<int, std::vector<AttnLaunch>> launches; // attention op -> its kernel launches
+  std::map<int, GatherLayout> gathers;             // GATHER op -> what it packs (the attention after it reads that)
+  std::map<int, ScatterPlan> scatters;             // SCATTER op -> where its gathered gradients go
+  std::map<int, MessagePlan> messages;             // SEND/RECV op with regions -> where its bytes are
+  std::map<int, PredictorPlan> predictors;         // LOWRANK_QK and TOPK ops
+  std::map<int, ForwardMerge> forward_merges;      // forward MERGE ops that are not two-way into o_acc/lse_acc
   std::map<int, CollectivePlan> collectives;        // collective op -> pieces
   std::map<std::string, int> results;               // o, lse, dq, dk, dv, dkv -> buffer index read back by --check
   // attention op -> buffers zeroed right before it, every repetition: accumulators (the op adds into them)
   // and dK/dV outputs, of which the kernels write only the key rows some query of the op sees while a later
   // merge adds the whole buffer (zigzag's backward step on the other rank's KV covers its first chunk only)
   std::map<int, std::vector<int>> zero_before;
+  // forward attention op -> written buffers with rows no launch covers: set to "no keys" (o 0, lse -inf) first,
+  // since the merge that follows reads every row
+  std::map<int, std::vector<int>> prefill;
   // backward merge op -> additions into a buffer it reads and writes (TE all-gather: dK[:kv_end] += the chunk's dK),
   // matched by token, since the partial covers only the keys its chunk sees
   std::map<int, std::vector<MergeAdd>> merge_adds;
+  // COPY op -> the rows x heads it copies from a read buffer into a written one of the same tensor, matched by token
+  std::map<int, std::vector<MergeAdd>> copies;
   int64_t arena_bytes = 0;   // buffers, with reuse only where the IR orders the lifetimes
   int64_t staging_bytes = 0; // packing space of collectives, after the arena
   int64_t predicted_peak_bytes = 0;

@@ -1,0 +1,40 @@
+// Kernel plans the attention kernels' planner does not build by itself: per-head block-sparse masks (DSV; one
+// list slot per query head, since the kernels' own mask holds one layout per sequence) and PIT's packed tiles
+// (dense tiles of gathered key micro-tiles, whose per-element mask is a small layout of its own per query tile).
+// CPU only; compute_kernels.cpp uploads what these return.
+#pragma once
+
+#include "cpsim/hardware/backend/exec_plan.hpp"
+#include "cpsim/kernels/block_plan.hpp"
+#include "cpsim/model/mask_geometry.hpp"
+
+#include <vector>
+
+namespace cpsim::backend {
+
+struct PlannedKernel {
+  kernels::KernelPlan plan;
+  kernels::MaskDesc mask; // what the kernels apply inside partial tiles
+};
+
+/** The kernels' view of a head-uniform mask (no per-head layouts): full, causal, window or one layout per sequence. */
+kernels::MaskDesc kernel_mask(const MaskGeometry& g, int n_seqs);
+
+/**
+ * Rectangles under a per-head block-sparse mask, query heads [head_begin, head_end): one list slot per head.
+ * Rectangles are cut at layout-block boundaries so that every kernel tile lies inside one layout block of each
+ * side; listed tiles are then visible for their head as a whole, and the kernel masks only causally.
+ */
+PlannedKernel per_head_plan(const std::vector<SegmentRows>& segs, const MaskGeometry& g, int head_begin, int head_end);
+
+/**
+ * PIT: the query tiles of one gather slot against their packed key rows. Each query tile is a sequence of its
+ * own to the kernels, with positions of the packed keys and a layout at gcd(granularity, block) granularity
+ * that holds the original mask, so partial tiles are masked exactly although the packed keys are not consecutive.
+ */
+PlannedKernel gathered_plan(const GatherLayout& gl, int slot, const MaskGeometry& g, int head);
+
+/** Backward lists (transposed) and longest-first launch orders of a plan whose forward lists are filled. */
+void finish_plan(kernels::KernelPlan& p);
+
+} // namespace cpsim::backend

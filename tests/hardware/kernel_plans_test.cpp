@@ -1,0 +1,128 @@
+// The kernel plans the backend builds itself (per-head layouts, PIT's packed tiles), checked cell by cell on the
+// CPU: a cell is computed iff its tiles are listed and, in a partial tile, the kernels' mask (as MaskDesc::visible
+// applies it to the tiles' positions) lets it through; that must equal the workload's mask for every head.
+#include "../../hardware/src/backend/kernel_plans.hpp"
+
+#include "cpsim/model/micro_tiles.hpp"
+#include "cpsim/model/schedule_generator.hpp"
+#include "support/scenario_factory.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace cpsim;
+using namespace cpsim::backend;
+namespace kn = cpsim::kernels;
+
+namespace {
+
+/** What the kernels compute for (q tile qt, query i of it) x (k tile kt, key j of it) under slot `slot`. */
+bool computed(const PlannedKernel& k, int slot, size_t qt, int64_t i, size_t kt, int64_t j) {
+  const kn::KernelPlan& p = k.plan;
+  const size_t item = size_t(slot) * p.q_tiles.size() + qt;
+  for (int32_t e = p.fwd.offsets[item]; e < p.fwd.offsets[item + 1]; ++e) {
+    if (size_t(p.fwd.idx[size_t(e)]) != kt)
+      continue;
+    const kn::TileRange &tq = p.q_tiles[qt], &tk = p.k_tiles[kt];
+    if (j >= tk.n || i >= tq.n)
+      return false;
+    if (e - p.fwd.offsets[item] < p.fwd.n_full[item])
+      return true;
+    return k.mask.visible(tq.seq, tq.pos(i), tk.pos(j));
+  }
+  return false;
+}
+
+/** The tile and offset holding buffer row `row` on one side. */
+std::pair<size_t, int64_t> tile_of(const std::vector<kn::TileRange>& t, int64_t row) {
+  for (size_t x = 0; x < t.size(); ++x)
+    if (row >= t[x].row0 && row < t[x].row0 + t[x].n)
+      return {x, row - t[x].row0};
+  return {t.size(), 0};
+}
+
+void check_lists(const kn::KernelPlan& p) {
+  int64_t fwd = 0, bwd = 0;
+  for (int32_t c : p.fwd.offsets)
+    fwd = c;
+  for (int32_t c : p.bwd.offsets)
+    bwd = c;
+  CHECK(fwd == bwd); // the backward lists are the forward ones transposed
+  CHECK(p.q_order.size() == p.q_tiles.size());
+  CHECK(p.k_order.size() == p.k_tiles.size());
+}
+
+} // namespace
+
+TEST_CASE("per-head plan: every head computes exactly its own layout's visible cells of the rectangles") {
+  for (bool causal : {false, true}) {
+    Json mask{{"kind", "block_sparse"}, {"block", 64}, {"head_densities", {0.3, 0.6, 0.1}}, {"seed", 4}, {"causal", causal}};
+    Scenario sc = test::make_scenario(test::scenario_json("ring", 1, {448}, mask, "fwd", 3, 3, 64));
+    const MaskGeometry m(sc.workload);
+    // queries [96, 352) at rows 0.., keys [0, 448) held as two slices: [0, 160) at rows 0.., [224, 448) after them
+    std::vector<SegmentRows> segs = {{0, 0, 0, {96, 352}, {0, 160}}, {0, 0, 160, {96, 352}, {224, 448}}};
+    const PlannedKernel k = per_head_plan(segs, m, 0, 3);
+    REQUIRE(k.plan.head_slots == 3);
+    CHECK(k.mask.layout_block == 0); // the lists carry the layout; the kernels mask causally only
+    check_lists(k.plan);
+    for (int h = 0; h < 3; ++h)
+      for (int64_t qr = 0; qr < 256; ++qr)
+        for (int64_t kr = 0; kr < 384; ++kr) {
+          const int64_t qpos = 96 + qr, kpos = kr < 160 ? kr : 224 + (kr - 160);
+          auto [qt, i] = tile_of(k.plan.q_tiles, qr);
+          auto [kt, j] = tile_of(k.plan.k_tiles, kr);
+          REQUIRE(qt < k.plan.q_tiles.size());
+          REQUIRE(kt < k.plan.k_tiles.size());
+          if (computed(k, h, qt, i, kt, j) != m.visible(0, h, qpos, kpos))
+            FAIL("head " << h << " causal " << causal << " query " << qpos << " key " << kpos);
+        }
+  }
+}
+
+TEST_CASE("PIT plan: packed tiles compute exactly the visible cells of each query tile, for every slot") {
+  for (bool causal : {false, true})
+    for (int64_t g : {16, 32, 64}) {
+      Json mask{{"kind", "block_sparse"}, {"block", 32}, {"density", 0.25}, {"seed", 9}, {"causal", causal}};
+      Scenario sc = test::make_scenario(test::scenario_json("ring", 1, {640}, mask, "fwd", 2, 1, 64));
+      const MaskGeometry m(sc.workload);
+      // one slot, query tiles of 128 over [0, 640), key micro-tiles packed one tile after another
+      GatherLayout gl;
+      gl.granularity = g;
+      gl.slot_heads = {-1};
+      gl.tiles.resize(1);
+      for (const GatheredTile& t : gathered_micro_tiles(m, 0, 0, {0, 640}, {0, 640}, 128, g, GatherAxis::KEYS)) {
+        GatherLayout::Tile x;
+        x.q_pos = t.fixed.begin;
+        x.q_row = t.fixed.begin;
+        x.q_n = t.fixed.size();
+        x.packed_row = gl.packed_rows;
+        x.micro = t.micro;
+        gl.packed_rows += t.gathered();
+        gl.tiles[0].push_back(x);
+      }
+      const PlannedKernel k = gathered_plan(gl, 0, m, 0);
+      check_lists(k.plan);
+      int64_t checked = 0;
+      for (const auto& t : gl.tiles[0]) {
+        std::vector<int64_t> key_pos; // original position of each packed row of this tile
+        for (const TokenRange& mt : t.micro)
+          for (int64_t p = mt.begin; p < mt.end; ++p)
+            key_pos.push_back(p);
+        for (int64_t qr = t.q_row; qr < t.q_row + t.q_n; ++qr)
+          for (size_t x = 0; x < key_pos.size(); ++x) {
+            auto [qt, i] = tile_of(k.plan.q_tiles, qr);
+            auto [kt, j] = tile_of(k.plan.k_tiles, t.packed_row + int64_t(x));
+            REQUIRE(qt < k.plan.q_tiles.size());
+            REQUIRE(kt < k.plan.k_tiles.size());
+            if (computed(k, 0, qt, i, kt, j) != m.visible(0, t.q_pos + (qr - t.q_row), key_pos[x]))
+              FAIL("g " << g << " causal " << causal << " query " << t.q_pos + (qr - t.q_row) << " key " << key_pos[x]);
+            ++checked;
+          }
+        // a visible key the gather did not pack would be lost: there is none
+        for (int64_t q = t.q_pos; q < t.q_pos + t.q_n; ++q)
+          for (int64_t kp = 0; kp < 640; ++kp)
+            if (m.visible(0, q, kp) && std::find(key_pos.begin(), key_pos.end(), kp) == key_pos.end())
+              FAIL("visible key " << kp << " of query " << q << " is not packed");
+      }
+      CHECK(checked > 0);
+    }
+}
