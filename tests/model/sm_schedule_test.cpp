@@ -58,3 +58,27 @@ TEST_CASE("model::sm_schedule: no CTA takes no time") {
   CHECK(m.seconds == 0);
   CHECK(m.weights == std::vector<double>{0.0, 0.0});
 }
+
+TEST_CASE("model::sm_schedule: many equal CTAs placed in whole rounds give what one at a time gives") {
+  // 5 SMs x 2 slots; unequal CTAs first, then 57 equal ones (rounds of 10 placed at once), then a tail
+  const SmGrid g{5, 2, 0.75};
+  const std::vector<double> cost{9.0, 4.0, 3.0, 1.0};
+  const std::vector<int64_t> count{3, 2, 57, 4};
+  const auto batched = grid_makespan(cost, count, g);
+  // the same CTAs as classes of one: no class has enough CTAs for a round
+  std::vector<double> c1;
+  std::vector<int64_t> n1;
+  for (size_t i = 0; i < cost.size(); ++i)
+    for (int64_t k = 0; k < count[i]; ++k) {
+      c1.push_back(cost[i]);
+      n1.push_back(1);
+    }
+  const auto single = grid_makespan(c1, n1, g);
+  CHECK(batched.seconds == Approx(single.seconds));
+  std::vector<double> folded(cost.size(), 0.0);
+  for (size_t i = 0, j = 0; i < cost.size(); ++i)
+    for (int64_t k = 0; k < count[i]; ++k)
+      folded[i] += single.weights[j++];
+  for (size_t i = 0; i < cost.size(); ++i)
+    CHECK(batched.weights[i] == Approx(folded[i]));
+}
