@@ -34,15 +34,60 @@ TEST_CASE("calibrate::calibration_plans: one GPU gives kernel plans only, each o
   for (const auto& p : plans) {
     CHECK(p.sweep == "kernel");
     REQUIRE(p.kernels.size() == 2);
-    CHECK(p.kernels[0].sample.x.dir == Direction::FORWARD);
-    CHECK(p.kernels[1].sample.x.dir == Direction::BACKWARD);
+    CHECK(p.kernels[0].sample.op.dir == Direction::FORWARD);
+    CHECK(p.kernels[1].sample.op.dir == Direction::BACKWARD);
+    CHECK(p.kernels[0].sample.workload.seq_lens == p.scenario.workload.seq_lens);
     CHECK_NOTHROW(backend::make_exec_plan(p.schedule, p.scenario.workload));
   }
-  // the block-sparse layout with 64-token blocks leaves partly masked 128x128 tiles
+  // the block-sparse layout with 64-token blocks leaves partly masked 128x128 tiles of the schedule
   bool partial = false;
   for (const auto& p : plans)
-    partial |= p.kernels[0].sample.x.partial_tiles > 0 && p.kernels[0].sample.mask == "block_sparse";
+    partial |= p.kernels[0].sample.op.tiles.partial > 0 && p.kernels[0].sample.mask == "block_sparse";
   CHECK(partial);
+}
+
+TEST_CASE("calibrate::kernel_sweep_shapes: every term of the kernel model has samples that move it") {
+  const auto shapes = kernel_sweep_shapes();
+  std::set<int> dims, gqa;
+  std::set<int64_t> windows, odd, one_wave_heads;
+  bool equal_tiles = false, long_keys = false, short_kernel = false;
+  int sparse = 0;
+  for (const auto& k : shapes) {
+    dims.insert(k.head_dim);
+    gqa.insert(k.heads / k.kv_heads);
+    const std::string kind = k.mask.at("kind").get<std::string>();
+    if (kind == "sliding_window")
+      windows.insert(k.mask.at("window").get<int64_t>());
+    if (kind == "block_sparse")
+      ++sparse;
+    if ((k.seq / 64) % 2 == 1)
+      odd.insert(k.seq);
+    // fewer CTAs of 64 query rows than SMs: lone CTAs
+    if (k.seq / 64 * k.heads < 132)
+      one_wave_heads.insert(k.heads);
+    long_keys = long_keys || k.seq >= 65536;
+    short_kernel = short_kernel || k.seq <= 576;
+    // a full square and a causal one with the same number of 64 x 64 tiles
+    if (kind == "causal")
+      for (const auto& f : shapes) {
+        const int64_t n = k.seq / 64, m = f.seq / 64;
+        equal_tiles = equal_tiles || (f.mask.at("kind") == "full" && f.head_dim == k.head_dim && f.heads == k.heads &&
+                                      n * (n + 1) / 2 - m * m <= 1 && m * m - n * (n + 1) / 2 <= 1);
+      }
+  }
+  CHECK(dims == std::set<int>{64, 128});
+  CHECK(gqa.count(1));
+  CHECK(gqa.count(4));
+  CHECK(gqa.count(8));
+  for (int64_t w : windows)
+    CHECK(w % 64 != 0);
+  CHECK(windows.size() >= 4);
+  CHECK(odd.size() >= 2);
+  CHECK(one_wave_heads.size() >= 2);
+  CHECK(sparse >= 4);
+  CHECK(equal_tiles);
+  CHECK(long_keys);
+  CHECK(short_kernel);
 }
 
 TEST_CASE("calibrate::calibration_plans: communication and overlap on two GPUs pass the backend's checks") {
