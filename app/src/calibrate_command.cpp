@@ -91,7 +91,7 @@ calib::RawMeasurements run_sweeps(const CalibrateOptions& o, const ClusterSpec& 
   raw.gpus = gpus;
   raw.date_utc = utc_date_time();
   raw.git_sha = git_sha();
-  raw.kernel_build = calib::this_build_kernels(); // the child `cpsim run`s are this binary: its kernels ran
+  raw.kernel_build = kernels_that_run(); // the child `cpsim run`s are this binary, in this environment: its kernels ran
   calib::SweepOptions so;
   so.gpus = gpus;
   so.quick = o.quick;
@@ -220,13 +220,22 @@ calib::RawMeasurements raw_from_run(const std::string& dir) {
   return raw;
 }
 
-/** "SHA256,GIT" (scripts/kernel_build_at.sh) -> KernelBuild; UserError naming the option otherwise. */
+/** "SHA256[,GIT[,IMPLEMENTATION]]" (scripts/kernel_build_at.sh) -> KernelBuild; UserError naming the option otherwise. */
 calib::KernelBuild parse_kernel_build(const std::string& v) {
-  const size_t comma = v.find(',');
-  calib::KernelBuild b{v.substr(0, comma), comma == std::string::npos ? "" : v.substr(comma + 1)};
-  if (b.source_sha256.size() != 64 || b.source_sha256.find_first_not_of("0123456789abcdef") != std::string::npos)
-    throw UserError("--kernel-build = \"" + v + "\": expected SHA256[,GIT] with 64 lower-case hex digits "
-                    "(scripts/kernel_build_at.sh <commit> prints it)");
+  std::vector<std::string> parts;
+  for (size_t start = 0;;) {
+    const size_t comma = v.find(',', start);
+    parts.push_back(v.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos)
+      break;
+    start = comma + 1;
+  }
+  parts.resize(std::max<size_t>(parts.size(), 3));
+  const calib::KernelBuild b{parts[0], parts[1], parts[2]};
+  if (parts.size() > 3 || b.source_sha256.size() != 64 ||
+      b.source_sha256.find_first_not_of("0123456789abcdef") != std::string::npos)
+    throw UserError("--kernel-build = \"" + v + "\": expected SHA256[,GIT[,IMPLEMENTATION]] with 64 lower-case hex "
+                    "digits (scripts/kernel_build_at.sh <commit> prints the first two)");
   return b;
 }
 /** In-sample residuals of the kernel fit, one row per measured attention op, with provenance lines. */
@@ -270,7 +279,7 @@ int cmd_calibrate(const CalibrateOptions& o) {
     raw = calib::merge_raw(runs, names);
     if (!o.kernel_build.empty()) {
       const calib::KernelBuild b = parse_kernel_build(o.kernel_build);
-      if (raw.kernel_build.known() && raw.kernel_build.source_sha256 != b.source_sha256)
+      if (raw.kernel_build.known() && !raw.kernel_build.same_kernels(b))
         throw UserError("--kernel-build = \"" + o.kernel_build + "\": the raw measurements record " +
                         describe(raw.kernel_build) + " (the option is for runs recorded before raw files carried it)");
       raw.kernel_build = b;

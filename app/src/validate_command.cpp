@@ -115,7 +115,7 @@ int cmd_validate(const ValidateOptions& o) {
                         " (log: " + log + ")");
       Json m = load_json_file(out);
       m["schedule"] = schedule_to_json(in.schedule);
-      m["kernel_build"] = calib::kernel_build_json(calib::this_build_kernels());
+      m["kernel_build"] = calib::kernel_build_json(kernels_that_run());
       save_json_file(out, m, 1);
       fs::remove(plan);
       cases.push_back({in.scenario, out, m});
@@ -135,7 +135,7 @@ int cmd_validate(const ValidateOptions& o) {
     if (models.profile && c.measured.is_object() && c.measured.contains("kernel_build")) {
       JsonObjectReader r(c.measured, c.measured_path);
       const calib::KernelBuild ran = calib::read_kernel_build(r, "kernel_build");
-      if (models.profile->kernel_build.source_sha256 != ran.source_sha256)
+      if (!models.profile->kernel_build.same_kernels(ran))
         models.notes->note("measured with " + calib::describe(ran) + ", the profile describes " +
                            calib::describe(models.profile->kernel_build));
     }

@@ -136,7 +136,7 @@ CostModels make_cost_models(const std::string& profile_path, const ClusterSpec& 
     if (!p.kernel_build.known())
       m.notes->note("profile's attention kernels are of unknown sources (measured before profiles recorded them); "
                     "this tree's are " + describe(here));
-    else if (p.kernel_build.source_sha256 != here.source_sha256)
+    else if (!p.kernel_build.same_kernels(here))
       m.notes->note("profile describes " + describe(p.kernel_build) + ", this tree's attention kernels are " +
                     describe(here) + ": kernel times are those of the other implementation");
   }

@@ -31,13 +31,16 @@ std::string comm_op_name(OpKind kind, CollectiveKind coll) {
   return to_string(coll);
 }
 
-Json kernel_build_json(const KernelBuild& b) { return {{"source_sha256", b.source_sha256}, {"git_sha", b.git_sha}}; }
+Json kernel_build_json(const KernelBuild& b) {
+  return {{"source_sha256", b.source_sha256}, {"git_sha", b.git_sha}, {"implementation", b.implementation}};
+}
 
 KernelBuild read_kernel_build(JsonObjectReader& parent, const std::string& key) {
   JsonObjectReader r = parent.get_object(key);
   KernelBuild b;
   b.source_sha256 = r.get_string("source_sha256");
   b.git_sha = r.get_string("git_sha");
+  b.implementation = r.get_string("implementation");
   if (!b.source_sha256.empty() &&
       (b.source_sha256.size() != 64 || b.source_sha256.find_first_not_of("0123456789abcdef") != std::string::npos))
     r.fail("source_sha256", "must be 64 lower-case hex digits, or empty when unknown");
@@ -48,7 +51,10 @@ KernelBuild read_kernel_build(JsonObjectReader& parent, const std::string& key) 
 std::string describe(const KernelBuild& b) {
   if (!b.known())
     return "kernels of unknown sources";
-  return "kernels " + b.source_sha256.substr(0, 12) + (b.git_sha.empty() ? "" : " (git " + b.git_sha + ")");
+  std::string extra = b.git_sha.empty() ? "" : "git " + b.git_sha;
+  if (!b.implementation.empty())
+    extra += (extra.empty() ? "" : ", ") + b.implementation;
+  return "kernels " + b.source_sha256.substr(0, 12) + (extra.empty() ? "" : " (" + extra + ")");
 }
 
 namespace {

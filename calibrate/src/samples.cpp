@@ -229,7 +229,7 @@ RawMeasurements merge_raw(const std::vector<RawMeasurements>& runs, const std::v
       throw UserError("raw measurements " + name(i) + " use " + std::to_string(r.tile_m) + "x" + std::to_string(r.tile_n) +
                       " tiles but " + name(0) + " " + std::to_string(m.tile_m) + "x" + std::to_string(m.tile_n));
     if (!r.kernels.empty()) {
-      if (!m.kernels.empty() && r.kernel_build.source_sha256 != m.kernel_build.source_sha256)
+      if (!m.kernels.empty() && !r.kernel_build.same_kernels(m.kernel_build))
         throw UserError("raw measurements " + name(i) + " measured " + describe(r.kernel_build) + " but " + name(0) +
                         " " + describe(m.kernel_build) + ": one profile describes one kernel implementation");
       if (m.kernels.empty())

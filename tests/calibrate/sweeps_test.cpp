@@ -1,6 +1,7 @@
 // The calibration plans are ordinary schedule IR: valid, accepted by the backend's CPU checks
 // (make_exec_plan) except where the backend states it cannot execute an op kind, and their probes
 // turn a measured result's per-op medians into samples.
+#include "cpsim/calibrate/predict.hpp"
 #include "cpsim/calibrate/sweeps.hpp"
 #include "cpsim/hardware/backend/exec_plan.hpp"
 #include "cpsim/hardware/hardware_catalog.hpp"
@@ -161,4 +162,23 @@ TEST_CASE("calibrate::select_sweeps: groups by name; an unknown one is named") {
   select_sweeps(o, "kernel,overlap");
   CHECK((o.kernel && o.overlap && !o.comm));
   CHECK_THROWS_WITH(select_sweeps(o, "kernel,gemm"), Catch::Contains("--sweeps") && Catch::Contains("'gemm'"));
+}
+
+TEST_CASE("calibrate::calibration_plans: the one-GPU kernel sweep fits a lent machine's call") {
+  // Predicted by the committed H200 profile (kernels of 2026-12-02): every plan runs 2 + 5 times (session_1gpu.sh)
+  // and costs about 1 s more for its process and CUDA start (118 s measured for the 70 plans of 2026-12-02, 46 s of
+  // which in kernels). The sweep must stay under 200 s so that calibration and two validations fit one 8-minute call.
+  const ClusterSpec c = cluster_from_json(builtin_hardware("h200-sxm-1"), "h200-sxm-1");
+  const std::string profile = std::string(CPSIM_SOURCE_DIR) + "/hardware/profiles/h200-sxm-1.json";
+  double total_s = 0;
+  int plans = 0;
+  for (const auto& p : calibration_plans(c, {1, false})) {
+    const CostModels m = make_cost_models(profile, c, p.scenario.workload, p.schedule);
+    total_s += 7 * predict(p.schedule, p.scenario.workload, m).step_time_s + 1.0;
+    ++plans;
+  }
+  INFO(plans << " plans, " << total_s << " s");
+  CHECK(plans == 89);
+  CHECK(total_s < 200);
+  CHECK(total_s > 60); // a sweep too short to identify anything would pass the first check too
 }

@@ -116,17 +116,18 @@ TEST_CASE("cli: calibrate --from-run rebuilds attention and merge samples from a
   // the H200 kernel sweep of 2026-12-02: its raw.json predates merge samples, its plans/ and measured/ hold them
   const std::string run = std::string(CPSIM_SOURCE_DIR) + "/results/calibration/2026-12-02_h200-sxm-1";
   const std::string out = tmp("h200_run.json");
-  const std::string build = "ae6fad5043e95e75b9e3cbded1193073942fec568c492ef4f89c29be09c43a1a,12c69e4";
+  const std::string build = "ae6fad5043e95e75b9e3cbded1193073942fec568c492ef4f89c29be09c43a1a,12c69e4,mma";
   const std::string residuals = tmp("h200_residuals.csv");
   // those kernels compute 64 x 64 tiles (kernels/README.md); the old sweep grid alone does not tell 64 from 128 rows
   Run r = test::run_cpsim("calibrate --from-run " + run + " --out " + out + " --kernel-build " + build +
                           " --kernel-tiles 64x64 --residuals " + residuals);
   INFO(r.out);
   REQUIRE(r.code == 0);
-  CHECK_THAT(r.out, Contains("merge fwd") && Contains("merge bwd") && Contains("kernels ae6fad5043e9 (git 12c69e4)"));
+  CHECK_THAT(r.out, Contains("merge fwd") && Contains("merge bwd") && Contains("kernels ae6fad5043e9 (git 12c69e4, mma)"));
   const calib::Profile p = calib::load_profile(out);
   CHECK(p.gpu_name == "NVIDIA H200");
   CHECK(p.kernel_build.git_sha == "12c69e4");
+  CHECK(p.kernel_build.implementation == "mma");
   REQUIRE(p.kernels.size() == 4);
   for (const auto& k : p.kernels) {
     INFO(to_string(k.dir) << " " << k.head_dim);

@@ -81,13 +81,20 @@ struct KernelFit {
 
 /**
  * The kernel implementation measurements describe: a hash of the kernel library's sources (kernels/src,
- * kernels/include and its CMakeLists.txt, as cmake/kernel_source_hash.cmake computes it) and the last commit that
- * touched them. A profile for other kernels still predicts, but says so.
+ * kernels/include and its CMakeLists.txt, as cmake/kernel_source_hash.cmake computes it), the last commit that
+ * touched them, and which of the library's tensor-core implementations its fast path ran (the library says, at
+ * calibration time: "mma", "wgmma"). A profile for other kernels still predicts, but says so.
  */
 struct KernelBuild {
-  std::string source_sha256; // "" when unknown (measurements recorded before 2026-12-07 without a git SHA to derive it)
-  std::string git_sha;       // last commit touching kernels/ in the tree that was built, "+dirty" if edited since
+  std::string source_sha256;  // "" when unknown (measurements recorded before 2026-12-07 without a git SHA to derive it)
+  std::string git_sha;        // last commit touching kernels/ in the tree that was built, "+dirty" if edited since
+  std::string implementation; // what the fast path ran; "" when unknown (a CPU build cannot ask the library)
   bool known() const { return !source_sha256.empty(); }
+  /** Same sources, and the same implementation where both are known. */
+  bool same_kernels(const KernelBuild& o) const {
+    return source_sha256 == o.source_sha256 &&
+           (implementation.empty() || o.implementation.empty() || implementation == o.implementation);
+  }
 };
 
 /**
@@ -169,7 +176,7 @@ Json kernel_build_json(const KernelBuild& b);
 KernelBuild read_kernel_build(JsonObjectReader& parent, const std::string& key);
 /** The kernel sources of the tree this binary was built from (generated at build time). */
 KernelBuild this_build_kernels();
-/** "kernels <hash12> (git <sha>)" or "kernels of unknown sources", for notes and logs. */
+/** "kernels <hash12> (git <sha>, <implementation>)" or "kernels of unknown sources", for notes and logs. */
 std::string describe(const KernelBuild& b);
 
 std::string link_name(bool same_node);
