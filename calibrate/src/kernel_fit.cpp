@@ -192,7 +192,17 @@ Result fit_config(const Family& fam, const std::vector<KernelTile>& tiles, const
     }
     const Eigen::VectorXd p = huber_nnls_relative(a, b);
     set_params(f, p);
+    // a launch that costs nothing is not a launch: that fit is the layout without it, which is a candidate of its own
     bool admissible = true;
+    auto cost_scale = [](const GridFit& g) {
+      return g.cta_s + g.head_s + g.tile_full_s + g.tile_partial_s + g.partial_visible_s;
+    };
+    double all = 0;
+    for (const auto& gf : f.grids)
+      all += cost_scale(gf);
+    for (size_t g = 0; layout.size() > 1 && g < layout.size(); ++g)
+      if (cost_scale(f.grids[g]) <= 1e-6 * all)
+        admissible = false;
     for (size_t g = 0; g < layout.size(); ++g) {
       GridFit& gf = f.grids[g];
       if (tied[g]) {
@@ -351,12 +361,21 @@ KernelFit fit_family(Family& fam, int sm_count, double spec_hbm, const KernelFit
       for (double a : {0.3, 0.5, 0.7, 0.85, 1.0})
         occ.push_back({coarse[i].tile, coarse[i].layout, ks, a});
   std::vector<Result> rf = fit_all(fam, o.tiles, layouts, occ, sm_count, spec_hbm, o.threads, 12);
-  const Config c1 = occ[best_of(rf)];
+  // per pair, its best occupancies with the fraction refined; every fit so far (the coarse ones too) competes
   std::vector<Config> alone;
-  for (int m = 4; m <= 20; ++m)
-    alone.push_back({c1.tile, c1.layout, c1.ctas_per_sm, 0.05 * m});
+  for (size_t i : pairs) {
+    size_t b = occ.size();
+    for (size_t k = 0; k < occ.size(); ++k)
+      if (rf[k].ok && occ[k].tile == coarse[i].tile && occ[k].layout == coarse[i].layout &&
+          (b == occ.size() || rf[k].cost < rf[b].cost))
+        b = k;
+    if (b < occ.size())
+      for (int m = 4; m <= 20; ++m)
+        alone.push_back({occ[b].tile, occ[b].layout, occ[b].ctas_per_sm, 0.05 * m});
+  }
   for (Result& r : fit_all(fam, o.tiles, layouts, alone, sm_count, spec_hbm, o.threads, 12))
     rf.push_back(r);
+  rf.insert(rf.end(), rc.begin(), rc.end());
   KernelFit f = rf[best_of(rf)].fit;
   std::map<std::pair<size_t, size_t>, double> per_candidate;
   for (size_t i = 0; i < coarse.size(); ++i)

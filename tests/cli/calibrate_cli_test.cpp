@@ -34,7 +34,8 @@ calib::KernelFit truth(Direction dir) {
   k.alone_fraction = 0.75;
   k.launch_s = 4e-6;
   calib::GridFit g;
-  g.kind = GridKind::Q_PER_HEAD;
+  // a forward per query tile and head; a backward of one launch per key tile and head
+  g.kind = dir == Direction::FORWARD ? GridKind::Q_PER_HEAD : GridKind::K_PER_HEAD;
   g.ctas_per_sm = 2;
   g.cta_s = 0.5e-6;
   g.tile_full_s = dir == Direction::FORWARD ? 1.5e-6 : 4e-6;
@@ -70,8 +71,8 @@ std::string write_raw() {
           s.op.head_end = heads;
           s.op.segments = {{0, {0, seq}, {0, seq}}};
           const MaskGeometry g(s.workload);
-          s.measured_s = calib::kernel_time_s(
-              truth(d), calib::kernel_shape(s.op, s.workload, g, {64, 64}, {GridKind::Q_PER_HEAD}), 132);
+          const calib::KernelFit t = truth(d);
+          s.measured_s = calib::kernel_time_s(t, calib::kernel_shape(s.op, s.workload, g, {64, 64}, {t.grids[0].kind}), 132);
           r.kernels.push_back(s);
         }
   for (int64_t b = 1024; b <= (1 << 20); b *= 4)
@@ -107,6 +108,7 @@ TEST_CASE("cli: calibrate --from-raw fits recorded measurements and writes a val
   REQUIRE(p.kernels.size() == 2);
   CHECK(p.kernels[0].tile == KernelTile{64, 64});
   CHECK(p.kernels[0].grids.at(0).tile_full_s == Approx(1.5e-6).epsilon(1e-4));
+  CHECK(p.kernels[1].grids.at(0).kind == GridKind::K_PER_HEAD);
   CHECK(p.kernels[1].grids.at(0).tile_full_s == Approx(4e-6).epsilon(1e-4));
   REQUIRE(p.comms.size() == 1);
   CHECK(p.comms[0].bandwidth_bytes_per_s == Approx(280e9).epsilon(1e-6));
