@@ -13,6 +13,7 @@
 #include "cpsim/hardware/backend/exec_plan.hpp"
 #include "cpsim/hardware/hardware_catalog.hpp"
 #include "cpsim/model/errors.hpp"
+#include "cpsim/model/schedule_generator.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -37,12 +38,29 @@ void progress(size_t done, size_t total, const std::string& what) {
 void print_profile(const calib::Profile& p) {
   std::printf("profile %s: %s, %d SMs, %d GPU(s), hardware %s, %s, git %s\n", p.name.c_str(), p.gpu_name.c_str(),
               p.sm_count, p.gpus, p.hardware.c_str(), p.date_utc.c_str(), p.git_sha.c_str());
-  for (const auto& k : p.kernels)
-    std::printf("  attention %s d=%-3d launch %.2f us  cta %.3f us  tile %.3f us (partial %.3f us)  %d CTA/SM  "
-                "hbm %.0f GB/s (%s)  in-sample |err| median %.1f%% p95 %.1f%% (n=%d)\n",
-                to_string(k.dir).c_str(), k.head_dim, k.launch_s * 1e6, k.cta_s * 1e6, k.tile_full_s * 1e6,
-                k.tile_partial_s * 1e6, k.ctas_per_sm, k.hbm_bytes_per_s / 1e9, k.hbm_source.c_str(),
-                100 * k.quality.median_abs_rel_err, 100 * k.quality.p95_abs_rel_err, k.quality.samples);
+  std::printf("  %s\n", describe(p.kernel_build).c_str());
+  for (const auto& k : p.kernels) {
+    std::printf("  attention %s d=%-3d tile %lldx%lld  launch %.2f us  lone CTA x%.2f  hbm %.0f GB/s (%s)  in-sample "
+                "|err| median %.1f%% p95 %.1f%% (n=%d)\n",
+                to_string(k.dir).c_str(), k.head_dim, (long long)k.tile.q, (long long)k.tile.k, k.launch_s * 1e6,
+                k.alone_fraction, k.hbm_bytes_per_s / 1e9, k.hbm_source.c_str(), 100 * k.quality.median_abs_rel_err,
+                100 * k.quality.p95_abs_rel_err, k.quality.samples);
+    if (k.candidates.size() > 1) {
+      std::printf("    candidates (selection loss):");
+      for (size_t i = 0; i < k.candidates.size() && i < 4; ++i) {
+        std::string grids;
+        for (GridKind g : k.candidates[i].grids)
+          grids += (grids.empty() ? "" : "+") + to_string(g);
+        std::printf(" %lldx%lld %s %.4g;", (long long)k.candidates[i].tile.q, (long long)k.candidates[i].tile.k,
+                    grids.c_str(), k.candidates[i].loss);
+      }
+      std::printf("\n");
+    }
+    for (const auto& g : k.grids)
+      std::printf("    grid %-13s %d CTA/SM  cta %.3f us  head %.3f us  tile %.3f us  partial %.3f + %.3f x visible us\n",
+                  to_string(g.kind).c_str(), g.ctas_per_sm, g.cta_s * 1e6, g.head_s * 1e6, g.tile_full_s * 1e6,
+                  g.tile_partial_s * 1e6, g.partial_visible_s * 1e6);
+  }
   for (const auto& m : p.merges)
     std::printf("  merge %s  launch %.2f us  %.0f GB/s  bytes %.3g..%.3g  in-sample |err| median %.1f%% p95 %.1f%% "
                 "(n=%d)\n",
@@ -73,6 +91,7 @@ calib::RawMeasurements run_sweeps(const CalibrateOptions& o, const ClusterSpec& 
   raw.gpus = gpus;
   raw.date_utc = utc_date_time();
   raw.git_sha = git_sha();
+  raw.kernel_build = kernels_that_run(); // the child `cpsim run`s are this binary, in this environment: its kernels ran
   calib::SweepOptions so;
   so.gpus = gpus;
   so.quick = o.quick;
@@ -137,17 +156,37 @@ calib::RawMeasurements run_sweeps(const CalibrateOptions& o, const ClusterSpec& 
     throw UserError("no calibration plan ran (see " + dir + "/logs/): nothing was measured");
   return raw;
 }
+/** The op of a recorded plan and the op this build generates for the same scenario agree on what was measured. */
+bool same_work(const Op& a, const Op& b) {
+  return a.kind == b.kind && a.label == b.label && a.dir == b.dir && a.head_begin == b.head_begin &&
+         a.head_end == b.head_end && a.segments == b.segments && a.rows == b.rows && a.inputs == b.inputs &&
+         a.reads == b.reads && a.writes == b.writes;
+}
+
 /**
  * A committed run folder's measurements with its attention and merge samples rebuilt from the plans it ran and
  * their measured per-op medians: runs recorded before merge samples existed get them, and a change of the
- * features is applied to old measurements. Only the kernel-sweep plans whose samples raw.json holds are read.
+ * features is applied to old measurements. Each plan is generated again from its scenario with this build's
+ * generators and every recorded op takes the IR bytes of the op generated in its place, so a corrected byte count
+ * (backward merges, 2026-12-07) reaches old measurements. The generated op must do the same work (kind, label,
+ * heads, segments, buffers), else the run is refused; ops generated beyond the recorded ones (added since) were not
+ * measured and are left out. Only the kernel-sweep plans whose samples raw.json holds are read.
  */
 calib::RawMeasurements raw_from_run(const std::string& dir) {
-  calib::RawMeasurements raw = calib::load_raw(dir + "/raw.json");
+  calib::RawMeasurements raw;
   std::vector<std::string> plans;
-  for (const auto& k : raw.kernels)
-    if (std::find(plans.begin(), plans.end(), k.plan) == plans.end())
-      plans.push_back(k.plan);
+  {
+    // the header and link samples of raw.json; attention samples come from the plans whatever its version
+    Json j = load_json_file(dir + "/raw.json");
+    if (j.is_object() && j.contains("kernel_samples") && j["kernel_samples"].is_array()) {
+      for (const auto& k : j["kernel_samples"])
+        if (k.is_object() && k.contains("plan") && k["plan"].is_string() &&
+            std::find(plans.begin(), plans.end(), k["plan"].get<std::string>()) == plans.end())
+          plans.push_back(k["plan"].get<std::string>());
+      j["kernel_samples"] = Json::array();
+    }
+    raw = calib::raw_from_json(j, "raw measurements '" + dir + "/raw.json'");
+  }
   calib::RawMeasurements rebuilt;
   for (const auto& name : plans) {
     const std::string plan_file = dir + "/plans/" + name + ".json", measured = dir + "/measured/" + name + ".json";
@@ -160,6 +199,15 @@ calib::RawMeasurements raw_from_run(const std::string& dir) {
     p.sweep = "kernel";
     p.scenario = in.scenario;
     p.schedule = in.schedule;
+    const Schedule now = generate_schedule(in.scenario);
+    auto& then = p.schedule.ranks.at(0).ops;
+    const auto& gen = now.ranks.at(0).ops;
+    for (size_t i = 0; i < then.size(); ++i) {
+      if (i >= gen.size() || !same_work(gen[i], then[i]))
+        throw UserError("--from-run " + dir + ": plan '" + name + "', op " + std::to_string(i) + " ('" + then[i].label +
+                        "'): this build generates other work in its place, so its measurement cannot be paired");
+      then[i].bytes = gen[i].bytes;
+    }
     calib::add_kernel_probes(p);
     const Json mj = load_json_file(measured);
     if (mj.contains("loopback"))
@@ -170,6 +218,43 @@ calib::RawMeasurements raw_from_run(const std::string& dir) {
   raw.kernels = rebuilt.kernels;
   raw.merges = rebuilt.merges;
   return raw;
+}
+
+/** "SHA256[,GIT[,IMPLEMENTATION]]" (scripts/kernel_build_at.sh) -> KernelBuild; UserError naming the option otherwise. */
+calib::KernelBuild parse_kernel_build(const std::string& v) {
+  std::vector<std::string> parts;
+  for (size_t start = 0;;) {
+    const size_t comma = v.find(',', start);
+    parts.push_back(v.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos)
+      break;
+    start = comma + 1;
+  }
+  parts.resize(std::max<size_t>(parts.size(), 3));
+  const calib::KernelBuild b{parts[0], parts[1], parts[2]};
+  if (parts.size() > 3 || b.source_sha256.size() != 64 ||
+      b.source_sha256.find_first_not_of("0123456789abcdef") != std::string::npos)
+    throw UserError("--kernel-build = \"" + v + "\": expected SHA256[,GIT[,IMPLEMENTATION]] with 64 lower-case hex "
+                    "digits (scripts/kernel_build_at.sh <commit> prints the first two)");
+  return b;
+}
+/** In-sample residuals of the kernel fit, one row per measured attention op, with provenance lines. */
+void write_residuals(const CalibrateOptions& o, const calib::Profile& p, const calib::RawMeasurements& raw) {
+  std::FILE* f = std::fopen(o.residuals.c_str(), "w");
+  if (!f)
+    throw UserError("--residuals " + o.residuals + ": cannot write the file");
+  std::fprintf(f, "# in-sample residuals of the kernel fit of profile %s (git %s; measurements %s, git %s; %s)\n",
+               o.out.c_str(), git_sha().c_str(), p.raw_file.c_str(), raw.git_sha.c_str(),
+               describe(p.kernel_build).c_str());
+  std::fprintf(f, "plan,direction,head_dim,mask,seq,heads,kv_heads,measured_s,predicted_s,rel_err\n");
+  for (const auto& r : calib::kernel_residuals(p.kernels, raw.kernels, raw.sm_count)) {
+    const calib::KernelSample& s = *r.sample;
+    std::fprintf(f, "%s,%s,%d,%s,%lld,%d,%d,%.6e,%.6e,%+.4f\n", s.plan.c_str(), to_string(s.op.dir).c_str(),
+                 s.workload.head_dim, s.mask.c_str(), (long long)s.workload.seq_lens.front(), s.workload.heads,
+                 s.workload.kv_heads, s.measured_s, r.predicted_s, r.predicted_s / s.measured_s - 1);
+  }
+  std::fclose(f);
+  std::printf("wrote %s\n", o.residuals.c_str());
 }
 } // namespace
 
@@ -192,7 +277,16 @@ int cmd_calibrate(const CalibrateOptions& o) {
       raw_file += (raw_file.empty() ? "" : " + ") + f;
     }
     raw = calib::merge_raw(runs, names);
+    if (!o.kernel_build.empty()) {
+      const calib::KernelBuild b = parse_kernel_build(o.kernel_build);
+      if (raw.kernel_build.known() && !raw.kernel_build.same_kernels(b))
+        throw UserError("--kernel-build = \"" + o.kernel_build + "\": the raw measurements record " +
+                        describe(raw.kernel_build) + " (the option is for runs recorded before raw files carried it)");
+      raw.kernel_build = b;
+    }
   } else {
+    if (!o.kernel_build.empty())
+      throw UserError("--kernel-build: only with --from-raw or --from-run (a GPU sweep records this build's kernels)");
     calib::SweepOptions check;
     calib::select_sweeps(check, o.sweeps); // a bad list is the user's error whatever the machine
     require_gpus("calibrate", "use --from-raw FILE to fit measurements recorded on a GPU machine");
@@ -216,12 +310,17 @@ int cmd_calibrate(const CalibrateOptions& o) {
   }
   const std::string hw = o.hardware.empty() ? raw.hardware : o.hardware;
   const ClusterSpec c = cluster_from_json(builtin_hardware(hw), hw);
-  calib::Profile p = calib::fit_profile(raw, c.gpu.hbm_bytes_per_s);
+  calib::KernelFitOptions ko;
+  if (!o.kernel_tiles.empty())
+    ko.tiles = calib::parse_kernel_tiles(o.kernel_tiles, "--kernel-tiles");
+  calib::Profile p = calib::fit_profile(raw, c.gpu.hbm_bytes_per_s, ko);
   p.name = fs::path(o.out).stem().string();
   p.source = o.from_raw.empty() && o.from_run.empty() ? "gpu sweep" : "from raw " + raw_file;
   p.raw_file = raw_file;
   save_json_file(o.out, calib::profile_to_json(p), 2);
   print_profile(p);
+  if (!o.residuals.empty())
+    write_residuals(o, p, raw);
   std::printf("wrote %s\n", o.out.c_str());
   return 0;
 }

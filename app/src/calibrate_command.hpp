@@ -18,6 +18,9 @@ struct CalibrateOptions {
   std::string sweeps = "kernel,comm,overlap";
   int warmup = 3;
   int reps = 10;
+  std::string residuals;    // CSV of the kernel fit's in-sample residuals
+  std::string kernel_tiles; // the kernel tiles the fit may choose from ("" = its default candidates)
+  std::string kernel_build; // "SHA256,GIT" of the kernels a refitted run measured, when its raw file lacks it
 };
 int cmd_calibrate(const CalibrateOptions& o);
 

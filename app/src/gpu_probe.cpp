@@ -6,6 +6,9 @@
 #if CPSIM_HAVE_BACKEND
 #include <cuda_runtime_api.h>
 #endif
+#if CPSIM_HAVE_KERNELS
+#include "cpsim/kernels/attention.hpp"
+#endif
 
 namespace cpsim {
 
@@ -27,6 +30,18 @@ GpuProbe probe_gpus() {
           "-DCPSIM_WITH_CUDA=ON)";
 #endif
   return p;
+}
+
+calib::KernelBuild kernels_that_run() {
+  calib::KernelBuild b = calib::this_build_kernels();
+#if CPSIM_HAVE_KERNELS
+  try {
+    b.implementation = kernels::to_string(kernels::fast_impl());
+  } catch (const std::exception&) {
+    b.implementation = ""; // no device, or a switch the library refuses: the runs themselves will say why
+  }
+#endif
+  return b;
 }
 
 void require_gpus(const std::string& command, const std::string& alternative) {

@@ -49,6 +49,13 @@ int main(int argc, char** argv) {
   ca->add_option("--from-run", cal.from_run,
                  "Like --from-raw DIR/raw.json, with its attention and merge samples re-read from DIR/plans and "
                  "DIR/measured (the run's own plans and per-op medians); repeatable, and joins with --from-raw");
+  ca->add_option("--kernel-tiles", cal.kernel_tiles,
+                 "Kernel tiles the fit chooses among, QxK[,QxK...] (default 64x64,128x64,64x128,128x128); one tile pins "
+                 "it, e.g. where the kernel library states it and the sweeps cannot tell");
+  ca->add_option("--residuals", cal.residuals, "Also write the kernel fit's in-sample residuals (CSV, one row per attention op)");
+  ca->add_option("--kernel-build", cal.kernel_build,
+                 "With --from-run/--from-raw: SHA256[,GIT] of the attention kernels the run measured, for runs recorded "
+                 "before raw files carried it (scripts/kernel_build_at.sh <the run's git SHA> prints it)");
   ca->add_option("--raw-dir", cal.raw_dir, "Folder for plans, measured results, logs and raw.json (default results/calibration/<UTC>_<hardware>)");
   ca->add_option("--gpus", cal.gpus, "GPUs to use (default: all visible, up to the node's)");
   ca->add_flag("--quick", cal.quick, "A small sweep grid (a first look, a smoke test)");

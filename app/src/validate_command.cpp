@@ -12,6 +12,7 @@
 #include "cpsim/hardware/hardware_catalog.hpp"
 #include "cpsim/model/errors.hpp"
 #include "cpsim/model/schedule_generator.hpp"
+#include "cpsim/model/schedule_json.hpp"
 #include "cpsim/simulator/analytic_engine.hpp"
 
 #include <algorithm>
@@ -96,27 +97,48 @@ int cmd_validate(const ValidateOptions& o) {
     require_gpus("validate", "pass the measured results with --measured FILE... to validate without GPUs");
     fs::create_directories(out_dir + "/measured");
     fs::create_directories(out_dir + "/logs");
+    fs::create_directories(out_dir + "/plans");
     const auto files = scenario_files(o.inputs);
     for (size_t i = 0; i < files.size(); ++i) {
-      Scenario sc = load_scenario(files[i]);
+      LoadedInput in = load_input(files[i]);
       std::fprintf(stderr, "[%zu/%zu] running %s on the GPUs\n", i + 1, files.size(), files[i].c_str());
       const std::string stem = fs::path(files[i]).stem().string();
       const std::string out = out_dir + "/measured/" + stem + ".json", log = out_dir + "/logs/" + stem + ".log";
-      int rc = run_child({self_exe(), "run", files[i], "--json", out, "--warmup", std::to_string(o.warmup), "--reps",
+      // the plan is written once and run as written, so the measured file can carry exactly the plan that ran
+      const std::string plan = out_dir + "/plans/" + stem + ".json";
+      save_json_file(plan, plan_to_json(in), -1);
+      int rc = run_child({self_exe(), "run", plan, "--json", out, "--warmup", std::to_string(o.warmup), "--reps",
                           std::to_string(o.reps), "--profile-reps", "0", "-q"},
                          log);
       if (rc != 0)
         throw UserError("validate: 'cpsim run " + files[i] + "' exited with code " + std::to_string(rc) +
                         " (log: " + log + ")");
-      cases.push_back({sc, out, load_json_file(out)});
+      Json m = load_json_file(out);
+      m["schedule"] = schedule_to_json(in.schedule);
+      m["kernel_build"] = calib::kernel_build_json(kernels_that_run());
+      save_json_file(out, m, 1);
+      fs::remove(plan);
+      cases.push_back({in.scenario, out, m});
     }
+    fs::remove(out_dir + "/plans");
   }
 
   calib::ValidationReport rep;
   for (const auto& c : cases) {
-    Schedule s = generate_schedule(c.scenario);
+    // the plan that ran, where the measured file carries it (validate writes it since 2026-12-07): its ops pair
+    // with the measured ones exactly whatever the generators do today; older files are paired with today's plan
+    const bool stored = c.measured.is_object() && c.measured.contains("schedule");
+    Schedule s = stored ? schedule_from_json(c.measured.at("schedule"), c.measured_path + ": schedule")
+                        : generate_schedule(c.scenario);
     calib::CostModels models = calib::make_cost_models(o.profile.empty() ? c.scenario.profile : o.profile,
                                                        c.scenario.cluster, c.scenario.workload, s);
+    if (models.profile && c.measured.is_object() && c.measured.contains("kernel_build")) {
+      JsonObjectReader r(c.measured, c.measured_path);
+      const calib::KernelBuild ran = calib::read_kernel_build(r, "kernel_build");
+      if (!models.profile->kernel_build.same_kernels(ran))
+        models.notes->note("measured with " + calib::describe(ran) + ", the profile describes " +
+                           calib::describe(models.profile->kernel_build));
+    }
     SimResult r = calib::predict(s, c.scenario.workload, models);
     calib::add_scenario(rep, c.scenario.name, s, r, c.measured, c.measured_path);
     for (const auto& n : models.notes->lines())

@@ -2,7 +2,7 @@
 #include "cpsim/calibrate/calibrated_models.hpp"
 
 #include "cpsim/calibrate/fit.hpp"
-#include "cpsim/calibrate/kernel_features.hpp"
+#include "cpsim/calibrate/kernel_model.hpp"
 
 #include <cmath>
 #include <cstdlib>
@@ -17,7 +17,7 @@ std::string family_name(Direction d, int head_dim) {
 
 CalibratedKernelModel::CalibratedKernelModel(const Profile& p, const GpuSpec& gpu, const Workload& w, int64_t tile_m,
                                              int64_t tile_n, RangeNotes& notes)
-    : p_(p), w_(w), tile_m_(tile_m), tile_n_(tile_n), roofline_(gpu, w, tile_m, tile_n), notes_(notes) {}
+    : p_(p), w_(w), roofline_(gpu, w, tile_m, tile_n), notes_(notes) {}
 
 double CalibratedKernelModel::attention_s(const Op& op) const {
   const KernelFit* best = nullptr;
@@ -33,17 +33,25 @@ double CalibratedKernelModel::attention_s(const Op& op) const {
   if (f.head_dim != w_.head_dim) {
     // per-tile work grows with the head dimension; per-CTA and launch costs do not
     const double scale = double(w_.head_dim) / double(f.head_dim);
-    f.tile_full_s *= scale;
-    f.tile_partial_s *= scale;
+    for (auto& g : f.grids) {
+      g.tile_full_s *= scale;
+      g.tile_partial_s *= scale;
+      g.partial_visible_s *= scale;
+    }
     notes_.note(subject + ": head_dim not calibrated, tile times scaled from head_dim " + std::to_string(f.head_dim));
   }
-  KernelFeatures x = kernel_features(op, w_, tile_m_, tile_n_);
-  const int64_t tiles = x.full_tiles + x.partial_tiles;
-  notes_.check(subject, "tiles x heads", double(tiles), f.tiles);
+  if (!geometry_)
+    geometry_ = std::make_unique<MaskGeometry>(w_);
+  std::vector<GridKind> kinds;
+  for (const auto& g : f.grids)
+    kinds.push_back(g.kind);
+  const KernelShape x = kernel_shape(op, w_, *geometry_, f.tile, kinds);
+  notes_.check(subject, "tiles x heads", x.tiles, f.tiles);
   notes_.check(subject, "CTAs", double(x.ctas), f.ctas);
   notes_.check(subject, "query tokens", double(x.tokens), f.tokens);
-  if (tiles > 0)
-    notes_.check(subject, "partial-tile fraction", double(x.partial_tiles) / double(tiles), f.partial_fraction);
+  notes_.check(subject, "query heads per KV head", x.gqa, f.gqa);
+  if (x.tiles > 0)
+    notes_.check(subject, "partial-tile fraction", x.partial / x.tiles, f.partial_fraction);
   return kernel_time_s(f, x, p_.sm_count);
 }
 
@@ -123,9 +131,15 @@ CostModels make_cost_models(const std::string& profile_path, const ClusterSpec& 
   if (p.sm_count != c.gpu.sm_count)
     m.notes->note("profile measured with " + std::to_string(p.sm_count) + " SMs, the hardware has " +
                   std::to_string(c.gpu.sm_count) + " (the profile's count is used)");
-  if (p.tile_m != s.tile_m || p.tile_n != s.tile_n)
-    m.notes->note("profile calibrated with " + std::to_string(p.tile_m) + "x" + std::to_string(p.tile_n) +
-                  " tiles, the schedule counts " + std::to_string(s.tile_m) + "x" + std::to_string(s.tile_n));
+  if (!p.kernels.empty()) {
+    const KernelBuild here = this_build_kernels();
+    if (!p.kernel_build.known())
+      m.notes->note("profile's attention kernels are of unknown sources (measured before profiles recorded them); "
+                    "this tree's are " + describe(here));
+    else if (!p.kernel_build.same_kernels(here))
+      m.notes->note("profile describes " + describe(p.kernel_build) + ", this tree's attention kernels are " +
+                    describe(here) + ": kernel times are those of the other implementation");
+  }
   m.kernels = std::make_unique<CalibratedKernelModel>(p, c.gpu, w, s.tile_m, s.tile_n, *m.notes);
   m.comm = std::make_unique<CalibratedCommModel>(p, c, s.placement, *m.notes);
   return m;

@@ -31,6 +31,32 @@ std::string comm_op_name(OpKind kind, CollectiveKind coll) {
   return to_string(coll);
 }
 
+Json kernel_build_json(const KernelBuild& b) {
+  return {{"source_sha256", b.source_sha256}, {"git_sha", b.git_sha}, {"implementation", b.implementation}};
+}
+
+KernelBuild read_kernel_build(JsonObjectReader& parent, const std::string& key) {
+  JsonObjectReader r = parent.get_object(key);
+  KernelBuild b;
+  b.source_sha256 = r.get_string("source_sha256");
+  b.git_sha = r.get_string("git_sha");
+  b.implementation = r.get_string("implementation");
+  if (!b.source_sha256.empty() &&
+      (b.source_sha256.size() != 64 || b.source_sha256.find_first_not_of("0123456789abcdef") != std::string::npos))
+    r.fail("source_sha256", "must be 64 lower-case hex digits, or empty when unknown");
+  r.finish();
+  return b;
+}
+
+std::string describe(const KernelBuild& b) {
+  if (!b.known())
+    return "kernels of unknown sources";
+  std::string extra = b.git_sha.empty() ? "" : "git " + b.git_sha;
+  if (!b.implementation.empty())
+    extra += (extra.empty() ? "" : ", ") + b.implementation;
+  return "kernels " + b.source_sha256.substr(0, 12) + (extra.empty() ? "" : " (" + extra + ")");
+}
+
 namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
@@ -61,25 +87,67 @@ FitQuality read_quality(JsonObjectReader& parent, const std::string& key = "fit_
   return q;
 }
 
+GridFit read_grid(const Json& j, const std::string& path) {
+  JsonObjectReader r(j, path);
+  GridFit g;
+  const std::string kind = r.get_string("grid");
+  if (!grid_kind_from_string(kind, g.kind))
+    r.fail("grid", "unknown grid '" + kind + "'; known: q_per_head, q_per_kv_head, k_per_head, k_per_kv_head");
+  g.ctas_per_sm = int(r.get_int("ctas_per_sm", 1, 64));
+  g.cta_s = r.get_number("cta_s", 0, 1.0);
+  g.head_s = r.get_number("head_s", 0, 1.0);
+  g.tile_full_s = r.get_number("tile_full_s", 0, 1.0);
+  g.tile_partial_s = r.get_number("tile_partial_s", 0, 1.0);
+  g.partial_visible_s = r.get_number("partial_visible_s", 0, 1.0);
+  r.finish();
+  return g;
+}
+
 KernelFit read_kernel(const Json& j, const std::string& path) {
   JsonObjectReader r(j, path);
   KernelFit f;
   f.dir = read_direction(r);
   f.head_dim = int(r.get_int("head_dim", 8, 1024));
+  f.tile.q = r.get_int("tile_q", 8, 1024);
+  f.tile.k = r.get_int("tile_k", 8, 1024);
+  f.alone_fraction = r.get_number("alone_fraction", 1e-3, 1.0);
   f.launch_s = r.get_number("launch_s", 0, 1.0);
-  f.cta_s = r.get_number("cta_s", 0, 1.0);
-  f.tile_full_s = r.get_number("tile_full_s", 0, 1.0);
-  if (f.tile_full_s <= 0)
-    r.fail("tile_full_s", "must be > 0: a tile cannot take no time");
-  f.tile_partial_s = r.get_number("tile_partial_s", 0, 1.0);
-  f.ctas_per_sm = int(r.get_int("ctas_per_sm", 1, 64));
+  const Json& gs = r.raw("grids");
+  if (!gs.is_array() || gs.empty())
+    r.fail("grids", "must be a non-empty array of the op's launches");
+  double per_tile = 0;
+  for (size_t i = 0; i < gs.size(); ++i) {
+    f.grids.push_back(read_grid(gs[i], r.path_of("grids") + "[" + std::to_string(i) + "]"));
+    per_tile += f.grids.back().tile_full_s;
+  }
+  if (per_tile <= 0)
+    r.fail("grids", "some grid must have tile_full_s > 0: a tile cannot take no time");
   f.hbm_bytes_per_s = r.get_number("hbm_bytes_per_s", 1e6, 1e15);
   f.hbm_source = r.get_enum("hbm_source", {"fit", "spec"});
   f.tiles = read_range(r, "tiles", 0);
   f.ctas = read_range(r, "ctas", 0);
   f.tokens = read_range(r, "tokens", 0);
   f.partial_fraction = read_range(r, "partial_fraction", 0);
+  f.gqa = read_range(r, "gqa", 1);
   f.quality = read_quality(r);
+  const Json& cs = r.raw("candidates");
+  if (!cs.is_array())
+    r.fail("candidates", "must be an array of {tile_q, tile_k, grids, loss}");
+  for (size_t i = 0; i < cs.size(); ++i) {
+    JsonObjectReader c(cs[i], r.path_of("candidates") + "[" + std::to_string(i) + "]");
+    KernelFit::Candidate k;
+    k.tile.q = c.get_int("tile_q", 8, 1024);
+    k.tile.k = c.get_int("tile_k", 8, 1024);
+    for (const auto& g : c.get_string_array("grids")) {
+      GridKind kind;
+      if (!grid_kind_from_string(g, kind))
+        c.fail("grids", "unknown grid '" + g + "'");
+      k.grids.push_back(kind);
+    }
+    k.loss = c.get_number("loss", 0, kInf);
+    c.finish();
+    f.candidates.push_back(k);
+  }
   r.finish();
   return f;
 }
@@ -129,21 +197,40 @@ CommFit read_comm(const Json& j, const std::string& path) {
 
 Json profile_to_json(const Profile& p) {
   Json kernels = Json::array(), comms = Json::array();
-  for (const auto& k : p.kernels)
+  for (const auto& k : p.kernels) {
+    Json grids = Json::array();
+    for (const auto& g : k.grids)
+      grids.push_back({{"grid", to_string(g.kind)},
+                       {"ctas_per_sm", g.ctas_per_sm},
+                       {"cta_s", g.cta_s},
+                       {"head_s", g.head_s},
+                       {"tile_full_s", g.tile_full_s},
+                       {"tile_partial_s", g.tile_partial_s},
+                       {"partial_visible_s", g.partial_visible_s}});
+    Json candidates = Json::array();
+    for (const auto& c : k.candidates) {
+      Json names = Json::array();
+      for (GridKind g : c.grids)
+        names.push_back(to_string(g));
+      candidates.push_back({{"tile_q", c.tile.q}, {"tile_k", c.tile.k}, {"grids", names}, {"loss", c.loss}});
+    }
     kernels.push_back({{"direction", to_string(k.dir)},
                        {"head_dim", k.head_dim},
+                       {"tile_q", k.tile.q},
+                       {"tile_k", k.tile.k},
+                       {"alone_fraction", k.alone_fraction},
                        {"launch_s", k.launch_s},
-                       {"cta_s", k.cta_s},
-                       {"tile_full_s", k.tile_full_s},
-                       {"tile_partial_s", k.tile_partial_s},
-                       {"ctas_per_sm", k.ctas_per_sm},
+                       {"grids", grids},
                        {"hbm_bytes_per_s", k.hbm_bytes_per_s},
                        {"hbm_source", k.hbm_source},
                        {"tiles", range_json(k.tiles)},
                        {"ctas", range_json(k.ctas)},
                        {"tokens", range_json(k.tokens)},
                        {"partial_fraction", range_json(k.partial_fraction)},
-                       {"fit_quality", quality_json(k.quality)}});
+                       {"gqa", range_json(k.gqa)},
+                       {"fit_quality", quality_json(k.quality)},
+                       {"candidates", candidates}});
+  }
   Json merges = Json::array();
   for (const auto& m : p.merges)
     merges.push_back({{"direction", to_string(m.dir)},
@@ -167,7 +254,7 @@ Json profile_to_json(const Profile& p) {
       comms.back()["line_fit_quality"] = quality_json(c.line_quality);
   }
   Json j{{"format", kProfileFormat},
-         {"version", 1},
+         {"version", kProfileVersion},
          {"name", p.name},
          {"gpu_name", p.gpu_name},
          {"sm_count", p.sm_count},
@@ -180,6 +267,7 @@ Json profile_to_json(const Profile& p) {
          {"raw_file", p.raw_file},
          {"tile_m", p.tile_m},
          {"tile_n", p.tile_n},
+         {"kernel_build", kernel_build_json(p.kernel_build)},
          {"kernels", kernels},
          {"merges", merges},
          {"comms", comms},
@@ -199,7 +287,10 @@ Profile profile_from_json(const Json& j, const std::string& where) {
   try {
     if (r.get_string("format") != kProfileFormat)
       r.fail("format", std::string("a profile must have format \"") + kProfileFormat + "\"");
-    r.get_int("version", 1, 1);
+    if (r.get_int("version", 1, kProfileVersion) < kProfileVersion)
+      r.fail("version", "version 1 profiles hold the kernel model before 2026-12-07 (128-tile waves), which this "
+                        "build no longer evaluates; refit the calibration run: `cpsim calibrate --from-run "
+                        "results/calibration/<run> --out <profile>` (docs/calibration.md)");
     Profile p;
     p.name = r.get_string("name");
     p.gpu_name = r.get_string("gpu_name");
@@ -213,6 +304,7 @@ Profile profile_from_json(const Json& j, const std::string& where) {
     p.raw_file = r.get_string_or("raw_file", "");
     p.tile_m = r.get_int("tile_m", 16, 1024);
     p.tile_n = r.get_int("tile_n", 16, 1024);
+    p.kernel_build = read_kernel_build(r, "kernel_build");
     const Json& ks = r.raw("kernels");
     if (!ks.is_array())
       r.fail("kernels", "must be an array");

@@ -10,16 +10,30 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
 
+Json range3(const TokenRange& r) { return Json::array({r.begin, r.end, r.stride}); }
+
+TokenRange read_range3(JsonObjectReader& r, const std::string& key) {
+  const Json& v = r.raw(key);
+  if (!v.is_array() || v.size() != 3 || !v[0].is_number_integer() || !v[1].is_number_integer() ||
+      !v[2].is_number_integer())
+    r.fail(key, "must be [begin, end, stride] (three integers)");
+  TokenRange t{v[0].get<int64_t>(), v[1].get<int64_t>(), v[2].get<int64_t>()};
+  if (t.begin < 0 || t.end <= t.begin || t.stride < 1)
+    r.fail(key, "must satisfy 0 <= begin < end and stride >= 1");
+  return t;
+}
+
 Json kernel_json(const KernelSample& s) {
+  Json segs = Json::array();
+  for (const auto& g : s.op.segments)
+    segs.push_back({{"seq", g.seq}, {"q", range3(g.q)}, {"k", range3(g.k)}});
+  Json op{{"direction", to_string(s.op.dir)}, {"heads", {s.op.head_begin, s.op.head_end}}, {"segments", segs}};
+  if (!s.op.head_ids.empty())
+    op["head_ids"] = s.op.head_ids;
   return {{"plan", s.plan},
           {"mask", s.mask},
-          {"direction", to_string(s.x.dir)},
-          {"head_dim", s.x.head_dim},
-          {"ctas", s.x.ctas},
-          {"full_tiles", s.x.full_tiles},
-          {"partial_tiles", s.x.partial_tiles},
-          {"bytes", s.x.bytes},
-          {"tokens", s.x.tokens},
+          {"workload", workload_to_json(s.workload)},
+          {"op", op},
           {"measured_s", s.measured_s}};
 }
 
@@ -28,15 +42,39 @@ KernelSample read_kernel(const Json& j, const std::string& path) {
   KernelSample s;
   s.plan = r.get_string("plan");
   s.mask = r.get_string("mask");
-  s.x.dir = read_direction(r);
-  s.x.head_dim = int(r.get_int("head_dim", 8, 1024));
-  s.x.ctas = r.get_int("ctas", 1, kMax);
-  s.x.full_tiles = r.get_int("full_tiles", 0, kMax);
-  s.x.partial_tiles = r.get_int("partial_tiles", 0, kMax);
-  if (s.x.full_tiles + s.x.partial_tiles == 0)
-    r.fail("full_tiles", "a measured attention op has at least one tile");
-  s.x.bytes = r.get_number("bytes", 0, kInf);
-  s.x.tokens = r.get_int("tokens", 1, kMax);
+  s.workload = workload_from_json(r.raw("workload"), r.path_of("workload"), "");
+  JsonObjectReader o = r.get_object("op");
+  s.op.kind = OpKind::ATTENTION;
+  s.op.dir = read_direction(o);
+  const Json& h = o.raw("heads");
+  if (!h.is_array() || h.size() != 2 || !h[0].is_number_integer() || !h[1].is_number_integer() ||
+      h[0].get<int>() < 0 || h[1].get<int>() <= h[0].get<int>() || h[1].get<int>() > s.workload.heads)
+    o.fail("heads", "must be [begin, end) with 0 <= begin < end <= the workload's heads");
+  s.op.head_begin = h[0].get<int>();
+  s.op.head_end = h[1].get<int>();
+  if (o.has("head_ids"))
+    for (const auto& v : o.raw("head_ids")) {
+      if (!v.is_number_integer() || v.get<int>() < 0 || v.get<int>() >= s.workload.heads)
+        o.fail("head_ids", "must list query heads of the workload");
+      s.op.head_ids.push_back(v.get<int>());
+    }
+  const Json& segs = o.raw("segments");
+  if (!segs.is_array() || segs.empty())
+    o.fail("segments", "must be a non-empty array");
+  for (size_t i = 0; i < segs.size(); ++i) {
+    JsonObjectReader g(segs[i], o.path_of("segments") + "[" + std::to_string(i) + "]");
+    AttnSegment a;
+    a.seq = int(g.get_int("seq", 0, int64_t(s.workload.seq_lens.size()) - 1));
+    a.q = read_range3(g, "q");
+    a.k = read_range3(g, "k");
+    const int64_t len = s.workload.seq_lens[size_t(a.seq)];
+    if (a.q.end > len || a.k.end > len)
+      g.fail("q", "positions must lie inside sequence " + std::to_string(a.seq) + " (" + std::to_string(len) +
+                      " tokens)");
+    g.finish();
+    s.op.segments.push_back(a);
+  }
+  o.finish();
   s.measured_s = r.get_number("measured_s", 1e-9, 1e4);
   r.finish();
   return s;
@@ -114,7 +152,8 @@ Json raw_to_json(const RawMeasurements& r) {
                   {"comm_alone_s", s.comm_alone_s},
                   {"comm_overlapped_s", s.comm_overlapped_s}});
   return {{"format", kRawFormat},
-          {"version", 1},
+          {"version", kRawVersion},
+          {"kernel_build", kernel_build_json(r.kernel_build)},
           {"gpu_name", r.gpu_name},
           {"sm_count", r.sm_count},
           {"gpus", r.gpus},
@@ -136,8 +175,10 @@ RawMeasurements raw_from_json(const Json& j, const std::string& where) {
     JsonObjectReader r(j, "");
     if (r.get_string("format") != kRawFormat)
       r.fail("format", std::string("raw calibration measurements have format \"") + kRawFormat + "\"");
-    r.get_int("version", 1, 1);
+    const int version = int(r.get_int("version", 1, kRawVersion));
     RawMeasurements m;
+    if (version >= 2)
+      m.kernel_build = read_kernel_build(r, "kernel_build");
     m.gpu_name = r.get_string("gpu_name");
     m.sm_count = int(r.get_int("sm_count", 1, 100000));
     m.gpus = int(r.get_int("gpus", 1, 1 << 20));
@@ -147,7 +188,16 @@ RawMeasurements raw_from_json(const Json& j, const std::string& where) {
     m.git_sha = r.get_string("git_sha");
     m.tile_m = r.get_int("tile_m", 16, 1024);
     m.tile_n = r.get_int("tile_n", 16, 1024);
-    m.kernels = read_array<KernelSample>(r, "kernel_samples", read_kernel);
+    if (version == 1) {
+      const Json& ks = r.raw("kernel_samples");
+      if (!ks.is_array())
+        r.fail("kernel_samples", "must be an array");
+      if (!ks.empty())
+        r.fail("version", "format version 1 stores attention samples as features of the kernel model before "
+                          "2026-12-07, which the current fit cannot use; refit the run folder with "
+                          "`cpsim calibrate --from-run DIR` (it reads the ops from DIR/plans and DIR/measured)");
+    } else
+      m.kernels = read_array<KernelSample>(r, "kernel_samples", read_kernel);
     if (r.has("merge_samples"))
       m.merges = read_array<MergeSample>(r, "merge_samples", read_merge);
     m.comms = read_array<CommSample>(r, "comm_samples", read_comm);
@@ -178,6 +228,13 @@ RawMeasurements merge_raw(const std::vector<RawMeasurements>& runs, const std::v
     if (r.tile_m != m.tile_m || r.tile_n != m.tile_n)
       throw UserError("raw measurements " + name(i) + " use " + std::to_string(r.tile_m) + "x" + std::to_string(r.tile_n) +
                       " tiles but " + name(0) + " " + std::to_string(m.tile_m) + "x" + std::to_string(m.tile_n));
+    if (!r.kernels.empty()) {
+      if (!m.kernels.empty() && !r.kernel_build.same_kernels(m.kernel_build))
+        throw UserError("raw measurements " + name(i) + " measured " + describe(r.kernel_build) + " but " + name(0) +
+                        " " + describe(m.kernel_build) + ": one profile describes one kernel implementation");
+      if (m.kernels.empty())
+        m.kernel_build = r.kernel_build;
+    }
     m.kernels.insert(m.kernels.end(), r.kernels.begin(), r.kernels.end());
     m.merges.insert(m.merges.end(), r.merges.begin(), r.merges.end());
     m.comms.insert(m.comms.end(), r.comms.begin(), r.comms.end());

@@ -2,6 +2,7 @@
 # Calibration and validation on a lent GPU machine, in two halves (like run_backend.sh):
 #   here:   scripts/gpu/pack.sh                                  builds cpsim with the backend into gpu-pack/ (+ .tar.xz)
 #   device: scripts/gpu/run_calibrate.sh calibrate HW [--quick] [--sweeps comm]  sweeps -> $OUT/<HW>.json + raw
+#                                                                (+ residuals_<HW>.csv, the kernel fit's in-sample errors)
 #           scripts/gpu/run_calibrate.sh validate HW PROFILE [--only GLOB]... [validate options]
 #                                                                validation scenarios -> $OUT/validation_<HW>.tgz
 # HW is a built-in description of the machine (h100-sxm-1, h200-sxm-2, ...). Everything lands in $OUT
@@ -54,8 +55,10 @@ case "${1:-}" in
   calibrate)
     HW=${2:?hardware name}; shift 2
     W=$(mktemp -d); header "$W/calibrate.log"
-    echo "$CPSIM calibrate --hardware $HW --out $OUT/$HW.json --raw-dir $W/raw $*" >>"$W/calibrate.log"
-    "$CPSIM" calibrate --hardware "$HW" --out "$OUT/$HW.json" --raw-dir "$W/raw" "$@" 2>&1 | tee -a "$W/calibrate.log"
+    echo "CPSIM_KERNEL_IMPL=${CPSIM_KERNEL_IMPL:-<unset>}" >>"$W/calibrate.log"
+    echo "$CPSIM calibrate --hardware $HW --out $OUT/$HW.json --raw-dir $W/raw --residuals $OUT/residuals_$HW.csv $*" >>"$W/calibrate.log"
+    "$CPSIM" calibrate --hardware "$HW" --out "$OUT/$HW.json" --raw-dir "$W/raw" --residuals "$OUT/residuals_$HW.csv" "$@" 2>&1 |
+      tee -a "$W/calibrate.log"
     rc=${PIPESTATUS[0]}
     cp "$W/calibrate.log" "$OUT/" ; [ -f "$W/raw/raw.json" ] && cp "$W/raw/raw.json" "$OUT/raw_$HW.json"
     tar -C "$W" -czf "$OUT/calibration_$HW.tgz" raw

@@ -4,10 +4,16 @@
 #   tests       kernel GPU tests against the fp64 oracle and the CPU planner tests (run_all.sh tests)
 #   calibrate   every kernel sweep -> the profile <gpu>-sxm-1.json (run_calibrate.sh calibrate)
 #   validate    the one-GPU kernel scenarios off the calibration grid with that profile (run_calibrate.sh validate)
+#   heldout2    scenarios/kernels_heldout2 (chosen 2026-12-07, never measured) with that profile
+#   heldout     scenarios/kernels_heldout (measured on 2026-12-02, since looked at: a repeat, not held out) likewise
 #   bench       the issue-3 speed matrix (run_all.sh bench), then the PyTorch peers on CPSIM_PEER_SEQS
-# Usage (device, carry gpu-pack.tar.xz): OUT=... scripts/gpu/session_1gpu.sh [stage ...]   (default: all four)
-# Limits per stage: CPSIM_TESTS_S, CPSIM_CALIB_S, CPSIM_VALIDATE_S, CPSIM_BENCH_S, CPSIM_PEERS_S (seconds).
-# $OUT receives one tarball per stage plus the profile and summary.md: at most 7 files.
+# Usage (device, carry gpu-pack.tar.xz): OUT=... scripts/gpu/session_1gpu.sh [stage ...]   (default: tests calibrate
+# validate bench). Calibration plus the held-out checks, ~5.5 minutes on an H200 with the kernels of 2026-12-02:
+#   OUT=... scripts/gpu/session_1gpu.sh calibrate heldout2 heldout validate
+# The kernels that run are the kernel library's fast path, which its own switches choose (CPSIM_KERNEL_IMPL, see
+# kernels/README.md); the profile and every measured file record which (kernel_build).
+# Limits per stage: CPSIM_TESTS_S, CPSIM_CALIB_S, CPSIM_VALIDATE_S, CPSIM_HELDOUT_S, CPSIM_BENCH_S, CPSIM_PEERS_S
+# (seconds). $OUT receives one tarball per stage plus the profile and summary.md: at most 8 files.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT}"
@@ -15,7 +21,7 @@ cd "$(dirname "$0")/../.."
 export PACK # the bench stage's inner shell needs it
 name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
 case $name in *H200*) HW=h200-sxm-1 ;; *H100*) HW=h100-sxm-1 ;; *) echo "unknown GPU '$name'" >&2; exit 2 ;; esac
-echo "hardware: $HW ($name), git $(cat "$PACK/GIT_SHA")"
+echo "hardware: $HW ($name), git $(cat "$PACK/GIT_SHA"), CPSIM_KERNEL_IMPL=${CPSIM_KERNEL_IMPL:-<unset>}"
 FINAL_OUT=$OUT
 STATE=$(mktemp -d)
 
@@ -37,8 +43,21 @@ for s in "${stages[@]}"; do
   case $s in
     tests) stage tests "${CPSIM_TESTS_S:-120}" scripts/gpu/run_all.sh tests ;;
     calibrate)
-      stage calibrate "${CPSIM_CALIB_S:-240}" scripts/gpu/run_calibrate.sh calibrate "$HW" --reps 5 --warmup 2
+      # 89 kernel plans (~120 s of sweeps on an H200 with the kernels of 2026-12-02) and the fit (search over
+      # tiles, launch layouts, occupancies; tens of seconds on 16 cores)
+      stage calibrate "${CPSIM_CALIB_S:-270}" scripts/gpu/run_calibrate.sh calibrate "$HW" --reps 5 --warmup 2
       [ -f "$STATE/calibrate/$HW.json" ] && cp "$STATE/calibrate/$HW.json" "$FINAL_OUT/" ;;
+    heldout2 | heldout)
+      # a committed scenario folder measured with this session's profile (else the committed one); 10 repetitions
+      profile=$STATE/calibrate/$HW.json
+      [ -f "$profile" ] || profile=hardware/profiles/$HW.json
+      dir=scenarios/kernels_$s
+      stage "$s" "${CPSIM_HELDOUT_S:-90}" bash -c '
+        . scripts/gpu/pack_env.sh
+        { gpu_header; echo "CPSIM_KERNEL_IMPL=${CPSIM_KERNEL_IMPL:-<unset>}"; echo "$PACK/bin/cpsim validate $1 --profile $2 --no-plot"; } >"$OUT/validate.log" 2>&1
+        "$PACK/bin/cpsim" validate "$1" --profile "$2" --out-dir "$OUT/validation" --no-plot >>"$OUT/validate.log" 2>&1
+        rc=$?; cp "$2" "$OUT/profile_used.json"; tail -n 8 "$OUT/validate.log"; echo "validate rc=$rc"; exit $rc' \
+        _ "$dir" "$profile" ;;
     validate)
       profile=$STATE/calibrate/$HW.json
       [ -f "$profile" ] || profile=hardware/profiles/$HW.json
@@ -59,7 +78,7 @@ for s in "${stages[@]}"; do
         { sed "s/^/    /" "$W/env.txt"; echo; python3 scripts/gpu/bench_summary.py "$W/kernels/bench.json" $p; } >"$W/summary.md"
         grep -c "|" "$W/summary.md"'
       [ -f "$STATE/bench/summary.md" ] && cp "$STATE/bench/summary.md" "$FINAL_OUT/" ;;
-    *) echo "usage: $0 [tests|calibrate|validate|bench]..." >&2; exit 2 ;;
+    *) echo "usage: $0 [tests|calibrate|validate|heldout2|heldout|bench]..." >&2; exit 2 ;;
   esac
 done
 ls -la "$FINAL_OUT"

@@ -1,7 +1,8 @@
-// The calibrated models: closed forms on ops whose tiles and CTAs are counted by hand, and the
-// notes that say where a prediction leaves the calibrated ranges or falls back to the roofline.
+// The calibrated models: closed forms on ops whose CTAs, tiles and SM schedule are worked out by hand, and the
+// notes that say where a prediction leaves the calibrated ranges, falls back to the roofline, or uses a profile of
+// other kernels.
 #include "cpsim/calibrate/calibrated_models.hpp"
-#include "cpsim/calibrate/kernel_features.hpp"
+#include "cpsim/calibrate/kernel_model.hpp"
 #include "cpsim/model/schedule_generator.hpp"
 #include "cpsim/simulator/analytic_engine.hpp"
 #include "profile_factory.hpp"
@@ -35,29 +36,50 @@ bool has_line(const RangeNotes& n, const std::string& a, const std::string& b = 
 }
 } // namespace
 
-TEST_CASE("calibrate::kernel model: CTAs, waves and tiles by hand") {
-  Scenario sc = test::make_scenario(test::scenario_json("ring", 1, {1024}, {{"kind", "full"}}, "fwd", 4, 4, 64));
+TEST_CASE("calibrate::kernel model: CTAs, SM schedule and tiles by hand") {
+  // 4 query heads over 2 KV heads, head_dim 64; the profile's kernels: 64 x 64 tiles, 2 CTAs per SM (132 SMs), a
+  // lone CTA takes 0.7 of its time on a full SM; forward CTA 1 us + 2 us per full tile
+  Scenario sc = test::make_scenario(test::scenario_json("ring", 1, {1024}, {{"kind", "full"}}, "fwd", 4, 2, 64));
   Profile p = test::test_profile();
   RangeNotes notes;
   CalibratedKernelModel m(p, sc.cluster.gpu, sc.workload, 128, 128, notes);
-  // 256 x 256 full, 4 heads: 2 query tiles x 4 heads = 8 CTAs (one wave of 264 slots), 4 tiles x 4 heads = 16 tiles
-  Op op = full_op(256, 256, 4, 4, 0);
   const KernelFit& f = p.kernels[0];
-  double compute = 1 * (f.cta_s + 16 * f.tile_full_s / 8);
-  double bytes = (2.0 * 256 * 4 + 2.0 * 256 * 4) * 64 * 2;
-  CHECK(m.attention_s(op) == Approx(f.launch_s + std::max(compute, bytes / f.hbm_bytes_per_s)));
-  // 300 query tiles x 4 heads = 1200 CTAs over 132 SMs x 2 = 264 slots: 5 waves (the last one partial)
-  Op big = full_op(300 * 128, 128, 4, 300, 0);
-  KernelFeatures x = kernel_features(big, sc.workload, 128, 128);
+  // 256 x 256 full: 4 query tiles x 4 heads = 16 CTAs of 4 tiles (1 + 8 us), each alone on its SM: 0.7 x 9 us
+  CHECK(m.attention_s(full_op(256, 256, 4, 0, 0)) == Approx(f.launch_s + 0.7 * 9e-6));
+  // 19200 x 64 full: 300 x 4 = 1200 CTAs of one tile (3 us) on 264 slots: four full rounds (12 us), then 144 CTAs
+  // start at once; SMs 0..11 hold two of them (3 us more), the other SMs one, which runs at 1/0.7 the rate
+  Op big = full_op(19200, 64, 4, 0, 0);
+  MaskGeometry geo(sc.workload);
+  const KernelShape x = kernel_shape(big, sc.workload, geo, {64, 64}, {GridKind::Q_PER_HEAD});
   CHECK(x.ctas == 1200);
-  CHECK(kernel_waves(x.ctas, 132, 2) == 5);
-  double big_bytes = (2.0 * 38400 * 4 + 2.0 * 128 * 4) * 64 * 2;
-  CHECK(m.attention_s(big) ==
-        Approx(f.launch_s + std::max(5 * (f.cta_s + 1200 * f.tile_full_s / 1200), big_bytes / f.hbm_bytes_per_s)));
-  // backward launches one CTA per key tile
-  Op bwd = full_op(128, 512, 4, 4, 0, Direction::BACKWARD);
-  CHECK(kernel_features(bwd, sc.workload, 128, 128).ctas == 16);
+  CHECK(x.tiles == 1200);
+  const double big_bytes = (2.0 * 19200 * 4 + 2.0 * 64 * 2) * 64 * 2;
+  CHECK(big_bytes / f.hbm_bytes_per_s < 15e-6);
+  CHECK(m.attention_s(big) == Approx(f.launch_s + 15e-6));
+  // backward, 128 queries x 512 keys: a dK/dV CTA per (key tile, KV head) walks 2 heads x 2 query tiles
+  // (1 + 2 x 0.5 + 4 x 2 = 10 us), 16 of them alone: 7 us; then a dQ CTA per (query tile, head) of 8 tiles
+  // (1 + 8 x 1.5 = 13 us), 8 of them alone: 9.1 us
+  const Op bwd = full_op(128, 512, 4, 0, 0, Direction::BACKWARD);
+  const KernelShape xb =
+      kernel_shape(bwd, sc.workload, geo, {64, 64}, {GridKind::K_PER_KV_HEAD, GridKind::Q_PER_HEAD});
+  CHECK(xb.grids[0].size() == 1);
+  CHECK(xb.grids[0][0].count == 16);
+  CHECK(xb.grids[0][0].heads == 2);
+  CHECK(m.attention_s(bwd) == Approx(p.kernels[1].launch_s + 7e-6 + 9.1e-6));
   CHECK(notes.empty());
+}
+
+TEST_CASE("calibrate::kernel model: partly masked tiles cost their own time plus their visible share") {
+  Scenario sc = test::make_scenario(test::scenario_json("ring", 1, {128}, {{"kind", "causal"}}, "fwd", 1, 1, 64));
+  Profile p = test::test_profile();
+  RangeNotes notes;
+  CalibratedKernelModel m(p, sc.cluster.gpu, sc.workload, 128, 128, notes);
+  const GridFit& g = p.kernels[0].grids[0];
+  // causal 128 x 128, one head: query tile 1 holds a full tile and the diagonal; both CTAs alone on their SMs, the
+  // longer one sets the time
+  const double diagonal = g.tile_partial_s + g.partial_visible_s * (64.0 * 65 / 2) / 4096;
+  CHECK(m.attention_s(full_op(128, 128, 1, 0, 0)) ==
+        Approx(p.kernels[0].launch_s + 0.7 * (g.cta_s + g.tile_full_s + diagonal)));
 }
 
 TEST_CASE("calibrate::kernel model: out-of-range inputs and missing families are noted") {
@@ -67,16 +89,14 @@ TEST_CASE("calibrate::kernel model: out-of-range inputs and missing families are
   p.kernels[0].tiles = {1, 100};
   RangeNotes notes;
   CalibratedKernelModel m(p, sc.cluster.gpu, sc.workload, 128, 128, notes);
-  Op big = full_op(128 * 64, 128, 4, 64, 0);
-  double scaled = m.attention_s(big);
-  CHECK(
-      has_line(notes, "fwd attention (head_dim 96)", "tiles x heads 256..256 outside the calibrated [1, 100] (1 ops)"));
+  // 8192 x 128, 4 heads: 512 CTAs of 2 tiles, tile times scaled by 96 / 64: 1 + 2 x 3 = 7 us each. 264 start at 0
+  // and end at 7 us; the other 248 then fill SMs 0..115 twice (to 14 us) and the rest once (7 + 0.7 x 7)
+  Op big = full_op(8192, 128, 4, 0, 0);
+  const double t = m.attention_s(big);
+  CHECK(t == Approx(p.kernels[0].launch_s + 14e-6));
+  CHECK(has_line(notes, "fwd attention (head_dim 96)",
+                 "tiles x heads 1024..1024 outside the calibrated [1, 100] (1 ops)"));
   CHECK(has_line(notes, "head_dim not calibrated, tile times scaled from head_dim 64"));
-  // tile times scale with head_dim: 96 / 64
-  KernelFit f = p.kernels[0];
-  double bytes = (2.0 * 8192 * 4 + 2.0 * 128 * 4) * 96 * 2;
-  CHECK(scaled ==
-        Approx(f.launch_s + std::max(1 * (f.cta_s + 256 * f.tile_full_s * 1.5 / 256), bytes / f.hbm_bytes_per_s)));
   m.attention_s(full_op(128, 128, 4, 1, 0, Direction::BACKWARD));
   CHECK(has_line(notes, "bwd attention (head_dim 96): not calibrated in the profile, roofline used"));
   Json j = notes.to_json();
@@ -146,6 +166,15 @@ TEST_CASE("calibrate::make_cost_models: a profile drives the analytic engine; no
   SimResult r0 = run_analytic(s, sc.workload, *roof.kernels, *roof.comm);
   CHECK(r.step_time_s != Approx(r0.step_time_s));
   CHECK(has_line(*cal.notes, "profile measured on", "but the scenario's GPU is 'NVIDIA H100 80GB HBM3'"));
+  // the profile's kernels are not this tree's: said, with both identities
+  CHECK(has_line(*cal.notes, "profile describes kernels aaaaaaaaaaaa (git abc1234)",
+                 "this tree's attention kernels are " + describe(this_build_kernels())));
+  p.kernel_build = this_build_kernels();
+  save_json_file(path, profile_to_json(p), 2);
+  CHECK(!has_line(*make_cost_models(path, sc.cluster, sc.workload, s).notes, "kernels"));
+  p.kernel_build = {};
+  save_json_file(path, profile_to_json(p), 2);
+  CHECK(has_line(*make_cost_models(path, sc.cluster, sc.workload, s).notes, "kernels are of unknown sources"));
   CHECK(cal.to_json()["notes"].size() >= 1);
   std::filesystem::remove(path);
 }

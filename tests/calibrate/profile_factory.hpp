@@ -5,22 +5,39 @@
 
 namespace cpsim::test {
 
+/** One launch per direction: query tiles per head forward; key tiles per KV head and query tiles per head backward. */
 inline calib::KernelFit kernel_fit(Direction dir, int head_dim) {
   calib::KernelFit k;
   k.dir = dir;
   k.head_dim = head_dim;
+  k.tile = {64, 64};
+  k.alone_fraction = 0.7;
   k.launch_s = 5e-6;
-  k.cta_s = 1e-6;
-  k.tile_full_s = 2e-6;
-  k.tile_partial_s = 2.4e-6;
-  k.ctas_per_sm = 2;
+  calib::GridFit g;
+  g.kind = dir == Direction::FORWARD ? GridKind::Q_PER_HEAD : GridKind::K_PER_KV_HEAD;
+  g.ctas_per_sm = 2;
+  g.cta_s = 1e-6;
+  g.head_s = dir == Direction::FORWARD ? 0 : 0.5e-6;
+  g.tile_full_s = 2e-6;
+  g.tile_partial_s = 2.4e-6;
+  g.partial_visible_s = 0.2e-6;
+  k.grids = {g};
+  if (dir == Direction::BACKWARD) {
+    calib::GridFit dq = g;
+    dq.kind = GridKind::Q_PER_HEAD;
+    dq.head_s = 0;
+    dq.tile_full_s = 1.5e-6;
+    k.grids.push_back(dq);
+  }
   k.hbm_bytes_per_s = 3e12;
   k.hbm_source = "spec";
-  k.tiles = {1, 1e6};
-  k.ctas = {1, 1e5};
-  k.tokens = {128, 65536};
+  k.tiles = {1, 1e7};
+  k.ctas = {1, 1e6};
+  k.tokens = {64, 65536};
   k.partial_fraction = {0, 1};
+  k.gqa = {1, 8};
   k.quality = {10, 0.01, 0.02};
+  k.candidates = {{{64, 64}, {g.kind}, 0.01}};
   return k;
 }
 
@@ -47,6 +64,7 @@ inline calib::Profile test_profile() {
   p.date_utc = "2026-11-24 10:00:00 UTC";
   p.git_sha = "abc";
   p.source = "test";
+  p.kernel_build = {std::string(64, 'a'), "abc1234"};
   p.kernels = {kernel_fit(Direction::FORWARD, 64), kernel_fit(Direction::BACKWARD, 64)};
   p.comms = {comm_fit("p2p", 8e-6, 300e9), comm_fit("all_to_all", 10e-6, 200e9)};
   p.has_overlap = true;

@@ -23,6 +23,13 @@ TEST_CASE("calibrate::profile: JSON round trip keeps every field") {
   CHECK(q.comms[0].correction.size() == 2);
   CHECK(q.overlap.compute_slowdown == 1.1);
   CHECK(q.hardware_gpu == p.hardware_gpu);
+  CHECK(q.kernel_build.source_sha256 == p.kernel_build.source_sha256);
+  REQUIRE(q.kernels[1].grids.size() == 2);
+  CHECK(q.kernels[1].grids[0].kind == GridKind::K_PER_KV_HEAD);
+  CHECK(q.kernels[1].grids[1].tile_full_s == 1.5e-6);
+  CHECK(q.kernels[0].tile == KernelTile{64, 64});
+  CHECK(q.kernels[0].alone_fraction == 0.7);
+  CHECK(q.kernels[0].candidates.size() == 1);
   // the line's own fit quality is kept when recorded, and profiles written without it still load
   p.comms[0].line_quality = {11, 0.05, 0.2};
   Profile r = profile_from_json(profile_to_json(p), "t");
@@ -68,7 +75,16 @@ TEST_CASE("calibrate::profile: bad profiles are named errors") {
   fails([](Json& j) { j["format"] = "cpsim-plan"; }, "format");
   fails([](Json& j) { j.erase("gpu_name"); }, "gpu_name' is missing");
   fails([](Json& j) { j["colour"] = "red"; }, "colour");
-  fails([](Json& j) { j["kernels"][0]["tile_full_s"] = 0; }, "kernels[0].tile_full_s");
+  fails([](Json& j) { j["version"] = 1; }, "--from-run");
+  fails([](Json& j) { j["kernels"][0]["grids"][0]["tile_full_s"] = 0; }, "kernels[0].grids");
+  fails([](Json& j) { j["kernels"][0]["grids"][0]["tile_full_s"] = -1; }, "kernels[0].grids[0].tile_full_s");
+  fails([](Json& j) { j["kernels"][0]["grids"][0]["grid"] = "diagonal"; }, "kernels[0].grids[0].grid");
+  fails([](Json& j) { j["kernels"][0]["grids"] = Json::array(); }, "kernels[0].grids");
+  fails([](Json& j) { j["kernels"][0]["alone_fraction"] = 1.5; }, "kernels[0].alone_fraction");
+  fails([](Json& j) { j["kernels"][0]["tile_q"] = 0; }, "kernels[0].tile_q");
+  fails([](Json& j) { j["kernels"][0]["gqa"] = Json::array({0.5, 2}); }, "kernels[0].gqa");
+  fails([](Json& j) { j["kernel_build"]["source_sha256"] = "xyz"; }, "kernel_build.source_sha256");
+  fails([](Json& j) { j.erase("kernel_build"); }, "kernel_build");
   fails([](Json& j) { j["kernels"][0]["launch_s"] = -1; }, "kernels[0].launch_s");
   fails([](Json& j) { j["kernels"][0]["direction"] = "sideways"; }, "kernels[0].direction");
   fails([](Json& j) { j["kernels"][0]["tiles"] = Json::array({5, 1}); }, "kernels[0].tiles");
@@ -112,7 +128,16 @@ KernelSample kernel_sample(Direction dir) {
   KernelSample k;
   k.plan = "k1";
   k.mask = "causal";
-  k.x = {dir, 128, 16, 30, 6, 1e6, 1024};
+  k.workload.seq_lens = {4096};
+  k.workload.heads = 8;
+  k.workload.kv_heads = 2;
+  k.workload.head_dim = 128;
+  k.workload.mask.kind = MaskKind::CAUSAL;
+  k.op.kind = OpKind::ATTENTION;
+  k.op.dir = dir;
+  k.op.head_begin = 2;
+  k.op.head_end = 6;
+  k.op.segments = {{0, {1024, 2048}, {0, 2048}}, {0, {1, 4096, 3}, {0, 4096, 3}}};
   k.measured_s = 1e-4;
   return k;
 }
@@ -128,7 +153,9 @@ TEST_CASE("calibrate::samples: raw measurements round trip and strict reading") 
   Json j = raw_to_json(r);
   RawMeasurements q = raw_from_json(j, "raw");
   CHECK(raw_to_json(q) == j);
-  CHECK(q.kernels[0].x.partial_tiles == 6);
+  CHECK(q.kernels[0].op.segments == r.kernels[0].op.segments);
+  CHECK(q.kernels[0].op.head_begin == 2);
+  CHECK(q.kernels[0].workload.kv_heads == 2);
   REQUIRE(q.merges.size() == 1);
   CHECK(q.merges[0].dir == Direction::BACKWARD);
   Json before = j; // raw files written before merge samples existed
@@ -141,6 +168,19 @@ TEST_CASE("calibrate::samples: raw measurements round trip and strict reading") 
   bad["kernel_samples"][0]["measured_s"] = 0;
   CHECK_THROWS_WITH(raw_from_json(bad, "raw 'r.json'"),
                     Catch::Contains("raw 'r.json'") && Catch::Contains("kernel_samples[0].measured_s"));
+  bad = j;
+  bad["kernel_samples"][0]["op"]["segments"][0]["q"] = Json::array({0, 5000, 1});
+  CHECK_THROWS_WITH(raw_from_json(bad, "raw"), Catch::Contains("kernel_samples[0].op.segments[0]"));
+  bad = j;
+  bad["kernel_samples"][0]["op"]["heads"] = Json::array({6, 9});
+  CHECK_THROWS_WITH(raw_from_json(bad, "raw"), Catch::Contains("kernel_samples[0].op.heads"));
+  // version 1 files keep link samples readable; their attention samples (old features) are refused by name
+  bad = j;
+  bad["version"] = 1;
+  bad.erase("kernel_build");
+  CHECK_THROWS_WITH(raw_from_json(bad, "raw"), Catch::Contains("--from-run"));
+  bad["kernel_samples"] = Json::array();
+  CHECK(raw_from_json(bad, "raw").comms.size() == 1);
   bad = j;
   bad["comm_samples"][0]["op"] = "broadcast";
   CHECK_THROWS_WITH(raw_from_json(bad, "raw"), Catch::Contains("comm_samples[0].op"));
@@ -169,6 +209,10 @@ TEST_CASE("calibrate::samples: kernels measured on one GPU and links on two join
   other.gpu_name = "NVIDIA H200";
   CHECK_THROWS_WITH(merge_raw({one, other}, {"a.json", "c.json"}),
                     Catch::Contains("'c.json'") && Catch::Contains("NVIDIA H200") && Catch::Contains("one GPU model"));
+  // kernels of two implementations are not one model
+  other = one;
+  other.kernel_build = {std::string(64, 'b'), "x"};
+  CHECK_THROWS_WITH(merge_raw({one, other}, {"a.json", "c.json"}), Catch::Contains("one kernel implementation"));
   other = two;
   other.tile_n = 64;
   CHECK_THROWS_WITH(merge_raw({one, other}, {"a.json", "c.json"}), Catch::Contains("tiles"));

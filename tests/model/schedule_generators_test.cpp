@@ -99,6 +99,41 @@ TEST_CASE("model::schedules: ring and zigzag bytes per rank match (W-1) B_KV for
     }
 }
 
+TEST_CASE("model::schedules: ring and zigzag backward merges count the bytes the backend moves, no dQ pass") {
+  // The attention kernel adds into the fp32 dQ accumulator itself, so a step's accumulate op only sums dKV: the
+  // bf16 partial converted into the fp32 accumulator (e + 4 per element), plus, from step 1 on, the received fp32
+  // partial added in a second pass (4 + 4 + 4). The final cast reads fp32 dQ and writes it in the input dtype.
+  const int W = 4, H = 4, G = 2, D = 64, e = 2;
+  const int64_t S = 256, c = S / W;
+  const int64_t kv_elems = 2 * c * G * D, q_elems = c * H * D;
+  for (const std::string scheme : {"ring", "zigzag"})
+    for (int cp : {1, W}) {
+      const int64_t rows = S / cp;
+      Scenario sc = test::make_scenario(
+          test::scenario_json(scheme, cp, {S}, Json{{"kind", "full"}}, "fwd_bwd", H, G, D));
+      Schedule s = generate_schedule(sc);
+      for (int r = 0; r < cp; ++r) {
+        int steps = 0, casts = 0;
+        for (const auto& op : s.ranks[size_t(r)].ops) {
+          if (op.kind != OpKind::MERGE || op.dir != Direction::BACKWARD)
+            continue;
+          INFO(scheme << " cp " << cp << " rank " << r << " " << op.label);
+          if (op.label.rfind("bwd accumulate step ", 0) == 0) {
+            const bool first = op.label == "bwd accumulate step 0";
+            CHECK(op.bytes == kv_elems * (S / c / cp) * (e + 4 + (first ? 0 : 12)));
+            ++steps;
+          } else {
+            CHECK(op.label == "bwd dq cast");
+            CHECK(op.bytes == q_elems * (rows / c) * (4 + e));
+            ++casts;
+          }
+        }
+        CHECK(steps == cp);
+        CHECK(casts == 1);
+      }
+    }
+}
+
 TEST_CASE("model::schedules: ring causal FLOPs per rank are c^2 (r + 1/2) + c/2 cells and steps skip the future") {
   const int W = 4, H = 4, G = 2, D = 64;
   const int64_t S = 512, c = S / W;

@@ -52,6 +52,43 @@ TEST_CASE("model::schedules: loongtrain inner, outer and all-to-all bytes match 
   }
 }
 
+TEST_CASE("model::schedules: loongtrain backward accumulates count dKV passes only, as the backend runs them") {
+  // No dQ pass (the kernel adds into dq_acc). Per element of the bf16 dKV partial: convert into the accumulator
+  // (e + acc bytes), then add a carried partial in a second pass (acc + carried + acc), where the accumulator is
+  // fp32 in the first window and bf16 after, and a carried partial has the width of its own buffer.
+  const int W = 4, H = 4, G = 2, D = 64, e = 2;
+  const int64_t S = 512;
+  Schedule s = generate_schedule(test::scenario_with("loongtrain", W, {S}, "causal", "fwd_bwd", lt(1, W, 2), H, G, D));
+  const int64_t elems = 2 * (S / W) * G * D; // the rank's zigzag chunks, K and V
+  auto width = [&](int r, const std::string& name) {
+    for (const auto& b : s.ranks[size_t(r)].buffers)
+      if (b.name == name)
+        return b.bytes / elems;
+    FAIL("no buffer " << name);
+    return int64_t(0);
+  };
+  std::set<int64_t> acc_widths;
+  int carried = 0;
+  for (int r = 0; r < W; ++r)
+    for (const auto& op : s.ranks[size_t(r)].ops) {
+      if (op.kind != OpKind::MERGE || op.label.rfind("bwd accumulate step ", 0) != 0)
+        continue;
+      INFO("rank " << r << " " << op.label);
+      REQUIRE(op.reads.size() >= 2);
+      CHECK(width(r, op.reads[0]) == e); // the kernel's bf16 partial
+      const int64_t acc = width(r, op.writes.at(1));
+      acc_widths.insert(acc);
+      int64_t per = e + acc;
+      if (op.reads.size() == 3) {
+        per += 2 * acc + width(r, op.reads[2]);
+        ++carried;
+      }
+      CHECK(op.bytes == elems * per);
+    }
+  CHECK(acc_widths == std::set<int64_t>{e, 4}); // both windows seen
+  CHECK(carried > 0);
+}
+
 TEST_CASE("model::schedules: loongtrain places head groups first and keeps the two rings on their own streams") {
   const int W = 8, d_hp = 2, d_cp = 4, w = 2;
   Schedule s = generate_schedule(test::scenario_with("loongtrain", W, {256}, "causal", "fwd_bwd", lt(d_hp, d_cp, w), 8, 4));

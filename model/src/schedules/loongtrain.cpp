@@ -174,9 +174,14 @@ BwdOut backward(DoubleRing& x, int start, int last_fwd) {
       if (a >= 0) {
         first = first < 0 ? a : first;
         b.add_buffer(r, x.buf(part, "dkv", x.B_KV, src, true, a));
-        const int64_t acc_e = dkv_bytes / (x.B_KV / e); // 4 in the first window, e after
-        int64_t bytes = x.tokens * (x.h1 - x.h0) * wl.head_dim * (4 + e + 4) +
-                        (x.B_KV / e) * (carried.empty() ? e + acc_e : e + 2 * acc_e);
+        const int64_t elems = x.B_KV / e;
+        const int64_t acc_e = dkv_bytes / elems; // 4 in the first window, e after
+        // dQ needs no pass (the attention kernel adds into dq_acc itself). dKV: the partial is converted into the
+        // accumulator (read e, write acc_e per element), then a carried partial is added in a second pass (read
+        // acc_e and its own element size, write acc_e), as the backend executes this op.
+        int64_t bytes = elems * (e + acc_e);
+        if (!carried.empty())
+          bytes += elems * (2 * acc_e + b.buffer(r, carried).bytes / elems);
         std::vector<std::string> reads = {part, "dq_acc"};
         if (!carried.empty())
           reads.push_back(carried);

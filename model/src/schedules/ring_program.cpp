@@ -196,8 +196,10 @@ BackwardResult emit_backward(ScheduleBuilder& b, const RingSpec& spec, int pos, 
       if (first < 0)
         first = a;
       b.add_buffer(r, make_buffer(part, "dkv", z.B_KV, G0, G1, L[size_t(src)], a, a));
-      // dQ accumulates in fp32; dKV = own partial (+ the partial received from the ring)
-      int64_t bytes = z.tokens * spec.heads() * w.head_dim * (4 + e + 4) + (z.B_KV / e) * (s > 0 ? 4 + e + 4 : e + 4);
+      // dQ needs no pass here: the attention kernel adds into the fp32 dq_acc itself. dKV: the bf16 partial is
+      // converted into the fp32 accumulator (read e, write 4 per element); from step 1 on the fp32 partial received
+      // from the ring is added to it in a second pass (read 4 + 4, write 4), as the backend executes this op.
+      int64_t bytes = (z.B_KV / e) * (e + 4 + (s > 0 ? 12 : 0));
       std::vector<std::string> reads = {part, P + "dq_acc"};
       if (!in.empty())
         reads.push_back(in);

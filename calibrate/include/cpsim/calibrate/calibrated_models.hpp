@@ -24,9 +24,9 @@ public:
 private:
   const Profile& p_;
   Workload w_;
-  int64_t tile_m_, tile_n_;
-  RooflineKernelModel roofline_;
+  RooflineKernelModel roofline_; // for what the profile lacks, with the schedule's tile
   RangeNotes& notes_;
+  mutable std::unique_ptr<MaskGeometry> geometry_; // built on the first attention op (block layouts cost memory)
 };
 
 class CalibratedCommModel final : public CommTimeModel {
@@ -53,7 +53,8 @@ struct CostModels {
   Json to_json() const;
 };
 
-/** Notes about the profile against the scenario's hardware (GPU name, SM count, tile shape) are added here. */
+/** Notes about the profile against the scenario's hardware (GPU name, SM count, tile shape) and against the kernels
+ *  of this build (another kernel implementation than the profile's) are added here. */
 CostModels make_cost_models(const std::string& profile_path, const ClusterSpec& c, const Workload& w,
                             const Schedule& s);
 

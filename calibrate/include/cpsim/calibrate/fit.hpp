@@ -3,6 +3,7 @@
 // (CTAs per SM, memory- or compute-bound) searched around it.
 #pragma once
 
+#include "cpsim/calibrate/kernel_fit.hpp"
 #include "cpsim/calibrate/profile.hpp"
 #include "cpsim/calibrate/samples.hpp"
 
@@ -10,8 +11,6 @@
 
 namespace cpsim::calib {
 
-/** One KernelFit per (direction, head_dim) present; UserError when a family has too few distinct samples. */
-std::vector<KernelFit> fit_kernels(const std::vector<KernelSample>& samples, int sm_count, double spec_hbm_bytes_per_s);
 /** One MergeFit per direction present; a direction that cannot be fitted is added to `not_calibrated`, saying why. */
 std::vector<MergeFit> fit_merges(const std::vector<MergeSample>& samples, std::vector<std::string>& not_calibrated);
 double merge_time_s(const MergeFit& f, double bytes);
@@ -20,7 +19,7 @@ std::vector<CommFit> fit_comms(const std::vector<CommSample>& samples);
 OverlapFit fit_overlap(const std::vector<OverlapSample>& samples);
 
 /** Everything: raw measurements -> profile (metadata copied; `name`, `source` from the caller). */
-Profile fit_profile(const RawMeasurements& raw, double spec_hbm_bytes_per_s);
+Profile fit_profile(const RawMeasurements& raw, double spec_hbm_bytes_per_s, const KernelFitOptions& kernel_options = {});
 
 /** Prediction of a communication sample by its fit (shared with the calibrated comm model). */
 double comm_time_s(const CommFit& f, int group, int64_t bytes_sent);

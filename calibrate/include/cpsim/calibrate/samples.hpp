@@ -1,21 +1,26 @@
-// Raw calibration measurements: one sample per measured op (or per overlap pair), with the features
-// the fit needs and the measured median. They are written whole under results/calibration/ by
+// Raw calibration measurements: one sample per measured op (or per overlap pair), with what the fit needs to
+// compute its features (an attention op's geometry: workload and segments, so that a later kernel model can
+// derive other features from the same measurements) and the measured median. They are written whole under results/calibration/ by
 // `cpsim calibrate` and read back by `cpsim calibrate --from-raw`, so a fit can be redone, and tested,
 // without GPUs.
 #pragma once
 
-#include "cpsim/calibrate/kernel_features.hpp"
+#include "cpsim/calibrate/profile.hpp"
 #include "cpsim/model/json_reader.hpp"
+#include "cpsim/model/schedule.hpp"
+#include "cpsim/model/workload.hpp"
 
 #include <string>
 #include <vector>
 
 namespace cpsim::calib {
 
+/** One measured attention op: the workload it belongs to and the op itself (direction, heads, segments). */
 struct KernelSample {
   std::string plan; // the calibration plan it came from
   std::string mask; // full, causal, sliding_window, block_sparse (for reports)
-  KernelFeatures x;
+  Workload workload;
+  Op op;
   double measured_s = 0;
 };
 
@@ -56,6 +61,7 @@ struct RawMeasurements {
   std::string git_sha;
   int64_t tile_m = 128;
   int64_t tile_n = 128;
+  KernelBuild kernel_build; // the attention kernels that ran (unknown for comm-only runs and old files)
   std::vector<KernelSample> kernels;
   std::vector<MergeSample> merges; // absent from raw files written before 2026-12-02
   std::vector<CommSample> comms;
@@ -66,6 +72,10 @@ struct RawMeasurements {
 inline constexpr const char* kRawFormat = "cpsim-calibration-raw";
 
 Json raw_to_json(const RawMeasurements& r);
+/** Version 2 stores each attention op's geometry; version 1 (features of the kernel model before 2026-12-07) is read
+ *  only without kernel samples (link and overlap runs), else refused naming `--from-run`. */
+inline constexpr int kRawVersion = 2;
+
 /** Strict reading; UserError naming the sample and key. */
 RawMeasurements raw_from_json(const Json& j, const std::string& where);
 RawMeasurements load_raw(const std::string& path);

@@ -57,6 +57,21 @@ struct SweepOptions {
 /** Sets the groups of `o` from "kernel,comm,overlap" (any subset); UserError naming an unknown group. */
 void select_sweeps(SweepOptions& o, const std::string& list);
 
+/** One shape of the full kernel sweep: ring at cp = 1 over one sequence (one forward and one backward op). */
+struct KernelSweepShape {
+  int64_t seq = 0;
+  int heads = 0;
+  int kv_heads = 0;
+  int head_dim = 0;
+  Json mask;
+};
+/**
+ * The kernel sweep (not --quick): lengths x masks, windows of several widths, equal tile counts full and causal,
+ * GQA ratios 1/4/8, small one-wave grids, short kernels and 64k-key walks, at head_dim 64 and 128 — each term of
+ * the kernel model identified by some samples (docs/calibration.md).
+ */
+std::vector<KernelSweepShape> kernel_sweep_shapes();
+
 /** Every plan of the sweeps for this hardware (its GPU and intra-node link). */
 std::vector<CalibrationPlan> calibration_plans(const ClusterSpec& c, const SweepOptions& o);
 
