@@ -137,8 +137,8 @@ CostModels make_cost_models(const std::string& profile_path, const ClusterSpec& 
       m.notes->note("profile's attention kernels are of unknown sources (measured before profiles recorded them); "
                     "this tree's are " + describe(here));
     else if (!p.kernel_build.same_kernels(here))
-      m.notes->note("profile describes " + describe(p.kernel_build) + ", this tree's attention kernels are " +
-                    describe(here) + ": kernel times are those of the other implementation");
+      m.notes->note("profile measured " + describe(p.kernel_build) + "; this tree's kernel sources differ (" + describe(here) +
+                    "): its kernel times hold for them only as far as the changes left those kernels' speed alone");
   }
   m.kernels = std::make_unique<CalibratedKernelModel>(p, c.gpu, w, s.tile_m, s.tile_n, *m.notes);
   m.comm = std::make_unique<CalibratedCommModel>(p, c, s.placement, *m.notes);

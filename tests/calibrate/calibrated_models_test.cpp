@@ -167,8 +167,8 @@ TEST_CASE("calibrate::make_cost_models: a profile drives the analytic engine; no
   CHECK(r.step_time_s != Approx(r0.step_time_s));
   CHECK(has_line(*cal.notes, "profile measured on", "but the scenario's GPU is 'NVIDIA H100 80GB HBM3'"));
   // the profile's kernels are not this tree's: said, with both identities
-  CHECK(has_line(*cal.notes, "profile describes kernels aaaaaaaaaaaa (git abc1234)",
-                 "this tree's attention kernels are " + describe(this_build_kernels())));
+  CHECK(has_line(*cal.notes, "profile measured kernels aaaaaaaaaaaa (git abc1234)",
+                 "this tree's kernel sources differ (" + describe(this_build_kernels()) + ")"));
   p.kernel_build = this_build_kernels();
   save_json_file(path, profile_to_json(p), 2);
   CHECK(!has_line(*make_cost_models(path, sc.cluster, sc.workload, s).notes, "kernels"));
