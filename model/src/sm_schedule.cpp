@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <numeric>
-#include <queue>
 
 namespace cpsim {
 
@@ -25,14 +24,37 @@ GridMakespan grid_makespan(const std::vector<double>& cost, const std::vector<in
     int32_t cls, prev;
     int64_t n;
   };
-  std::vector<Run> runs;
-  std::vector<int32_t> last(size_t(slots), -1);
-  std::vector<double> free_at(size_t(slots), 0.0);
+  // Fits call this hundreds of thousands of times: the scratch lives on with its thread, so that a call allocates
+  // only its result.
+  thread_local std::vector<Run> runs;
+  thread_local std::vector<int32_t> last;
+  thread_local std::vector<double> free_at;
   using Entry = std::pair<double, int>; // (free at, slot); equal times go to the lower slot: breadth-first over SMs
-  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> heap;
+  thread_local std::vector<Entry> heap; // a binary min-heap, kept by hand for its one-pass replace of the top
+  runs.clear();
+  last.assign(size_t(slots), -1);
+  free_at.assign(size_t(slots), 0.0);
+  heap.clear();
   for (int s = 0; s < slots; ++s)
-    heap.push({0.0, s}); // slot s is slot s / sms of SM s % sms
-  double t0 = 0;         // when the last CTA starts: from then on no CTA waits
+    heap.push_back({0.0, s}); // slot s is slot s / sms of SM s % sms; sorted, hence a heap
+  // the top's slot got a later free time: move it down to its place
+  auto sift_top = [&](Entry e) {
+    const size_t n = heap.size();
+    size_t i = 0;
+    for (;;) {
+      size_t c = 2 * i + 1;
+      if (c >= n)
+        break;
+      if (c + 1 < n && heap[c + 1] < heap[c])
+        ++c;
+      if (!(heap[c] < e))
+        break;
+      heap[i] = heap[c];
+      i = c;
+    }
+    heap[i] = e;
+  };
+  double t0 = 0; // when the last CTA starts: from then on no CTA waits
   int32_t before_last = -1;
   for (size_t c : order) {
     int64_t left = count[c];
@@ -49,21 +71,21 @@ GridMakespan grid_makespan(const std::vector<double>& cost, const std::vector<in
             free_at[size_t(s)] += double(rounds) * cost[c];
           }
           left -= rounds * slots;
-          heap = {};
-          for (int s = 0; s < slots; ++s)
-            heap.push({free_at[size_t(s)], s});
+          for (auto& e : heap)
+            e.first = free_at[size_t(e.second)];
+          std::make_heap(heap.begin(), heap.end(), std::greater<>()); // rounding may have made times equal
+
         }
       }
     }
     for (; left > 0; --left) {
-      const auto [t, s] = heap.top();
-      heap.pop();
+      const auto [t, s] = heap.front();
       before_last = last[size_t(s)];
       runs.push_back({int32_t(c), before_last, 1});
       last[size_t(s)] = int32_t(runs.size() - 1);
       t0 = t;
       free_at[size_t(s)] = t + cost[c];
-      heap.push({free_at[size_t(s)], s});
+      sift_top({free_at[size_t(s)], s});
     }
   }
   if (runs.empty())
