@@ -18,6 +18,11 @@ bool MaskDesc::visible(int seq, int64_t i, int64_t j) const {
     return false;
   if (window > 0 && i - j >= window)
     return false;
+  if (size_t(seq) < row_ranges.size() && !row_ranges[size_t(seq)].empty()) {
+    const int32_t* r = &row_ranges[size_t(seq)][size_t(4 * i)];
+    if (!((j >= r[0] && j < r[1]) || (j >= r[2] && j < r[3])))
+      return false;
+  }
   if (layout_block > 0) {
     const int64_t nb = layout_n_blocks[size_t(seq)];
     return layouts[size_t(seq)][size_t((i / layout_block) * nb + j / layout_block)] != 0;
@@ -49,6 +54,14 @@ enum class Cover { EMPTY, PARTIAL, FULL };
 void check_mask(const MaskDesc& m, const std::vector<int64_t>& last_pos) {
   if (m.window < 0)
     throw UserError("mask window " + std::to_string(m.window) + ": must be >= 0 (0: no window)");
+  for (size_t s = 0; s < m.row_ranges.size() && s < last_pos.size(); ++s) {
+    const auto& r = m.row_ranges[s];
+    if (r.empty() || last_pos[s] < 0)
+      continue;
+    if (r.size() % 4 != 0 || int64_t(r.size() / 4) <= last_pos[s])
+      throw UserError("mask row ranges of sequence " + std::to_string(s) + ": " + std::to_string(r.size()) +
+                      " values, but 4 per query position up to " + std::to_string(last_pos[s]) + " are needed");
+  }
   if (m.layout_block <= 0)
     return;
   if (m.layouts.size() != m.layout_n_blocks.size())
@@ -105,6 +118,22 @@ Cover classify(const TileRange& q, const TileRange& k, const MaskDesc& m, const 
     if (qmin - kmax >= m.window)
       return Cover::EMPTY;
     full = full && qmax - kmin < m.window;
+  }
+  if (size_t(q.seq) < m.row_ranges.size() && !m.row_ranges[size_t(q.seq)].empty()) {
+    // row by row (a tile has at most a block's rows): empty when no row's interval meets the key span, full when
+    // every row's interval holds all of it
+    const std::vector<int32_t>& rr = m.row_ranges[size_t(q.seq)];
+    bool any = false, all = true;
+    for (int32_t t = 0; t < q.n; ++t) {
+      const int32_t* r = &rr[size_t(4 * q.pos(t))];
+      const bool meets = (r[0] <= kmax && kmin < r[1]) || (r[2] <= kmax && kmin < r[3]);
+      const bool holds = (r[0] <= kmin && kmax < r[1]) || (r[2] <= kmin && kmax < r[3]);
+      any = any || meets;
+      all = all && holds;
+    }
+    if (!any)
+      return Cover::EMPTY;
+    full = full && all;
   }
   if (sums && m.layout_block > 0) {
     const int64_t b = m.layout_block;
@@ -319,6 +348,12 @@ BlockLists transpose(const BlockLists& b) {
 KernelPlan plan_block_lists(const BlockLists& b, const MaskDesc& mask) {
   if (b.block % kTileRows != 0)
     throw UserError("block size " + std::to_string(b.block) + ": must be a multiple of the kernel tile (64)");
+  MaskDesc rule = mask;
+  rule.layout_block = 0; // the lists are the layout
+  std::vector<int64_t> last_pos;
+  for (int64_t n : b.seq_lens)
+    last_pos.push_back(n - 1);
+  check_mask(rule, last_pos);
   KernelPlan p;
   p.head_slots = b.head_slots;
   const int per = b.block / kTileRows;
@@ -336,8 +371,6 @@ KernelPlan plan_block_lists(const BlockLists& b, const MaskDesc& mask) {
     row += b.seq_lens[s];
   }
   p.k_tiles = p.q_tiles;
-  MaskDesc rule = mask;
-  rule.layout_block = 0; // the lists are the layout
   std::vector<std::vector<std::pair<int32_t, bool>>> lists(size_t(b.head_slots) * p.q_tiles.size());
   for (size_t s = 0; s < b.seq_lens.size(); ++s)
     for (int slot = 0; slot < b.head_slots; ++slot)

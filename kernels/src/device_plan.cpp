@@ -41,6 +41,13 @@ DevicePlan::DevicePlan(const KernelPlan& p, const MaskDesc& m, cudaStream_t stre
     bits.insert(bits.end(), l.begin(), l.end());
   }
   const size_t lb = img.add(bits), lo = img.add(bits_off), ln = img.add(m.layout_n_blocks);
+  std::vector<int32_t> ranges;
+  std::vector<int64_t> ranges_off;
+  for (const auto& r : m.row_ranges) {
+    ranges_off.push_back(r.empty() ? -1 : int64_t(ranges.size()));
+    ranges.insert(ranges.end(), r.begin(), r.end());
+  }
+  const size_t ra = img.add(ranges), ro = img.add(ranges_off);
   KN_CUDA_CHECK(cudaMalloc(&mem_, std::max<size_t>(img.bytes.size(), 16)));
   KN_CUDA_CHECK(cudaMemcpyAsync(mem_, img.bytes.data(), img.bytes.size(), cudaMemcpyHostToDevice, stream));
   KN_CUDA_CHECK(cudaStreamSynchronize(stream)); // the host image dies here
@@ -65,6 +72,9 @@ DevicePlan::DevicePlan(const KernelPlan& p, const MaskDesc& m, cudaStream_t stre
   view_->bits = reinterpret_cast<const uint8_t*>(b + lb);
   view_->bits_off = reinterpret_cast<const int64_t*>(b + lo);
   view_->n_blocks = reinterpret_cast<const int64_t*>(b + ln);
+  view_->ranges = reinterpret_cast<const int32_t*>(b + ra);
+  view_->ranges_off = reinterpret_cast<const int64_t*>(b + ro);
+  view_->n_range_seqs = int32_t(ranges_off.size());
   n_q_tiles_ = view_->n_q;
   n_k_tiles_ = view_->n_k;
   head_slots_ = p.head_slots;

@@ -26,6 +26,11 @@ struct DevicePlan::View {
   const uint8_t* bits = nullptr;
   const int64_t* bits_off = nullptr; // per sequence
   const int64_t* n_blocks = nullptr;  // per sequence
+  // per-row key intervals (MaskDesc::row_ranges): 4 values per query position from ranges + ranges_off[seq];
+  // ranges_off[seq] < 0 (or no ranges at all) for a sequence without them
+  const int32_t* ranges = nullptr;
+  const int64_t* ranges_off = nullptr;
+  int32_t n_range_seqs = 0;
 };
 
 #ifdef __CUDACC__
@@ -34,6 +39,14 @@ __device__ __forceinline__ bool plan_visible(const DevicePlan::View& v, int seq,
     return false;
   if (v.window > 0 && i - j >= v.window)
     return false;
+  if (seq < v.n_range_seqs) {
+    const int64_t o = v.ranges_off[seq];
+    if (o >= 0) {
+      const int32_t* r = v.ranges + o + 4 * i;
+      if (!((j >= r[0] && j < r[1]) || (j >= r[2] && j < r[3])))
+        return false;
+    }
+  }
   if (v.layout_block > 0) {
     const int64_t nb = v.n_blocks[seq];
     return v.bits[v.bits_off[seq] + (i / v.layout_block) * nb + j / v.layout_block] != 0;

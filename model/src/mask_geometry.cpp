@@ -221,6 +221,11 @@ MaskGeometry::MaskGeometry(const Workload& w) : spec_(w.mask), seq_lens_(w.seq_l
   }
 }
 
+std::vector<int64_t> MaskGeometry::row_key_intervals(int seq) const {
+  CPSIM_ASSERT(is_range_mask(spec_.kind), "row_key_intervals of a mask that is not a range mask");
+  return detail::range_mask_rows(pieces_.at(size_t(seq)), seq_lens_.at(size_t(seq)));
+}
+
 bool MaskGeometry::visible(int seq, int64_t qi, int64_t kj) const {
   switch (spec_.kind) {
   case MaskKind::FULL: return true;

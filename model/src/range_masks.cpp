@@ -111,4 +111,17 @@ bool range_mask_visible(const std::vector<RowPiece>& pieces, int64_t i, int64_t 
   return false;
 }
 
+std::vector<int64_t> range_mask_rows(const std::vector<RowPiece>& pieces, int64_t seq_len) {
+  std::vector<int64_t> out(size_t(4 * seq_len), 0);
+  for (const RowPiece& pc : pieces) {
+    CPSIM_ASSERT(pc.intervals.size() <= 2, "a range mask row has at most two key intervals");
+    for (int64_t i = std::max<int64_t>(0, pc.row_begin); i < std::min(pc.row_end, seq_len); ++i)
+      for (size_t v = 0; v < pc.intervals.size(); ++v) {
+        out[size_t(4 * i) + 2 * v] = pc.intervals[v].begin.at(i);
+        out[size_t(4 * i) + 2 * v + 1] = pc.intervals[v].end.at(i);
+      }
+  }
+  return out;
+}
+
 } // namespace cpsim::detail

@@ -356,7 +356,10 @@ TEST_CASE("the sparse --check scenarios (scenarios/sparse_checks/list.txt) exist
 
 TEST_CASE("DCP: block pools per (stage, head block), stage and output messages row for row, n-way merges of the IR's rows") {
   for (const Json& mask : {Json{{"kind", "causal"}}, Json{{"kind", "full"}},
-                           Json{{"kind", "block_sparse"}, {"block", 32}, {"density", 0.3}, {"seed", 2}, {"causal", true}}})
+                           Json{{"kind", "block_sparse"}, {"block", 32}, {"density", 0.3}, {"seed", 2}, {"causal", true}},
+                           Json{{"kind", "lambda"}, {"window", 100}, {"sink", 16}},
+                           Json{{"kind", "shared_question"}, {"question_fraction", 0.2}, {"answers", 3}},
+                           Json{{"kind", "causal_blockwise"}, {"block", 32}, {"local_blocks", 1}}})
     for (int cp : {2, 4})
       for (const Json& opts : {Json{{"block", 64}}, Json{{"block", 64}, {"head_block", 1}, {"stages", 2}}}) {
         INFO(mask.dump() << " cp " << cp << " " << opts.dump());

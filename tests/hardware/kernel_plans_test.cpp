@@ -126,3 +126,42 @@ TEST_CASE("PIT plan: packed tiles compute exactly the visible cells of each quer
       CHECK(checked > 0);
     }
 }
+
+TEST_CASE("range masks: the kernels' per-row key intervals compute exactly the workload's visible cells") {
+  const std::vector<Json> masks = {
+      {{"kind", "lambda"}, {"window", 96}, {"sink", 40}},
+      {{"kind", "shared_question"}, {"question_fraction", 0.25}, {"answers", 3}},
+      {{"kind", "causal_blockwise"}, {"block", 64}, {"local_blocks", 1}}};
+  for (const Json& mask : masks) {
+    INFO(mask.dump());
+    Scenario sc = test::make_scenario(test::scenario_json("dcp", 1, {448, 200}, mask, "fwd", 2, 2, 64));
+    const MaskGeometry m(sc.workload);
+    // DCP-like pieces: sequence 0's queries [96, 352) against its keys [0, 160) and [224, 448) held apart, and
+    // sequence 1 whole, packed after them
+    const std::vector<SegmentRows> segs = {{0, 0, 0, {96, 352}, {0, 160}}, {0, 0, 160, {96, 352}, {224, 448}},
+                                           {1, 256, 384, {0, 200}, {0, 200}}};
+    const kn::MaskDesc md = kernel_mask(m, 2);
+    CHECK_FALSE(md.causal); // the intervals hold causality themselves
+    std::vector<kn::PlanSegment> ps;
+    for (const auto& s : segs)
+      ps.push_back({s.seq, s.q_row, s.q.begin, s.q.stride, s.q.size(), s.k_row, s.k.begin, s.k.stride, s.k.size()});
+    const PlannedKernel k{kn::plan_segments(ps, md), md};
+    check_lists(k.plan);
+    CHECK(k.plan.full_pairs() > 0);
+    int64_t visible = 0;
+    for (const auto& s : segs)
+      for (int64_t qr = 0; qr < s.q.size(); ++qr)
+        for (int64_t kr = 0; kr < s.k.size(); ++kr) {
+          const int64_t qpos = s.q.begin + qr, kpos = s.k.begin + kr;
+          auto [qt, i] = tile_of(k.plan.q_tiles, s.q_row + qr);
+          auto [kt, j] = tile_of(k.plan.k_tiles, s.k_row + kr);
+          REQUIRE(qt < k.plan.q_tiles.size());
+          REQUIRE(kt < k.plan.k_tiles.size());
+          const bool want = m.visible(s.seq, qpos, kpos);
+          visible += want ? 1 : 0;
+          if (computed(k, 0, qt, i, kt, j) != want)
+            FAIL("sequence " << s.seq << " query " << qpos << " key " << kpos);
+        }
+    CHECK(visible == m.cells(0, {96, 352}, {0, 160}) + m.cells(0, {96, 352}, {224, 448}) + m.cells(1, {0, 200}, {0, 200}));
+  }
+}

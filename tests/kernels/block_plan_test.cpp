@@ -253,3 +253,83 @@ TEST_CASE("random layouts keep the diagonal and approach the density") {
   REQUIRE(double(on) / (200.0 * 200.0) == Approx(0.25 + 0.75 / 200).margin(0.01));
   REQUIRE_THROWS_AS(random_layout(4, 0.0, 1, false), cpsim::UserError);
 }
+
+namespace {
+/** Per-row key intervals of a lambda mask: the first `sink` keys and the `window` keys up to the row. */
+std::vector<int32_t> lambda_ranges(int64_t len, int64_t sink, int64_t window) {
+  std::vector<int32_t> r;
+  for (int64_t i = 0; i < len; ++i) {
+    const int64_t lo = std::max<int64_t>(0, i - window + 1);
+    const int64_t s = std::min(sink, lo);
+    r.insert(r.end(), {0, int32_t(s), int32_t(std::max(lo, s)), int32_t(i + 1)});
+  }
+  return r;
+}
+
+/** Every listed tile holds at least one visible cell (contiguous positions: the row-wise test is exact). */
+void check_no_empty_tile(const KernelPlan& p, const MaskDesc& m) {
+  const size_t nq = p.q_tiles.size();
+  for (size_t qt = 0; qt < nq; ++qt)
+    for (int32_t e = p.fwd.offsets[qt]; e < p.fwd.offsets[qt + 1]; ++e) {
+      const TileRange& q = p.q_tiles[qt];
+      const TileRange& k = p.k_tiles[size_t(p.fwd.idx[size_t(e)])];
+      bool any = false;
+      for (int i = 0; i < q.n && !any; ++i)
+        for (int j = 0; j < k.n && !any; ++j)
+          any = m.visible(q.seq, q.pos(i), k.pos(j));
+      REQUIRE(any);
+    }
+}
+} // namespace
+
+TEST_CASE("per-row key intervals (DCP's range masks): exact cover, no empty tile, full tiles only where certain") {
+  std::mt19937_64 rng(5);
+  SECTION("lambda: sink and sliding band, two sequences packed, one DCP-like piece of rows") {
+    MaskDesc m;
+    m.row_ranges = {lambda_ranges(400, 64, 150), lambda_ranges(333, 10, 70)};
+    const std::vector<PlanSegment> segs = {square(400), {1, 400, 0, 1, 333, 400, 0, 1, 333},
+                                           {1, 733, 100, 1, 120, 900, 0, 1, 200}};
+    const auto p = plan_segments(segs, m);
+    check_exact_cover(p, segs, m);
+    check_transpose(p);
+    check_no_empty_tile(p, m);
+    REQUIRE(p.full_pairs() > 0); // the sink's and the band's interior tiles need no masking
+  }
+  SECTION("random intervals, strided positions") {
+    for (int rep = 0; rep < 4; ++rep) {
+      const int64_t len = 150 + int64_t(rng() % 200);
+      MaskDesc m;
+      m.causal = rep % 2 == 1;
+      std::vector<int32_t> r;
+      for (int64_t i = 0; i < len; ++i) {
+        int32_t a = int32_t(rng() % uint64_t(len)), b = int32_t(rng() % uint64_t(len));
+        int32_t c = int32_t(rng() % uint64_t(len)), d = int32_t(rng() % uint64_t(len));
+        r.insert(r.end(), {std::min(a, b), std::max(a, b), std::min(c, d), std::max(c, d)});
+      }
+      m.row_ranges = {r};
+      const PlanSegment s{0, 0, 1, 2, (len - 1) / 2, 0, 0, 3, len / 3};
+      const auto p = plan_segments({s}, m);
+      check_exact_cover(p, {s}, m);
+      check_transpose(p);
+    }
+  }
+  SECTION("block lists of 128 from the intervals plan exactly their cells") {
+    MaskDesc m;
+    m.causal = true;
+    m.row_ranges = {lambda_ranges(700, 128, 200)};
+    const BlockLists b = block_lists_from_mask(m, {700}, 128);
+    const KernelPlan p = plan_block_lists(b, m);
+    check_exact_cover(p, {square(700)}, m);
+    check_transpose(p);
+    check_no_empty_tile(p, m);
+  }
+  SECTION("intervals that do not reach a position are a user error naming the sequence") {
+    MaskDesc m;
+    m.row_ranges = {lambda_ranges(100, 8, 20)};
+    REQUIRE_NOTHROW(plan_segments({square(100)}, m));
+    REQUIRE_THROWS_WITH(plan_segments({square(101)}, m), Catch::Contains("row ranges of sequence 0"));
+    REQUIRE_THROWS_AS(block_lists_from_mask(m, {120}, 64), cpsim::UserError);
+    m.row_ranges[0].pop_back();
+    REQUIRE_THROWS_AS(plan_segments({square(10)}, m), cpsim::UserError);
+  }
+}

@@ -402,6 +402,37 @@ TEST_CASE("attention forward and backward match the fp64 oracle for every mask k
     add_layout(c.mask, 300, 64, 0.5, true);
     cases.push_back(c);
   }
+  {
+    // DCP's range masks: a lambda row (sink + band, two intervals) for sequence 0, a shared-question row (question
+    // + the row's own answer) for sequence 1; some rows of the band's start see one interval only
+    Case c{"per-row key intervals (lambda, shared question), varlen {260, 150} packed, bf16, d128, GQA 2:1"};
+    c.head_dim = 128;
+    c.kv_heads = c.heads / 2;
+    c.q_rows = c.k_rows = 410;
+    c.segs = {square(260), {1, 260, 0, 1, 150, 260, 0, 1, 150}};
+    std::vector<int32_t> lam, sq;
+    for (int32_t i = 0; i < 260; ++i) {
+      const int32_t lo = std::max(0, i - 99), s = std::min(30, lo);
+      lam.insert(lam.end(), {0, s, std::max(lo, s), i + 1});
+    }
+    for (int32_t i = 0; i < 150; ++i) // question [0, 40), answers [40, 95), [95, 150), causal within each
+      sq.insert(sq.end(), i < 40 ? std::initializer_list<int32_t>{0, i + 1, 0, 0}
+                                 : std::initializer_list<int32_t>{0, 40, i < 95 ? 40 : 95, i + 1});
+    c.mask.row_ranges = {lam, sq};
+    cases.push_back(c);
+  }
+  {
+    Case c{"per-row key intervals from block lists of 128, causal, fp16, d64"};
+    c.dtype = DType::FP16;
+    c.q_rows = c.k_rows = 333;
+    c.mask = causal();
+    std::vector<int32_t> r;
+    for (int32_t i = 0; i < 333; ++i) // causal blockwise: block 0 and the band of the last 128 keys
+      r.insert(r.end(), {0, std::min(i + 1, 64), std::max(64, i - 127), i + 1});
+    c.mask.row_ranges = {r};
+    c.lists = block_lists_from_mask(c.mask, {333}, 128);
+    cases.push_back(c);
+  }
   for (const Case& c : cases)
     run_case(c);
 }

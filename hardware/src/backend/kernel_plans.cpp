@@ -4,6 +4,7 @@
 #include "cpsim/model/errors.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 
 namespace cpsim::backend {
@@ -125,10 +126,19 @@ kn::MaskDesc kernel_mask(const MaskGeometry& g, int n_seqs) {
   case MaskKind::LAMBDA:
   case MaskKind::SHARED_QUESTION:
   case MaskKind::CAUSAL_BLOCKWISE:
-    // DCP's per-row range masks have no kernel here; running them as another mask would be wrong
-    throw UserError("'workload.mask.kind' = \"" + to_string(s.kind) +
-                    "\": the attention kernels have no per-row range masks; run with --comm-only or predict this "
-                    "plan with the simulator");
+    // DCP's per-row range masks: each row's key intervals spelled out for the kernels (they hold causality too)
+    for (int q = 0; q < n_seqs; ++q) {
+      const std::vector<int64_t> rows = g.row_key_intervals(q);
+      std::vector<int32_t> r(rows.size());
+      for (size_t i = 0; i < rows.size(); ++i) {
+        if (rows[i] > std::numeric_limits<int32_t>::max())
+          throw UserError("'workload.seq_lens[" + std::to_string(q) + "]': a range mask over more than 2^31 " +
+                          "positions does not fit the kernels' 32-bit key intervals");
+        r[i] = int32_t(rows[i]);
+      }
+      m.row_ranges.push_back(std::move(r));
+    }
+    break;
   }
   return m;
 }

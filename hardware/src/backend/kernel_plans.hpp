@@ -17,7 +17,8 @@ struct PlannedKernel {
   kernels::MaskDesc mask; // what the kernels apply inside partial tiles
 };
 
-/** The kernels' view of a head-uniform mask (no per-head layouts): full, causal, window or one layout per sequence. */
+/** The kernels' view of a head-uniform mask (no per-head layouts): full, causal, window, one layout per sequence, or
+ *  a range mask's key intervals per row. */
 kernels::MaskDesc kernel_mask(const MaskGeometry& g, int n_seqs);
 
 /**

@@ -1,5 +1,5 @@
 // Host-side planner of the attention kernels: turns a mask (full, causal top-left or bottom-right,
-// sliding window, block-sparse layout, explicit key ranges per query range) over packed rows into
+// sliding window, block-sparse layout, key intervals per query row, explicit key ranges per query range) over packed rows into
 // the lists the kernels walk: per (head slot, query tile) the key tiles, fully visible ones first,
 // and the transposed lists per (head slot, key tile) for the backward pass. Pure C++ (no CUDA), so
 // CI tests it without a GPU; attention.hpp uploads a plan to the device.
@@ -36,6 +36,12 @@ struct MaskDesc {
   /** Per sequence: n_blocks x n_blocks bitmap, row-major (query block, key block). Shared by all heads. */
   std::vector<std::vector<uint8_t>> layouts;
   std::vector<int64_t> layout_n_blocks;
+  /**
+   * Per sequence, optional (an empty vector: no such rule): for each query position i, two key intervals
+   * [r[4i], r[4i+1]) and [r[4i+2], r[4i+3]); a key is visible only inside one of them (DCP's per-row range masks:
+   * lambda, shared question, causal blockwise). An empty interval has end <= begin.
+   */
+  std::vector<std::vector<int32_t>> row_ranges;
   bool visible(int seq, int64_t i, int64_t j) const;
 };
 

@@ -71,6 +71,8 @@ public:
   int64_t total_cells(int seq, int head) const;
 
   const MaskSpec& spec() const { return spec_; }
+  /** A range mask's rows of sequence `seq`: 4 values per query position (two key intervals, see range_masks.hpp). */
+  std::vector<int64_t> row_key_intervals(int seq) const;
   /** The sequence's layout (the union over heads for a per-head mask). */
   const BlockLayout& layout(int seq) const { return layouts_.at(static_cast<size_t>(seq)); }
   /** The layout head `head` of sequence `seq` uses (the sequence's layout unless per_head()). */

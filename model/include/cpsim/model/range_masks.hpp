@@ -51,5 +51,7 @@ int64_t range_mask_cells(const std::vector<RowPiece>& pieces, int64_t qa, int64_
 /** The same for strided positions (a walk over the query progression). */
 int64_t range_mask_strided_cells(const std::vector<RowPiece>& pieces, Progression q, Progression k);
 bool range_mask_visible(const std::vector<RowPiece>& pieces, int64_t i, int64_t j);
+/** Rows [0, seq_len) spelled out: per row b0, e0, b1, e1 (its two intervals; an absent one is [0, 0)). */
+std::vector<int64_t> range_mask_rows(const std::vector<RowPiece>& pieces, int64_t seq_len);
 
 } // namespace cpsim::detail
