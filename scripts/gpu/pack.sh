@@ -14,7 +14,7 @@ PACK=gpu-pack
 TARGETS=${CPSIM_PACK_TARGETS:-cpsim cpsim_wgmma_layout_tests cpsim_kernel_gpu_tests cpsim_kernel_plan_tests cpsim_kernel_bench cpsim_loopback_gpu_tests cpsim_backend_gpu_tests}
 declare -A WHERE=([cpsim]=app [cpsim_wgmma_layout_tests]=tests/kernels [cpsim_kernel_gpu_tests]=tests/kernels [cpsim_kernel_plan_tests]=tests/kernels
                   [cpsim_kernel_bench]=kernels [cpsim_loopback_gpu_tests]=tests/hardware [cpsim_backend_gpu_tests]=tests/hardware)
-cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE="${CPSIM_GPU_BUILD_TYPE:-Release}" -DCPSIM_WITH_CUDA=ON >/dev/null
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE="${CPSIM_GPU_BUILD_TYPE:-Release}" -DCPSIM_WITH_CUDA=ON -DCPSIM_TESTS_O0=OFF >/dev/null
 # one target at a time: nvcc is memory- and CPU-hungry on small machines
 for t in $TARGETS; do cmake --build "$BUILD" --target "$t" -j"${CPSIM_JOBS:-2}"; done
 rm -rf "$PACK" && mkdir -p "$PACK/bin" "$PACK/lib"
