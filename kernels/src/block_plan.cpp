@@ -185,15 +185,15 @@ std::vector<TileRange> tile_side(const std::vector<PlanSegment>& segs, bool q_si
   return tiles;
 }
 
-/** Indices of the tiles (sorted by row) lying inside rows [r0, r1). */
+} // namespace
+
 std::pair<size_t, size_t> tiles_within(const std::vector<TileRange>& t, int64_t r0, int64_t r1) {
   auto lo = std::lower_bound(t.begin(), t.end(), r0, [](const TileRange& x, int64_t r) { return x.row0 < r; });
   auto hi = std::lower_bound(t.begin(), t.end(), r1, [](const TileRange& x, int64_t r) { return x.row0 < r; });
   return {size_t(lo - t.begin()), size_t(hi - t.begin())};
 }
 
-/** Builds CSR lists from per-item (index, full?) entries: full entries first, each group sorted. */
-TileLists compress(std::vector<std::vector<std::pair<int32_t, bool>>>& per_item) {
+TileLists compress_lists(std::vector<std::vector<std::pair<int32_t, bool>>>& per_item) {
   TileLists l;
   l.offsets.reserve(per_item.size() + 1);
   for (auto& e : per_item) {
@@ -209,6 +209,8 @@ TileLists compress(std::vector<std::vector<std::pair<int32_t, bool>>>& per_item)
   return l;
 }
 
+namespace {
+
 /** Backward lists: for every (slot, k tile) the q tiles whose forward lists hold it, with the same full flag. */
 TileLists transpose_lists(const KernelPlan& p) {
   const size_t nq = p.q_tiles.size(), nk = p.k_tiles.size();
@@ -219,7 +221,7 @@ TileLists transpose_lists(const KernelPlan& p) {
       for (int32_t e = p.fwd.offsets[item]; e < p.fwd.offsets[item + 1]; ++e)
         per[size_t(s) * nk + size_t(p.fwd.idx[size_t(e)])].push_back({int32_t(q), e - p.fwd.offsets[item] < p.fwd.n_full[item]});
     }
-  return compress(per);
+  return compress_lists(per);
 }
 
 /** Tiles sorted by decreasing total list length over the slots (ties: tile order). */
@@ -235,13 +237,13 @@ std::vector<int32_t> longest_first(const TileLists& l, size_t n_tiles, int slots
   return order;
 }
 
-void finish(KernelPlan& p) {
+} // namespace
+
+void finish_plan(KernelPlan& p) {
   p.bwd = transpose_lists(p);
   p.q_order = longest_first(p.fwd, p.q_tiles.size(), p.head_slots);
   p.k_order = longest_first(p.bwd, p.k_tiles.size(), p.head_slots);
 }
-
-} // namespace
 
 KernelPlan plan_segments(const std::vector<PlanSegment>& segs, const MaskDesc& mask) {
   for (const auto& s : segs)
@@ -283,8 +285,8 @@ KernelPlan plan_segments(const std::vector<PlanSegment>& segs, const MaskDesc& m
         throw UserError("attention segments: query rows from " + std::to_string(p.q_tiles[qi].row0) + " and key rows from " +
                         std::to_string(p.k_tiles[size_t(e[i].first)].row0) + " are covered by two segments");
   }
-  p.fwd = compress(per);
-  finish(p);
+  p.fwd = compress_lists(per);
+  finish_plan(p);
   return p;
 }
 
@@ -394,8 +396,8 @@ KernelPlan plan_block_lists(const BlockLists& b, const MaskDesc& mask) {
         for (int32_t kb : b.partial[li])
           add(kb, false);
       }
-  p.fwd = compress(lists);
-  finish(p);
+  p.fwd = compress_lists(lists);
+  finish_plan(p);
   return p;
 }
 

@@ -32,22 +32,20 @@ std::string to_string(ComputeKind k) {
   return "?";
 }
 
-std::vector<int> Op::head_list() const {
-  if (!head_ids.empty())
-    return head_ids;
+namespace {
+/** The explicit list where there is one, else the range [begin, end). */
+std::vector<int> listed_heads(const std::vector<int>& ids, int begin, int end) {
+  if (!ids.empty())
+    return ids;
   std::vector<int> h;
-  for (int x = head_begin; x < head_end; ++x)
+  for (int x = begin; x < end; ++x)
     h.push_back(x);
   return h;
 }
-std::vector<int> Buffer::head_list() const {
-  if (!head_ids.empty())
-    return head_ids;
-  std::vector<int> h;
-  for (int x = head_begin; x < head_end; ++x)
-    h.push_back(x);
-  return h;
-}
+} // namespace
+
+std::vector<int> Op::head_list() const { return listed_heads(head_ids, head_begin, head_end); }
+std::vector<int> Buffer::head_list() const { return listed_heads(head_ids, head_begin, head_end); }
 
 int64_t Buffer::rows() const {
   int64_t n = 0;

@@ -15,33 +15,6 @@ namespace {
 
 constexpr int kTile = kn::kTileRows;
 
-/** CSR lists from per-item (index, full?) entries: full entries first, each group in index order. */
-kn::TileLists compress(std::vector<std::vector<std::pair<int32_t, bool>>>& per_item) {
-  kn::TileLists l;
-  for (auto& e : per_item) {
-    std::sort(e.begin(), e.end(), [](auto& a, auto& b) { return a.second != b.second ? a.second : a.first < b.first; });
-    int32_t nf = 0;
-    for (auto& [i, f] : e) {
-      l.idx.push_back(i);
-      nf += f ? 1 : 0;
-    }
-    l.n_full.push_back(nf);
-    l.offsets.push_back(int32_t(l.idx.size()));
-  }
-  return l;
-}
-
-std::vector<int32_t> longest_first(const kn::TileLists& l, size_t n_tiles, int slots) {
-  std::vector<int64_t> work(n_tiles, 0);
-  for (int s = 0; s < slots; ++s)
-    for (size_t t = 0; t < n_tiles; ++t)
-      work[t] += l.count(int64_t(size_t(s) * n_tiles + t));
-  std::vector<int32_t> order(n_tiles);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return work[size_t(a)] > work[size_t(b)]; });
-  return order;
-}
-
 /**
  * Tiles of one side of the rectangles: rows cut at every rectangle boundary and wherever a position starts a
  * layout block (`block` > 0), then every 64 rows. Rows shared by rectangles are tiled once.
@@ -81,29 +54,7 @@ std::vector<kn::TileRange> tile_rows(const std::vector<SegmentRows>& segs, bool 
   return tiles;
 }
 
-std::pair<size_t, size_t> within(const std::vector<kn::TileRange>& t, int64_t r0, int64_t r1) {
-  auto lo = std::lower_bound(t.begin(), t.end(), r0, [](const kn::TileRange& x, int64_t r) { return x.row0 < r; });
-  auto hi = std::lower_bound(t.begin(), t.end(), r1, [](const kn::TileRange& x, int64_t r) { return x.row0 < r; });
-  return {size_t(lo - t.begin()), size_t(hi - t.begin())};
-}
-
-int64_t gcd64(int64_t a, int64_t b) { return b == 0 ? a : gcd64(b, a % b); }
-
 } // namespace
-
-void finish_plan(kn::KernelPlan& p) {
-  const size_t nq = p.q_tiles.size(), nk = p.k_tiles.size();
-  std::vector<std::vector<std::pair<int32_t, bool>>> per(size_t(p.head_slots) * nk);
-  for (int s = 0; s < p.head_slots; ++s)
-    for (size_t q = 0; q < nq; ++q) {
-      const size_t item = size_t(s) * nq + q;
-      for (int32_t e = p.fwd.offsets[item]; e < p.fwd.offsets[item + 1]; ++e)
-        per[size_t(s) * nk + size_t(p.fwd.idx[size_t(e)])].push_back({int32_t(q), e - p.fwd.offsets[item] < p.fwd.n_full[item]});
-    }
-  p.bwd = compress(per);
-  p.q_order = longest_first(p.fwd, nq, p.head_slots);
-  p.k_order = longest_first(p.bwd, nk, p.head_slots);
-}
 
 kn::MaskDesc kernel_mask(const MaskGeometry& g, int n_seqs) {
   kn::MaskDesc m;
@@ -154,8 +105,8 @@ PlannedKernel per_head_plan(const std::vector<SegmentRows>& segs, const MaskGeom
   const size_t nq = p.q_tiles.size();
   std::vector<std::vector<std::pair<int32_t, bool>>> per(size_t(p.head_slots) * nq);
   for (const auto& s : segs) {
-    auto [q0, q1] = within(p.q_tiles, s.q_row, s.q_row + s.q.size());
-    auto [k0, k1] = within(p.k_tiles, s.k_row, s.k_row + s.k.size());
+    auto [q0, q1] = kn::tiles_within(p.q_tiles, s.q_row, s.q_row + s.q.size());
+    auto [k0, k1] = kn::tiles_within(p.k_tiles, s.k_row, s.k_row + s.k.size());
     for (int h = head_begin; h < head_end; ++h) {
       const BlockLayout& lay = g.layout(s.seq, h);
       for (size_t qi = q0; qi < q1; ++qi) {
@@ -176,14 +127,14 @@ PlannedKernel per_head_plan(const std::vector<SegmentRows>& segs, const MaskGeom
       if (e[i].first == e[i - 1].first)
         throw UserError("attention rectangles cover one (query row, key row) pair twice");
   }
-  p.fwd = compress(per);
-  finish_plan(p);
+  p.fwd = kn::compress_lists(per);
+  kn::finish_plan(p);
   return out;
 }
 
 PlannedKernel gathered_plan(const GatherLayout& gl, int slot, const MaskGeometry& g, int head) {
   const MaskSpec& spec = g.spec();
-  const int64_t lb = gcd64(gl.granularity, spec.block); // a synthetic block lies in one micro-tile and one layout block
+  const int64_t lb = std::gcd(gl.granularity, spec.block); // a synthetic block lies in one micro-tile and one layout block
   PlannedKernel out;
   out.mask.causal = spec.causal;
   out.mask.layout_block = lb;
@@ -250,8 +201,8 @@ PlannedKernel gathered_plan(const GatherLayout& gl, int slot, const MaskGeometry
     out.mask.layouts.push_back(std::move(bits));
     out.mask.layout_n_blocks.push_back(nb);
   }
-  p.fwd = compress(lists);
-  finish_plan(p);
+  p.fwd = kn::compress_lists(lists);
+  kn::finish_plan(p);
   return out;
 }
 

@@ -35,7 +35,4 @@ PlannedKernel per_head_plan(const std::vector<SegmentRows>& segs, const MaskGeom
  */
 PlannedKernel gathered_plan(const GatherLayout& gl, int slot, const MaskGeometry& g, int head);
 
-/** Backward lists (transposed) and longest-first launch orders of a plan whose forward lists are filled. */
-void finish_plan(kernels::KernelPlan& p);
-
 } // namespace cpsim::backend

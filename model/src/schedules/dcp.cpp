@@ -5,6 +5,7 @@
 // reduction). The plan itself comes from plan_dcp (dcp_plan.cpp); this file only emits it, and
 // dcp_backward.cpp appends the backward for fwd_bwd.
 #include "dcp_emit.hpp"
+#include "ring_program.hpp"
 
 #include "cpsim/model/dcp_plan.hpp"
 #include "cpsim/model/errors.hpp"
@@ -93,16 +94,6 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
   ScheduleBuilder bld(sc, mask, "dcp", W);
   const int comp = bld.add_stream("compute", StreamKind::COMPUTE);
   const int comm = bld.add_stream("comm", StreamKind::COMM);
-  auto buffer = [](std::string name, std::string tensor, int64_t bytes, int h0, int h1, std::vector<TokenSlice> toks) {
-    Buffer x;
-    x.name = std::move(name);
-    x.tensor = std::move(tensor);
-    x.bytes = bytes;
-    x.head_begin = h0;
-    x.head_end = h1;
-    x.tokens = std::move(toks);
-    return x;
-  };
   for (int r = 0; r < W; ++r) {
     const auto my_begin = partials.begin() + std::ptrdiff_t(first_partial[size_t(r)]);
     const auto my_end = partials.begin() + std::ptrdiff_t(first_partial[size_t(r) + 1]);
@@ -113,10 +104,10 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
         mine.push_back({b.seq, {b.begin, b.end}});
         tokens += b.tokens();
       }
-    bld.add_buffer(r, buffer("q", "q", tokens * H * D * e, 0, H, mine));
-    bld.add_buffer(r, buffer("kv", "kv", tokens * 2 * G * D * e, 0, G, mine));
-    bld.add_buffer(r, buffer("o", "o", tokens * H * D * e, 0, H, mine));
-    bld.add_buffer(r, buffer("lse", "lse", tokens * 4 * H, 0, H, mine));
+    bld.add_buffer(r, ring::make_buffer("q", "q", tokens * H * D * e, 0, H, mine));
+    bld.add_buffer(r, ring::make_buffer("kv", "kv", tokens * 2 * G * D * e, 0, G, mine));
+    bld.add_buffer(r, ring::make_buffer("o", "o", tokens * H * D * e, 0, H, mine));
+    bld.add_buffer(r, ring::make_buffer("lse", "lse", tokens * 4 * H, 0, H, mine));
 
     // stage groups on the comm stream and the block buffers of every launch (dcp_pools.cpp)
     const Pools pools = emit_pools(bld, r, comp, comm, plan, work_of[size_t(r)], fx, QSide{{"q"}, {int64_t(D) * e}}, {},
@@ -164,8 +155,8 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
           toks.push_back(slice_of(bi));
           n += plan.blocks[size_t(bi)].tokens();
         }
-        bld.add_buffer(r, buffer(out.first, "o", n * q_tok, h * hb, (h + 1) * hb, toks));
-        bld.add_buffer(r, buffer(out.second, "lse", n * 4 * hb, h * hb, (h + 1) * hb, toks));
+        bld.add_buffer(r, ring::make_buffer(out.first, "o", n * q_tok, h * hb, (h + 1) * hb, toks));
+        bld.add_buffer(r, ring::make_buffer(out.second, "lse", n * 4 * hb, h * hb, (h + 1) * hb, toks));
         part[key] = out;
       }
       const int id = bld.attention(r, comp, deps, Direction::FORWARD, h * hb, (h + 1) * hb, segs,
@@ -204,8 +195,8 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
       int64_t n = 0;
       for (const auto& x : toks)
         n += x.range.size();
-      bld.add_buffer(r, buffer(pm(h).first, "o", n * q_tok, h * hb, (h + 1) * hb, toks));
-      bld.add_buffer(r, buffer(pm(h).second, "lse", n * 4 * hb, h * hb, (h + 1) * hb, toks));
+      bld.add_buffer(r, ring::make_buffer(pm(h).first, "o", n * q_tok, h * hb, (h + 1) * hb, toks));
+      bld.add_buffer(r, ring::make_buffer(pm(h).second, "lse", n * 4 * hb, h * hb, (h + 1) * hb, toks));
     }
     std::vector<int> pre_ops;
     std::set<int> pm_started;
@@ -269,8 +260,8 @@ Schedule generate_dcp(const Scenario& sc, const MaskGeometry& mask) {
           in.push_back({o, {x}, {}});
           in.push_back({l, {x}, {}});
         }
-        bld.add_buffer(r, buffer(o, "o", n * q_tok, h * hb, (h + 1) * hb, toks));
-        bld.add_buffer(r, buffer(l, "lse", n * 4 * hb, h * hb, (h + 1) * hb, toks));
+        bld.add_buffer(r, ring::make_buffer(o, "o", n * q_tok, h * hb, (h + 1) * hb, toks));
+        bld.add_buffer(r, ring::make_buffer(l, "lse", n * 4 * hb, h * hb, (h + 1) * hb, toks));
         from_bufs.insert(from_bufs.end(), {o, l});
         from_h[h].insert(from_h[h].end(), {o, l});
         bytes += n * part_tok;

@@ -3,6 +3,7 @@
 // (fetched once the owner's forward merge is final) and K, V of its key block; it produces partial
 // dQ and dKV, accumulated in fp32 per device across stages and summed at the owners at the end.
 #include "dcp_emit.hpp"
+#include "ring_program.hpp"
 
 #include <algorithm>
 #include <map>
@@ -23,6 +24,9 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
   const int per_kv = H / G, hb = plan.head_block;
   auto kvr = [&](int h) { return kv_heads_of(h, hb, per_kv); };
   const int kvh = kvr(0).second - kvr(0).first;
+  std::set<int> kv_keys; // the first KV head of each head block's group
+  for (int h = 0; h < plan.head_blocks; ++h)
+    kv_keys.insert(kvr(h).first);
   const int64_t q_bundle_tok = int64_t(hb) * (3 * D * e + 4); // Q, O, dO and fp32 LSE
   const int64_t kv_tok = 2LL * kvh * D * e, dq_tok = int64_t(hb) * D * 4, dkv_tok = 2LL * kvh * D * 4;
 
@@ -39,18 +43,19 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
     const auto& bl = plan.blocks[size_t(bi)];
     return TokenSlice{bl.seq, {bl.begin, bl.end}};
   };
-  auto buffer = [](std::string name, std::string tensor, int64_t bytes, int h0, int h1, std::vector<TokenSlice> toks) {
-    Buffer x;
-    x.name = std::move(name);
-    x.tensor = std::move(tensor);
-    x.bytes = bytes;
-    x.head_begin = h0;
-    x.head_end = h1;
-    x.tokens = std::move(toks);
-    return x;
-  };
   auto gq = [](const char* dir, int peer, int h) { return std::string("gdq_") + dir + std::to_string(peer) + "_h" + std::to_string(h); };
   auto gkv = [](const char* dir, int peer, int g) { return std::string("gdkv_") + dir + std::to_string(peer) + "_k" + std::to_string(g); };
+  // the partials of head key `key` that device `from` computed for blocks device `to` owns, and their rows
+  using Parts = std::set<std::tuple<int, int, int>>;
+  auto partials_between = [&](const Parts& parts, int from, int key, int to) {
+    std::pair<std::vector<TokenSlice>, int64_t> out{{}, 0};
+    for (const auto& [dev, blk, k] : parts)
+      if (dev == from && k == key && plan.blocks[size_t(blk)].device == to) {
+        out.first.push_back(slice_of(blk));
+        out.second += out.first.back().range.size();
+      }
+    return out;
+  };
 
   for (int r = 0; r < W; ++r) {
     // the forward is final on this rank once its last compute and comm ops are done
@@ -65,9 +70,9 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
         mine.push_back({bl.seq, {bl.begin, bl.end}});
         tokens += bl.tokens();
       }
-    b.add_buffer(r, buffer("do", "do", tokens * H * D * e, 0, H, mine));
-    b.add_buffer(r, buffer("dq", "dq", tokens * H * D * 4, 0, H, mine));
-    b.add_buffer(r, buffer("dkv", "dkv", tokens * 2 * G * D * 4, 0, G, mine));
+    b.add_buffer(r, ring::make_buffer("do", "do", tokens * H * D * e, 0, H, mine));
+    b.add_buffer(r, ring::make_buffer("dq", "dq", tokens * H * D * 4, 0, H, mine));
+    b.add_buffer(r, ring::make_buffer("dkv", "dkv", tokens * 2 * G * D * 4, 0, G, mine));
 
     const Pools pools = emit_pools(b, r, comp, comm, plan, work_of[size_t(r)], fx,
                                    QSide{{"q", "o", "do", "lse"}, {int64_t(D) * e, int64_t(D) * e, int64_t(D) * e, 4}},
@@ -102,8 +107,8 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
         kt.push_back(slice_of(bi));
         kn += plan.blocks[size_t(bi)].tokens();
       }
-      b.add_buffer(r, buffer("dq" + suffix, "dq_acc", qn * dq_tok, h * hb, (h + 1) * hb, qt));
-      b.add_buffer(r, buffer("dkv" + suffix, "dkv", kn * kv_tok, kvr(h).first, kvr(h).second, kt));
+      b.add_buffer(r, ring::make_buffer("dq" + suffix, "dq_acc", qn * dq_tok, h * hb, (h + 1) * hb, qt));
+      b.add_buffer(r, ring::make_buffer("dkv" + suffix, "dkv", kn * kv_tok, kvr(h).first, kvr(h).second, kt));
       const auto& qp = pools.q.at(key);
       const int id = b.attention(r, comp, deps, Direction::BACKWARD, h * hb, (h + 1) * hb, segs,
                                  "bwd stage " + std::to_string(t) + " attn heads " + std::to_string(h * hb),
@@ -129,34 +134,19 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
       if (p == r)
         continue;
       for (int h = 0; h < plan.head_blocks; ++h) {
-        std::vector<TokenSlice> toks;
-        for (const auto& [dev, blk, key] : dq_parts)
-          if (dev == r && key == h && plan.blocks[size_t(blk)].device == p)
-            toks.push_back(slice_of(blk));
+        auto [toks, n] = partials_between(dq_parts, r, h, p);
         if (toks.empty())
           continue;
-        int64_t n = 0;
-        for (const auto& x : toks)
-          n += x.range.size();
-        b.add_buffer(r, buffer(gq("to", p, h), "dq", n * dq_tok, h * hb, (h + 1) * hb, toks));
+        b.add_buffer(r, ring::make_buffer(gq("to", p, h), "dq", n * dq_tok, h * hb, (h + 1) * hb, toks));
         sums.push_back(gq("to", p, h));
         to_peer[p].push_back({gq("to", p, h), {}, {}});
         to_bytes[p] += n * dq_tok;
       }
-      std::set<int> keys;
-      for (int h = 0; h < plan.head_blocks; ++h)
-        keys.insert(kvr(h).first);
-      for (int g : keys) {
-        std::vector<TokenSlice> toks;
-        for (const auto& [dev, blk, key] : dkv_parts)
-          if (dev == r && key == g && plan.blocks[size_t(blk)].device == p)
-            toks.push_back(slice_of(blk));
+      for (int g : kv_keys) {
+        auto [toks, n] = partials_between(dkv_parts, r, g, p);
         if (toks.empty())
           continue;
-        int64_t n = 0;
-        for (const auto& x : toks)
-          n += x.range.size();
-        b.add_buffer(r, buffer(gkv("to", p, g), "dkv", n * dkv_tok, g, g + kvh, toks));
+        b.add_buffer(r, ring::make_buffer(gkv("to", p, g), "dkv", n * dkv_tok, g, g + kvh, toks));
         sums.push_back(gkv("to", p, g));
         to_peer[p].push_back({gkv("to", p, g), {}, {}});
         to_bytes[p] += n * dkv_tok;
@@ -194,35 +184,20 @@ void emit_backward(ScheduleBuilder& b, const Scenario& sc, const DcpPlan& plan, 
       std::vector<BufferRegion> in;
       int64_t bytes = 0;
       for (int h = 0; h < plan.head_blocks && peer != r; ++h) {
-        std::vector<TokenSlice> toks;
-        for (const auto& [dev, blk, key] : dq_parts)
-          if (dev == peer && key == h && plan.blocks[size_t(blk)].device == r)
-            toks.push_back(slice_of(blk));
+        auto [toks, n] = partials_between(dq_parts, peer, h, r);
         if (toks.empty())
           continue;
-        int64_t n = 0;
-        for (const auto& x : toks)
-          n += x.range.size();
-        b.add_buffer(r, buffer(gq("from", peer, h), "dq", n * dq_tok, h * hb, (h + 1) * hb, toks));
+        b.add_buffer(r, ring::make_buffer(gq("from", peer, h), "dq", n * dq_tok, h * hb, (h + 1) * hb, toks));
         in.push_back({gq("from", peer, h), {}, {}});
         bytes += n * dq_tok;
       }
-      std::set<int> keys;
-      for (int h = 0; h < plan.head_blocks; ++h)
-        keys.insert(kvr(h).first);
-      for (int g : keys) {
+      for (int g : kv_keys) {
         if (peer == r)
           break;
-        std::vector<TokenSlice> toks;
-        for (const auto& [dev, blk, key] : dkv_parts)
-          if (dev == peer && key == g && plan.blocks[size_t(blk)].device == r)
-            toks.push_back(slice_of(blk));
+        auto [toks, n] = partials_between(dkv_parts, peer, g, r);
         if (toks.empty())
           continue;
-        int64_t n = 0;
-        for (const auto& x : toks)
-          n += x.range.size();
-        b.add_buffer(r, buffer(gkv("from", peer, g), "dkv", n * dkv_tok, g, g + kvh, toks));
+        b.add_buffer(r, ring::make_buffer(gkv("from", peer, g), "dkv", n * dkv_tok, g, g + kvh, toks));
         in.push_back({gkv("from", peer, g), {}, {}});
         bytes += n * dkv_tok;
       }

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace cpsim::kernels {
@@ -75,6 +76,14 @@ struct KernelPlan {
   int64_t full_pairs() const;
   int64_t partial_pairs() const;
 };
+
+/** Indices [first, last) of the tiles (sorted by row) lying inside buffer rows [r0, r1). */
+std::pair<size_t, size_t> tiles_within(const std::vector<TileRange>& t, int64_t r0, int64_t r1);
+/** CSR lists from per-item (index, full?) entries: full entries first, each group in index order (sorts them). */
+TileLists compress_lists(std::vector<std::vector<std::pair<int32_t, bool>>>& per_item);
+/** Fills a plan whose tiles and forward lists are set: the backward lists (their exact transpose) and the
+ *  longest-first launch orders. For planners of their own (the backend's per-head and PIT plans). */
+void finish_plan(KernelPlan& p);
 
 /**
  * Plans rectangles under one mask. Rows that several segments share are tiled once, so their keys
