@@ -1,5 +1,6 @@
 // Exec plans of the sparse and gather-style schedules (PIT, DSV, TE p2p, CQS, DCP): the plan builds, every op maps
 // to buffer rows and heads, the sizes the IR declares equal what the backend moves, and every query row is covered.
+#include "../../hardware/src/backend/gather_tables.hpp"
 #include "cpsim/hardware/backend/exec_plan.hpp"
 #include "cpsim/hardware/hardware_catalog.hpp"
 #include "cpsim/model/errors.hpp"
@@ -10,6 +11,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <array>
 #include <fstream>
 #include <set>
@@ -139,13 +141,13 @@ TEST_CASE("PIT: the gather packs exactly the micro-tiles the model counts, every
             std::set<int64_t> q_rows;
             int64_t tile_rows = 0;
             for (const auto& t : gf.tiles[slot]) {
-              CHECK(q_rows.insert(t.q_row).second);
-              tile_rows += t.q_n;
+              CHECK(q_rows.insert(t.fixed_row).second);
+              tile_rows += t.fixed_n;
               CHECK(t.packed_row == rows);
               CHECK(t.index_entry == entries);
               for (const TokenRange& mt : t.micro) {
-                const bool band = mask.value("causal", false) && mt.end > t.q_pos && mt.begin < t.q_pos + t.q_n;
-                CHECK((band || m.cells(t.seq, head, {t.q_pos, t.q_pos + t.q_n}, mt) > 0));
+                const bool band = mask.value("causal", false) && mt.end > t.fixed_pos && mt.begin < t.fixed_pos + t.fixed_n;
+                CHECK((band || m.cells(t.seq, head, {t.fixed_pos, t.fixed_pos + t.fixed_n}, mt) > 0));
                 CHECK(mt.begin % g == 0);
                 rows += mt.size();
               }
@@ -186,12 +188,106 @@ TEST_CASE("PIT: a packed buffer whose IR size disagrees with the gather is refus
                                                          Catch::Contains("gathered K, V rows take"));
 }
 
-TEST_CASE("PIT along query rows is refused by name: the backend packs key columns only") {
-  Json j = pit_json(1, "fwd", Json{{"kind", "block_sparse"}, {"block", 16}, {"density", 0.3}, {"seed", 1}}, 16);
+TEST_CASE("PIT along query rows: key tiles' query micro-tiles packed once, every packed row merged and scattered home") {
+  const Json uniform{{"kind", "block_sparse"}, {"block", 16}, {"density", 0.3}, {"seed", 1}};
+  const Json causal{{"kind", "block_sparse"}, {"block", 16}, {"density", 0.3}, {"seed", 2}, {"causal", true}};
+  const Json per_head{{"kind", "block_sparse"}, {"block", 32}, {"head_densities", {0.2, 0.5, 0.1, 0.4}}, {"seed", 3}};
+  for (const Json& mask : {uniform, causal, per_head})
+    for (int cp : {1, 2})
+      for (int64_t g : {16, 48}) {
+        INFO(mask.dump() << " cp " << cp << " g " << g);
+        Json j = pit_json(cp, "fwd_bwd", mask, g, 4, mask.contains("head_densities") ? 4 : 2);
+        j["parallel"]["axis"] = "rows";
+        Planned p = planned(j);
+        const MaskGeometry m(p.sc.workload);
+        for (const auto& rp : p.plan.ranks) {
+          const Op *fwd = op_labelled(p.s, rp.rank, "fwd gather"), *bwd = op_labelled(p.s, rp.rank, "bwd gather");
+          const Op *merge = op_labelled(p.s, rp.rank, "fwd scatter-merge"), *attn = op_labelled(p.s, rp.rank, "fwd attn");
+          REQUIRE((fwd && bwd && merge && attn));
+          const GatherLayout &gf = rp.gathers.at(fwd->id), &gb = rp.gathers.at(bwd->id);
+          CHECK((gf.rows && gb.rows && gf.builds_index && !gb.builds_index));
+          CHECK(gf.index == gb.index);
+          CHECK(gf.packed_rows == gb.packed_rows);
+          CHECK(gf.src.size() == 1); // Q
+          CHECK(gb.src.size() == 3); // Q, dO, O, and the LSE beside them
+          CHECK((gb.src_lse >= 0 && gb.packed_lse >= 0));
+          CHECK(rp.buffers[size_t(gb.src[1])].tensor == "do");
+          CHECK(rp.buffers[size_t(gb.src[2])].tensor == "o");
+          CHECK(gf.slot_heads.size() == (m.per_head() ? 4u : 1u));
+          const BufferPlacement& kv = rp.buffer(rp.buffers[size_t(rp.launches.at(attn->id).front().k)].name);
+          CHECK(kv.tensor == "kv");
+          for (size_t slot = 0; slot < gf.tiles.size(); ++slot) {
+            const int head = gf.slot_heads[slot] < 0 ? 0 : gf.slot_heads[slot];
+            int64_t keys = 0;
+            std::set<int64_t> key_rows;
+            for (size_t ti = 0; ti < gf.tiles[slot].size(); ++ti) {
+              const auto& t = gf.tiles[slot][ti];
+              CHECK(key_rows.insert(t.fixed_row).second);
+              CHECK(t.fixed_n <= p.s.tile_n);
+              keys += t.fixed_n;
+              CHECK(t.micro == gb.tiles[slot][ti].micro); // the backward packs the same rows by the same index
+              for (const TokenRange& mt : t.micro) {
+                CHECK(m.cells(t.seq, head, mt, {t.fixed_pos, t.fixed_pos + t.fixed_n}) > 0);
+                CHECK((mt.begin % g == 0 || mt.begin == t.span.begin)); // aligned, or clipped by the rank's queries
+                CHECK((mt.begin >= t.span.begin && mt.end <= t.span.end));
+              }
+            }
+            CHECK(keys == kv.rows); // every key row in exactly one key tile
+          }
+          // every launch reads the packed queries and the kv buffer
+          for (const AttnLaunch& l : rp.launches.at(attn->id))
+            CHECK((l.gather == fwd->id && l.q == -1 && l.k == l.v && l.v_plane == 1));
+          // the scatter-merge and the dQ scatter take every packed row (every head of it) exactly once, home to its token
+          const ForwardMerge& fm = rp.forward_merges.at(merge->id);
+          REQUIRE(fm.kind == ForwardMerge::PACKED);
+          CHECK(fm.gather == fwd->id);
+          const ScatterPlan& sp = rp.scatters.begin()->second;
+          CHECK(sp.gather == bwd->id);
+          CHECK(rp.buffers[size_t(sp.dst)].tensor == "dq");
+          for (const UnitSources& u : {packed_merge_units(fm, rp, p.sc.workload), scatter_units(sp, rp, p.sc.workload)}) {
+            std::vector<int> taken(size_t(gf.packed_rows), 0);
+            for (int64_t r : u.rows)
+              ++taken[size_t(r)];
+            CHECK(std::count(taken.begin(), taken.end(), 1) == gf.packed_rows);
+          }
+          const UnitSources u = packed_merge_units(fm, rp, p.sc.workload);
+          const BufferPlacement& o = rp.buffers[size_t(fm.out)];
+          for (size_t slot = 0; slot < gf.tiles.size(); ++slot)
+            for (const auto& t : gf.tiles[slot]) {
+              int64_t prow = t.packed_row;
+              for (const TokenRange& mt : t.micro)
+                for (int64_t x = mt.begin; x < mt.end; ++x, ++prow) {
+                  const int64_t row = row_of(o.tokens, t.seq, x);
+                  const int64_t unit = m.per_head() ? row * o.heads + o.head_pos(gf.slot_heads[slot]) : row;
+                  CHECK(std::count(u.rows.begin() + u.begin[size_t(unit)], u.rows.begin() + u.begin[size_t(unit) + 1], prow) == 1);
+                }
+            }
+        }
+      }
+}
+
+TEST_CASE("PIT along query rows: per-head masks with GQA are refused for the backward, naming the overwrite") {
+  const Json per_head{{"kind", "block_sparse"}, {"block", 32}, {"head_densities", {0.2, 0.5, 0.1, 0.4}}, {"seed", 3}};
+  Json j = pit_json(1, "fwd_bwd", per_head, 16, 4, 2);
   j["parallel"]["axis"] = "rows";
   Scenario sc = test::make_scenario(j);
   CHECK_THROWS_WITH(make_exec_plan(generate_schedule(sc), sc.workload),
-                    Catch::Contains("rank 0") && Catch::Contains("\"rows\"") && Catch::Contains("key columns only"));
+                    Catch::Contains("rank 0") && Catch::Contains("overwrite") && Catch::Contains("kv_heads = heads"));
+  j["pass"] = "fwd"; // no dK, dV: nothing to overwrite
+  Scenario fwd = test::make_scenario(j);
+  CHECK_NOTHROW(make_exec_plan(generate_schedule(fwd), fwd.workload));
+}
+
+TEST_CASE("PIT along query rows: packed Q, dO, O whose IR size disagrees with the gather are refused, naming both sizes") {
+  Json j = pit_json(1, "fwd_bwd", Json{{"kind", "block_sparse"}, {"block", 16}, {"density", 0.3}, {"seed", 1}}, 16);
+  j["parallel"]["axis"] = "rows";
+  Scenario sc = test::make_scenario(j);
+  Schedule s = generate_schedule(sc);
+  for (Buffer& b : s.ranks[0].buffers)
+    if (b.name == "q_packed_bwd")
+      b.bytes -= 256;
+  CHECK_THROWS_WITH(make_exec_plan(s, sc.workload),
+                    Catch::Contains("rank 0") && Catch::Contains("q_packed_bwd") && Catch::Contains("gathered Q, dO, O rows take"));
 }
 
 TEST_CASE("DSV: every degree pair, naive and aware, plans: launches cover each head's cells, messages match row for row") {

@@ -1,6 +1,6 @@
 // GPU correctness of the backend's own kernels for the sparse schedules, against CPU arithmetic: DSV's projection,
 // threshold and top-k passes (what --check cannot see: the predictor does not steer the attention), PIT's index build,
-// micro-tile gather and gradient scatter, and TE p2p's fp64 LSE fold and output correction. Exits 77 (skipped) without
+// micro-tile gather (K, V; one head's Q and LSE), scatter-merge of packed partials and gradient scatter, and TE p2p's fp64 LSE fold and output correction. Exits 77 (skipped) without
 // a GPU.
 #define CATCH_CONFIG_RUNNER
 #include "../../hardware/src/backend/gather_kernels.hpp"
@@ -154,18 +154,16 @@ TEST_CASE("PIT gather: the index built from the flags, the indexed rows packed; 
   auto* dsrc = dev(src);
   auto* dpacked = dev(std::vector<__nv_bfloat16>(size_t(2 * packed * row)));
   MicrotileGather m;
-  m.src = reinterpret_cast<const char*>(dsrc);
-  m.src_plane_bytes = keys * row * 2;
-  m.src_row_bytes = row * 2;
-  m.dst = reinterpret_cast<char*>(dpacked);
-  m.dst_row_bytes = row * 2;
-  m.dst_plane_bytes = packed * row * 2;
-  m.copy_bytes = row * 2;
+  for (int plane = 0; plane < 2; ++plane) // K and V
+    m.planes[m.n_planes++] = {reinterpret_cast<const char*>(dsrc) + plane * keys * row * 2, row * 2, 16 * 2,
+                              reinterpret_cast<char*>(dpacked) + plane * packed * row * 2, row * 2};
   m.granularity = g;
   m.index = index;
-  m.entry_src_base = dev(std::vector<int64_t>(5, 0));
+  m.entry_src_row0 = dev(std::vector<int64_t>(5, 0));
+  m.entry_head = dev(std::vector<int32_t>(5, 0));
   m.entry_dst_row = dev(dst_row);
-  m.entry_seq_end = dev(std::vector<int64_t>(5, keys));
+  m.entry_lo = dev(std::vector<int64_t>(5, 0));
+  m.entry_hi = dev(std::vector<int64_t>(5, keys));
   m.entries = 5;
   gather_microtiles(m, nullptr);
   const auto out = host(dpacked, size_t(2 * packed * row));
@@ -206,6 +204,113 @@ TEST_CASE("PIT gather: the index built from the flags, the indexed rows packed; 
           want += __bfloat162float(out[size_t(plane * packed * row + copy_src[size_t(i)] / 2 + c)]);
         REQUIRE(__bfloat162float(home[size_t((plane * keys + h) * row + c)]) == Approx(want).margin(0.02));
       }
+}
+
+TEST_CASE("PIT along rows: one head's Q and fp32 LSE rows gathered by index, partials merged home by LSE, dQ summed") {
+  // 3 heads of 8 elements per row, 40 query rows; per-head slot of head 1: micro-tiles 1 and 3 of 8 positions,
+  // clipped to the rectangle's span [10, 30); the source rows offset by 5 (position p is row p + 5)
+  const int heads = 3, dim = 8, g = 8;
+  const int64_t rows = 40, packed = 16;
+  auto q = random_bf16(size_t(rows * heads * dim));
+  std::vector<float> lse(size_t(rows * heads));
+  std::uniform_real_distribution<float> u(-3.f, 3.f);
+  for (auto& x : lse)
+    x = u(g_rng);
+  auto* dq_src = dev(q);
+  auto* dlse_src = dev(lse);
+  auto* dq_packed = dev(std::vector<__nv_bfloat16>(size_t(packed * dim)));
+  auto* dlse_packed = dev(std::vector<float>(size_t(packed), 0.f));
+  MicrotileGather m;
+  m.planes[m.n_planes++] = {reinterpret_cast<const char*>(dq_src), heads * dim * 2, dim * 2, reinterpret_cast<char*>(dq_packed), dim * 2};
+  m.planes[m.n_planes++] = {reinterpret_cast<const char*>(dlse_src), heads * 4, 4, reinterpret_cast<char*>(dlse_packed), 4};
+  m.granularity = g;
+  m.index = dev(std::vector<int32_t>{1, 3}); // micro-tiles 1 and 3: positions 8.. and 24..
+  m.entry_src_row0 = dev(std::vector<int64_t>{5, 5});
+  m.entry_head = dev(std::vector<int32_t>{1, 1});
+  m.entry_dst_row = dev(std::vector<int64_t>{0, 8});
+  m.entry_lo = dev(std::vector<int64_t>{10, 10}); // clipped: micro-tile 1 starts at position 10, not 8
+  m.entry_hi = dev(std::vector<int64_t>{30, 30});  // micro-tile 3 ends at 30, not 32
+  m.entries = 2;
+  gather_microtiles(m, nullptr);
+  const auto pq = host(dq_packed, size_t(packed * dim));
+  const auto pl = host(dlse_packed, size_t(packed));
+  for (int64_t r = 0; r < packed; ++r) {
+    const bool copied = r < 6 || (r >= 8 && r < 14); // 6 rows each: [10, 16) and [24, 30)
+    const int64_t src_row = 5 + (r < 8 ? 10 + r : 24 + r - 8);
+    INFO("packed row " << r);
+    if (!copied) {
+      CHECK(pl[size_t(r)] == 0.f);
+      continue;
+    }
+    CHECK(pl[size_t(r)] == lse[size_t(src_row * heads + 1)]);
+    for (int d = 0; d < dim; ++d)
+      REQUIRE(std::memcmp(&pq[size_t(r * dim + d)], &q[size_t((src_row * heads + 1) * dim + d)], 2) == 0);
+  }
+  // merge: 4 output units of one head; unit 0 from packed rows {0, 3, 9}, unit 1 from {5}, unit 2 from none, unit 3
+  // from {2, 7} where row 7's LSE is -inf (a row that saw no key of its key tile)
+  std::vector<float> part_lse = pl;
+  part_lse[7] = -INFINITY;
+  const std::vector<int64_t> begin = {0, 3, 4, 4, 6}, src = {0, 3, 9, 5, 2, 7};
+  const std::vector<int64_t> unit_o = {0, 2 * dim, 5 * dim, 7 * dim}, unit_lse = {0, 2, 5, 7};
+  auto* dout = dev(std::vector<__nv_bfloat16>(size_t(8 * dim), __float2bfloat16(9.f)));
+  auto* dlse = dev(std::vector<float>(8, 9.f));
+  PackedPartialMerge pm;
+  pm.o_part = reinterpret_cast<const char*>(dq_packed);
+  pm.lse_part = dev(part_lse);
+  pm.o = reinterpret_cast<char*>(dout);
+  pm.lse = dlse;
+  pm.head_dim = dim;
+  pm.unit_heads = 1;
+  pm.unit_o = dev(unit_o);
+  pm.unit_lse = dev(unit_lse);
+  pm.copy_begin = dev(begin);
+  pm.copy_src = dev(src);
+  pm.units = 4;
+  merge_packed_partials(pm, nullptr);
+  const auto mo = host(dout, size_t(8 * dim));
+  const auto ml = host(dlse, 8);
+  for (size_t un = 0; un < 4; ++un) {
+    double mx = -INFINITY;
+    for (int64_t c = begin[un]; c < begin[un + 1]; ++c)
+      mx = std::max<double>(mx, part_lse[size_t(src[size_t(c)])]);
+    double sum = 0;
+    for (int64_t c = begin[un]; c < begin[un + 1]; ++c)
+      sum += std::isfinite(mx) ? std::exp(double(part_lse[size_t(src[size_t(c)])]) - mx) : 0.0;
+    const double L = std::isfinite(mx) ? mx + std::log(sum) : -INFINITY;
+    INFO("unit " << un);
+    if (std::isfinite(L))
+      CHECK(ml[size_t(unit_lse[un])] == Approx(L).epsilon(1e-5));
+    else
+      CHECK(ml[size_t(unit_lse[un])] == -INFINITY);
+    for (int d = 0; d < dim; ++d) {
+      double want = 0;
+      for (int64_t c = begin[un]; std::isfinite(L) && c < begin[un + 1]; ++c)
+        want += std::exp(double(part_lse[size_t(src[size_t(c)])]) - L) * __bfloat162float(pq[size_t(src[size_t(c)] * dim + d)]);
+      CHECK(__bfloat162float(mo[size_t(unit_o[un] + d)]) == Approx(want).margin(0.02));
+    }
+  }
+  CHECK(__bfloat162float(mo[size_t(1 * dim)]) == 9.f); // rows no unit names stay untouched
+  // dQ scatter of one plane: packed rows home, summed (unit 0 of head 1 in a 3-head row)
+  auto* dhome = dev(std::vector<__nv_bfloat16>(size_t(2 * heads * dim), __float2bfloat16(7.f)));
+  GradientScatter sc;
+  sc.planes = 1;
+  sc.src = reinterpret_cast<const char*>(dq_packed);
+  sc.src_plane_bytes = packed * dim * 2;
+  sc.dst = reinterpret_cast<char*>(dhome);
+  sc.dst_plane_bytes = 2 * heads * dim * 2;
+  sc.unit_elems = dim;
+  sc.unit_dst = dev(std::vector<int64_t>{1 * dim * 2, (heads + 1) * dim * 2});
+  sc.copy_begin = dev(std::vector<int64_t>{0, 2, 2});
+  sc.copy_src = dev(std::vector<int64_t>{1 * dim * 2, 4 * dim * 2});
+  sc.units = 2;
+  scatter_gradients(sc, nullptr);
+  const auto home = host(dhome, size_t(2 * heads * dim));
+  for (int d = 0; d < dim; ++d) {
+    CHECK(__bfloat162float(home[size_t(dim + d)]) ==
+          Approx(__bfloat162float(pq[size_t(dim + d)]) + __bfloat162float(pq[size_t(4 * dim + d)])).margin(0.02));
+    CHECK(__bfloat162float(home[size_t((heads + 1) * dim + d)]) == 0.f); // a unit without copies is zeroed
+    CHECK(__bfloat162float(home[size_t(d)]) == 7.f);                     // other heads untouched
+  }
 }
 
 TEST_CASE("TE p2p correction: fp64 LSE fold over a partial's rows, then o += exp(L_step - L) O_step") {

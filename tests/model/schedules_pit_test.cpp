@@ -3,6 +3,8 @@
 // coverage and the configuration errors.
 #include "schedules_test_support.hpp"
 
+#include <map>
+
 using namespace cpsim;
 using Catch::Matchers::Contains;
 
@@ -86,6 +88,26 @@ TEST_CASE("model::schedules: pit along query rows packs per key tile and scatter
     CHECK(gather.gather_rows);
     if (g == 16)
       test::check_exactly_once(s, sc);
+    // the backward gathers Q, dO and O (bf16) and the fp32 LSE of the same rows by the kept index; the partial
+    // outputs are one bf16 O and one fp32 LSE per gathered row and head
+    Scenario fb = test::scenario_with("pit", 1, {1024}, kColumns, "fwd_bwd", Json{{"granularity", g}, {"axis", "rows"}},
+                                      H, 1, 64);
+    Schedule sb = generate_schedule(fb);
+    const int64_t rows = 8 * 1024, packed = rows * H * 64 * 2, lse = 4 * rows * H, entries = 8 * (1024 / g);
+    CHECK(only(sb, 0, OpKind::COMPUTE, "bwd gather").bytes == 2 * (3 * packed + lse) + 4 * entries);
+    std::map<std::string, std::pair<std::string, int64_t>> want = {
+        {"q_packed", {"q_packed", packed}},          {"o_partial", {"o_packed", packed}},
+        {"lse_partial", {"lse_packed", lse}},        {"q_packed_bwd", {"q_packed", 3 * packed}},
+        {"lse_packed_bwd", {"lse_packed", lse}},     {"dq_packed", {"dq_packed", packed}}};
+    for (const auto& b : sb.ranks[0].buffers)
+      if (auto it = want.find(b.name); it != want.end()) {
+        CHECK(b.tensor == it->second.first);
+        CHECK(b.bytes == it->second.second);
+        want.erase(it);
+      }
+    CHECK(want.empty());
+    const Op& scatter = only(sb, 0, OpKind::COMPUTE, "bwd scatter");
+    CHECK(scatter.writes == std::vector<std::string>{"dq"});
   }
   CHECK_THAT(error_of(test::scenario_with("pit", 1, {1024}, kColumns, "fwd", Json{{"granularity", 16}, {"axis", "diag"}},
                                           H, 1, 64)),

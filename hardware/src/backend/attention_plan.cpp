@@ -81,26 +81,40 @@ void plan_launches(const RankProgram& p, const Workload& w, const MaskGeometry& 
     for (const auto& [gid, g] : rp.gathers)
       if (std::find(op.reads.begin(), op.reads.end(), rp.buffers[size_t(g.packed)].name) != op.reads.end())
         gathered.push_back(gid);
-    if (qs.size() != 1)
-      throw UserError(at + ": reads " + std::to_string(qs.size()) + " q buffers; a kernel launch reads one (blocks from "
-                      "several buffers must first be copied into one, as the IR's copy ops do)");
-    const BufferPlacement& qb = rp.buffers[size_t(qs[0])];
     auto& launches = rp.launches[op.id];
-
     if (!gathered.empty()) { // PIT: the launch reads the packed tiles of the gather before it
-      if (gathered.size() != 1 || !ks.empty())
-        throw UserError(at + ": reads packed micro-tiles and other K/V buffers; the kernels take one K/V tensor");
+      if (gathered.size() != 1)
+        throw UserError(at + ": reads the packed tiles of " + std::to_string(gathered.size()) + " gathers; a launch reads one");
       const GatherLayout& g = rp.gathers.at(gathered[0]);
+      // columns: queries from the q buffer, K and V packed; rows: queries packed, K and V from the one kv buffer
+      if (g.rows ? (!qs.empty() || ks.size() != 1 || tensor_family(rp.buffers[size_t(ks[0])].tensor) != "kv")
+                 : (qs.size() != 1 || !ks.empty()))
+        throw UserError(at + ": reads packed " + (g.rows ? "query rows and must read one K-then-V buffer and no q buffer"
+                                                         : "K, V micro-tiles and must read one q buffer and no other K/V buffer"));
       for (size_t slot = 0; slot < g.slot_heads.size(); ++slot) {
         AttnLaunch l;
-        l.q = qs[0];
+        l.q = g.rows ? -1 : qs[0];
+        if (g.rows) {
+          l.k = l.v = ks[0];
+          l.v_plane = 1;
+        }
         l.gather = gathered[0];
         l.slot = int(slot);
         l.head_begin = g.slot_heads[slot] < 0 ? op.head_begin : g.slot_heads[slot];
         l.head_end = g.slot_heads[slot] < 0 ? op.head_end : g.slot_heads[slot] + 1;
         launches.push_back(std::move(l));
       }
+      if (g.rows) { // the executor places packed queries, partial outputs and gradients by the gather (rank_executor.cpp)
+        const BufferPlacement& kv = rp.buffers[size_t(ks[0])];
+        for (const auto& n : op.writes) // dK, dV are written in the key tiles' rows of the kv buffer
+          if (const BufferPlacement& d = rp.buffer(n); tensor_family(d.tensor) == "dkv" && (d.tokens != kv.tokens || d.head_ids != kv.head_ids))
+            throw UserError(at + ": its dK, dV buffer '" + d.name + "' must hold the rows and heads of its K, V buffer '" + kv.name + "'");
+        continue;
+      }
     } else {
+      if (qs.size() != 1)
+        throw UserError(at + ": reads " + std::to_string(qs.size()) + " q buffers; a kernel launch reads one (blocks from "
+                        "several buffers must first be copied into one, as the IR's copy ops do)");
       // the k and v buffers holding each KV head
       auto choose = [&](int kvh) {
         KvChoice c;
@@ -123,6 +137,7 @@ void plan_launches(const RankProgram& p, const Workload& w, const MaskGeometry& 
           throw UserError(at + ": no K or V buffer it reads holds KV head " + std::to_string(kvh));
         return c;
       };
+      const BufferPlacement& qb = rp.buffers[size_t(qs[0])];
       const std::vector<int> heads = op.head_list();
       for (size_t i = 0; i < heads.size(); ++i) {
         const int h = heads[i];
@@ -245,7 +260,7 @@ void plan_launches(const RankProgram& p, const Workload& w, const MaskGeometry& 
         };
         if (l.gather >= 0)
           for (const auto& t : rp.gathers.at(l.gather).tiles.at(size_t(l.slot)))
-            mark(t.q_row, t.q_n);
+            mark(t.fixed_row, t.fixed_n);
         else
           for (const SegmentRows& sg : l.segments)
             mark(sg.q_row, sg.q.size());

@@ -36,25 +36,56 @@ __global__ void k_build_index(int32_t* index, const uint8_t* flags, const int64_
   }
 }
 
+template <class W> __device__ void copy_rows(const char* s, int64_t s_pitch, char* d, int64_t d_pitch, int64_t rows, int64_t row_bytes) {
+  const int64_t words = row_bytes / int64_t(sizeof(W));
+  for (int64_t i = threadIdx.x; i < rows * words; i += blockDim.x) {
+    const int64_t r = i / words, c = i % words;
+    reinterpret_cast<W*>(d + r * d_pitch)[c] = reinterpret_cast<const W*>(s + r * s_pitch)[c];
+  }
+}
+
 __global__ void k_gather(MicrotileGather a) {
   const int64_t e = blockIdx.x;
-  const int64_t first = int64_t(a.index[e]) * a.granularity;
-  const int64_t rows = min(a.granularity, a.entry_seq_end[e] - first);
-  const int64_t chunks = a.copy_bytes / 16;
-  for (int plane = 0; plane < 2; ++plane) {
-    const char* s = a.src + plane * a.src_plane_bytes + a.entry_src_base[e] + first * a.src_row_bytes;
-    char* d = a.dst + plane * a.dst_plane_bytes + a.entry_dst_row[e] * a.dst_row_bytes;
-    for (int64_t i = threadIdx.x; i < rows * chunks; i += blockDim.x) {
-      const int64_t r = i / chunks, c = i % chunks;
-      reinterpret_cast<uint4*>(d + r * a.dst_row_bytes)[c] = reinterpret_cast<const uint4*>(s + r * a.src_row_bytes)[c];
-    }
+  const int64_t first = max(int64_t(a.index[e]) * a.granularity, a.entry_lo[e]);
+  const int64_t rows = min((int64_t(a.index[e]) + 1) * a.granularity, a.entry_hi[e]) - first;
+  for (int p = 0; p < a.n_planes; ++p) {
+    const GatherPlane& pl = a.planes[p];
+    const char* s = pl.src + (a.entry_src_row0[e] + first) * pl.src_row_bytes + int64_t(a.entry_head[e]) * pl.head_bytes;
+    char* d = pl.dst + a.entry_dst_row[e] * pl.dst_row_bytes;
+    if (pl.src_row_bytes % 16 == 0 && pl.dst_row_bytes % 16 == 0 && pl.head_bytes % 16 == 0)
+      copy_rows<uint4>(s, pl.src_row_bytes, d, pl.dst_row_bytes, rows, pl.dst_row_bytes);
+    else
+      copy_rows<uint32_t>(s, pl.src_row_bytes, d, pl.dst_row_bytes, rows, pl.dst_row_bytes);
+  }
+}
+
+__global__ void k_merge_packed(PackedPartialMerge a) {
+  const int64_t u = blockIdx.x;
+  const int64_t c0 = a.copy_begin[u], c1 = a.copy_begin[u + 1];
+  auto* o = reinterpret_cast<__nv_bfloat16*>(a.o) + a.unit_o[u];
+  const int64_t n = int64_t(a.unit_heads) * a.head_dim;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const int h = int(i / a.head_dim);
+    float m = -INFINITY;
+    for (int64_t c = c0; c < c1; ++c)
+      m = fmaxf(m, a.lse_part[a.copy_src[c] * a.unit_heads + h]);
+    float sum = 0.f, acc = 0.f;
+    if (m != -INFINITY)
+      for (int64_t c = c0; c < c1; ++c) {
+        const float w = expf(a.lse_part[a.copy_src[c] * a.unit_heads + h] - m); // -inf partials weigh 0
+        sum += w;
+        acc += w * __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(a.o_part)[a.copy_src[c] * n + i]);
+      }
+    o[i] = __float2bfloat16(m == -INFINITY ? 0.f : acc / sum);
+    if (i % a.head_dim == 0)
+      a.lse[a.unit_lse[u] + h] = m == -INFINITY ? -INFINITY : m + logf(sum);
   }
 }
 
 __global__ void k_scatter(GradientScatter a) {
   const int64_t u = blockIdx.x;
   const int64_t c0 = a.copy_begin[u], c1 = a.copy_begin[u + 1];
-  for (int plane = 0; plane < 2; ++plane) {
+  for (int plane = 0; plane < a.planes; ++plane) {
     auto* d = reinterpret_cast<__nv_bfloat16*>(a.dst + plane * a.dst_plane_bytes + a.unit_dst[u]);
     for (int64_t i = threadIdx.x; i < a.unit_elems; i += blockDim.x) {
       float sum = 0.f;
@@ -77,9 +108,22 @@ void build_microtile_index(int32_t* index, const uint8_t* flags, const int64_t* 
 void gather_microtiles(const MicrotileGather& a, cudaStream_t s) {
   if (a.entries == 0)
     return;
-  if (a.copy_bytes % 16 != 0 || a.src_row_bytes % 16 != 0 || a.dst_row_bytes % 16 != 0)
-    throw GpuError("PIT gather: rows of " + std::to_string(a.copy_bytes) + " bytes are not 16-byte aligned");
+  if (a.n_planes < 1 || a.n_planes > MicrotileGather::kMaxPlanes)
+    throw GpuError("PIT gather: " + std::to_string(a.n_planes) + " planes (1 to 4)");
+  for (int p = 0; p < a.n_planes; ++p) {
+    const GatherPlane& pl = a.planes[p];
+    if (pl.src_row_bytes % 4 != 0 || pl.dst_row_bytes % 4 != 0 || pl.head_bytes % 4 != 0)
+      throw GpuError("PIT gather: plane " + std::to_string(p) + " has rows of " + std::to_string(pl.dst_row_bytes) +
+                     " bytes, not 4-byte aligned");
+  }
   k_gather<<<unsigned(a.entries), kThreads, 0, s>>>(a);
+  BK_CUDA_CHECK(cudaGetLastError());
+}
+
+void merge_packed_partials(const PackedPartialMerge& a, cudaStream_t s) {
+  if (a.units == 0)
+    return;
+  k_merge_packed<<<unsigned(a.units), 128, 0, s>>>(a);
   BK_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -132,74 +132,87 @@ PlannedKernel per_head_plan(const std::vector<SegmentRows>& segs, const MaskGeom
   return out;
 }
 
+namespace {
+
+/** Positions of a tile's packed rows, micro-tile after micro-tile. */
+std::vector<int64_t> packed_positions(const GatherLayout::Tile& t) {
+  std::vector<int64_t> pos;
+  for (const TokenRange& m : t.micro)
+    for (int64_t x = m.begin; x < m.end; ++x)
+      pos.push_back(x);
+  return pos;
+}
+
+} // namespace
+
 PlannedKernel gathered_plan(const GatherLayout& gl, int slot, const MaskGeometry& g, int head) {
   const MaskSpec& spec = g.spec();
-  const int64_t lb = std::gcd(gl.granularity, spec.block); // a synthetic block lies in one micro-tile and one layout block
+  const auto& tiles = gl.tiles.at(size_t(slot));
+  // lb divides the layout block, the granularity, every fixed tile's start and every micro-tile's start and length:
+  // lb consecutive rows of either side then come from one layout block (micro-tiles clipped at a rank's chunk too)
+  int64_t lb = std::gcd(gl.granularity, spec.block);
+  for (const GatherLayout::Tile& t : tiles) {
+    lb = std::gcd(lb, t.fixed_pos);
+    for (const TokenRange& m : t.micro)
+      lb = std::gcd(lb, std::gcd(m.begin, m.size()));
+  }
   PlannedKernel out;
-  out.mask.causal = spec.causal;
-  out.mask.layout_block = lb;
+  out.mask.layout_block = lb; // causality, where there is any, is in the per-row key intervals
   kn::KernelPlan& p = out.plan;
   std::vector<std::vector<std::pair<int32_t, bool>>> lists;
-  const auto& tiles = gl.tiles.at(size_t(slot));
   for (size_t sid = 0; sid < tiles.size(); ++sid) {
     const GatherLayout::Tile& t = tiles[sid];
     const BlockLayout& lay = g.layout(t.seq, head);
-    // packed keys: the micro-tiles before the query tile's band (all before its queries), then the band
-    int64_t packed = 0, before = 0, band_start = -1;
-    for (const TokenRange& m : t.micro) {
-      if (spec.causal && band_start < 0 && m.end > t.q_pos)
-        band_start = m.begin, before = packed;
-      packed += m.size();
-    }
-    // synthetic query positions: after the packed keys that precede the tile, consecutive with the band
-    int64_t q_syn0 = spec.causal && band_start >= 0 ? before + (t.q_pos - band_start) : 0;
-    if (spec.causal && band_start < 0) // every packed key precedes the tile's queries
-      q_syn0 = (packed + lb - 1) / lb * lb;
-    if (q_syn0 % lb != 0 || (!spec.causal && t.q_pos % lb != 0))
-      throw UserError("PIT gather: query tile at " + std::to_string(t.q_pos) + " is not aligned to " + std::to_string(lb) +
-                      " tokens (gcd of granularity and layout block); the kernels cannot mask its packed tiles");
-    // the forward kernel looks the mask up for the padding rows of a short query tile too: cover them
-    const int64_t q_end = q_syn0 + (t.q_n + kTile - 1) / kTile * kTile;
-    const int64_t nb = (std::max(q_end, packed) + lb - 1) / lb;
-    std::vector<uint8_t> bits(size_t(nb * nb), 0);
-    std::vector<int64_t> key_pos(size_t((packed + lb - 1) / lb)); // original position of each synthetic key block
-    for (int64_t off = 0; const TokenRange& m : t.micro) {
-      for (int64_t x = 0; x < m.size(); x += lb)
-        key_pos[size_t((off + x) / lb)] = m.begin + x;
-      off += m.size();
-    }
-    for (int64_t qb = q_syn0 / lb; qb * lb < q_syn0 + t.q_n; ++qb) {
-      const int64_t qpos = t.q_pos + qb * lb - q_syn0;
-      for (size_t kb = 0; kb < key_pos.size(); ++kb)
-        bits[size_t(qb * nb + int64_t(kb))] = lay.at(qpos / spec.block, key_pos[kb] / spec.block) ? 1 : 0;
-    }
+    // positions of the plan's query rows and key rows, both at 0.. to the kernels
+    std::vector<int64_t> fixed(size_t(t.fixed_n));
+    for (int64_t i = 0; i < t.fixed_n; ++i)
+      fixed[size_t(i)] = t.fixed_pos + i;
+    const std::vector<int64_t> packed = packed_positions(t);
+    const std::vector<int64_t>& qs = gl.rows ? packed : fixed;
+    const std::vector<int64_t>& ks = gl.rows ? fixed : packed;
+    const int64_t nq = int64_t(qs.size()), nk = int64_t(ks.size());
+    const int64_t q_pad = (nq + kTile - 1) / kTile * kTile; // the kernels' padding rows are covered too (masked)
+    const int64_t rows = (q_pad + lb - 1) / lb, cols = std::max<int64_t>(1, (nk + lb - 1) / lb);
+    std::vector<uint8_t> bits(size_t(rows * cols), 0);
+    for (int64_t r = 0; r * lb < nq; ++r)
+      for (int64_t c = 0; c * lb < nk; ++c)
+        bits[size_t(r * cols + c)] = lay.at(qs[size_t(r * lb)] / spec.block, ks[size_t(c * lb)] / spec.block) ? 1 : 0;
+    // causal: keys are in position order on both sides, so a query row sees a prefix of the key rows
+    std::vector<int64_t> key_end(size_t(q_pad), 0);
+    std::vector<int32_t> ranges;
+    for (int64_t i = 0; i < nq; ++i)
+      key_end[size_t(i)] = spec.causal ? std::upper_bound(ks.begin(), ks.end(), qs[size_t(i)]) - ks.begin() : nk;
+    if (spec.causal)
+      for (int64_t i = 0; i < q_pad; ++i)
+        ranges.insert(ranges.end(), {0, int32_t(key_end[size_t(i)]), 0, 0});
     const int32_t seq = int32_t(sid);
+    const int64_t q_row0 = gl.rows ? t.packed_row : t.fixed_row, k_row0 = gl.rows ? t.fixed_row : t.packed_row;
     const size_t q_first = p.q_tiles.size(), k_first = p.k_tiles.size();
-    for (int64_t o = 0; o < t.q_n; o += kTile)
-      p.q_tiles.push_back({t.q_row + o, q_syn0 + o, 1, int32_t(std::min<int64_t>(kTile, t.q_n - o)), seq});
-    for (int64_t o = 0; o < packed; o += kTile)
-      p.k_tiles.push_back({t.packed_row + o, o, 1, int32_t(std::min<int64_t>(kTile, packed - o)), seq});
+    for (int64_t o = 0; o < nq; o += kTile)
+      p.q_tiles.push_back({q_row0 + o, o, 1, int32_t(std::min<int64_t>(kTile, nq - o)), seq});
+    for (int64_t o = 0; o < nk; o += kTile) // every key tile, so that the backward writes 0 as dK, dV of unseen keys
+      p.k_tiles.push_back({k_row0 + o, o, 1, int32_t(std::min<int64_t>(kTile, nk - o)), seq});
     for (size_t qi = q_first; qi < p.q_tiles.size(); ++qi) {
       const kn::TileRange& tq = p.q_tiles[qi];
       lists.emplace_back();
       for (size_t ki = k_first; ki < p.k_tiles.size(); ++ki) {
         const kn::TileRange& tk = p.k_tiles[ki];
-        if (spec.causal && tk.pos0 > tq.last_pos())
-          continue;
-        bool full = tk.n == kTile && (!spec.causal || tk.last_pos() <= tq.pos0);
-        bool any = false;
-        for (int64_t qb = tq.pos0 / lb; qb <= tq.last_pos() / lb; ++qb)
-          for (int64_t kb = tk.pos0 / lb; kb <= tk.last_pos() / lb; ++kb) {
-            const bool on = bits[size_t(qb * nb + kb)] != 0;
-            any = any || on;
-            full = full && on;
-          }
+        bool any = false, full = tk.n == kTile;
+        for (int64_t i = tq.pos0; i <= tq.last_pos(); ++i) {
+          int64_t seen = 0; // keys of tk row i sees: in layout blocks that are on, before its causal end
+          for (int64_t c = tk.pos0 / lb; c <= tk.last_pos() / lb; ++c)
+            if (bits[size_t((i / lb) * cols + c)])
+              seen += std::max<int64_t>(0, std::min({(c + 1) * lb, tk.last_pos() + 1, key_end[size_t(i)]}) - std::max(c * lb, tk.pos0));
+          any = any || seen > 0;
+          full = full && seen == tk.n;
+        }
         if (any)
           lists.back().push_back({int32_t(ki), full});
       }
     }
     out.mask.layouts.push_back(std::move(bits));
-    out.mask.layout_n_blocks.push_back(nb);
+    out.mask.layout_n_blocks.push_back(cols);
+    out.mask.row_ranges.push_back(std::move(ranges));
   }
   p.fwd = kn::compress_lists(lists);
   kn::finish_plan(p);

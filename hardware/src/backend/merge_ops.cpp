@@ -1,14 +1,33 @@
 // Forward merges planned by merge_plan.cpp: TE p2p's LSE fold and output correction (rows of one step's partial into
-// the running fp64 LSE and the output), and the n-way merge of CQS and DCP (the kernels' merge_lse per run of rows).
+// the running fp64 LSE and the output), the n-way merge of CQS and DCP (the kernels' merge_lse per run of rows), and
+// PIT's scatter-merge of the partials of packed query rows (gather_kernels.hpp).
 #include "rank_executor.hpp"
 
 #include "buffer_plan.hpp"
+#include "gather_kernels.hpp"
 #include "gpu_check.hpp"
 #include "merge_kernels.hpp"
 
 namespace cpsim::backend {
 
 void RankExecutor::issue_forward_merge(const Op& op, const ForwardMerge& m, cudaStream_t st) {
+  if (m.kind == ForwardMerge::PACKED) { // PIT along query rows: every output unit from its packed partials
+    const UnitTables& tb = scatter_tables_.at(op.id);
+    PackedPartialMerge a;
+    a.o_part = static_cast<const char*>(ptr(m.part_o));
+    a.lse_part = static_cast<const float*>(ptr(m.part_lse));
+    a.o = static_cast<char*>(ptr(m.out));
+    a.lse = static_cast<float*>(ptr(m.lse_out));
+    a.head_dim = sc_.workload.head_dim;
+    a.unit_heads = tb.unit_heads;
+    a.unit_o = tb.unit_dst;
+    a.unit_lse = tb.unit_lse;
+    a.copy_begin = tb.copy_begin;
+    a.copy_src = tb.copy_src;
+    a.units = tb.units;
+    merge_packed_partials(a, st);
+    return;
+  }
   if (m.kind == ForwardMerge::NWAY) {
     auto at = [&](int b, int64_t row) {
       const BufferPlacement& bp = rp_.buffers[size_t(b)];

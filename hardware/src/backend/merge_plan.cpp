@@ -2,7 +2,8 @@
 // TE p2p's deferred correction is an LSE fold per step and an output correction per step, rows matched by token
 // (a step's partial may hold only the second half of the rows); the n-way merge of CQS and DCP pairs each partial
 // O with the LSE read right after it, finds for every output row the partials holding its token, and merges the
-// rows whose partial count is the op's `inputs` in runs the kernels' merge_lse takes.
+// rows whose partial count is the op's `inputs` in runs the kernels' merge_lse takes; PIT's scatter-merge along query
+// rows takes every packed partial row back to the output row it was gathered from.
 #include "op_plans.hpp"
 
 #include "buffer_plan.hpp"
@@ -17,6 +18,50 @@ namespace cpsim::backend {
 namespace {
 
 bool family(const BufferPlacement& b, const char* f) { return tensor_family(b.tensor) == f; }
+
+/** PIT's scatter-merge: the gather that laid the partials out (the one the attention writing them read), and the
+ *  output row of every gathered micro-tile. */
+void plan_packed_merge(const RankProgram& p, const Op& op, int part_o, int part_lse, int out, int lse_out,
+                       const RankExecPlan& rp, ForwardMerge& m) {
+  const std::string at = op_where(p.rank, op);
+  m.kind = ForwardMerge::PACKED;
+  m.part_o = part_o;
+  m.part_lse = part_lse;
+  m.out = out;
+  m.lse_out = lse_out;
+  if (part_lse < 0 || out < 0 || lse_out < 0)
+    throw UserError(at + ": a scatter-merge of packed partials reads o_packed and lse_packed and writes o and lse");
+  const BufferPlacement &o = rp.buffers[size_t(out)], &l = rp.buffers[size_t(lse_out)];
+  if (o.tokens != l.tokens || o.head_ids != l.head_ids)
+    throw UserError(at + ": its outputs '" + o.name + "' and '" + l.name + "' must hold the same rows and heads");
+  for (const Op& a : p.ops)
+    if (a.kind == OpKind::ATTENTION && std::find(a.writes.begin(), a.writes.end(), rp.buffers[size_t(part_o)].name) != a.writes.end())
+      if (auto it = rp.launches.find(a.id); it != rp.launches.end() && !it->second.empty())
+        m.gather = it->second.front().gather;
+  if (m.gather < 0 || !rp.gathers.at(m.gather).rows)
+    throw UserError(at + ": no attention over gathered query rows writes its partials '" + rp.buffers[size_t(part_o)].name + "'");
+  const GatherLayout& g = rp.gathers.at(m.gather);
+  const BufferPlacement &po = rp.buffers[size_t(part_o)], &pl = rp.buffers[size_t(part_lse)];
+  if (po.bytes != g.packed_rows * g.row_elems * 2 || pl.bytes != 4 * g.packed_rows * g.row_heads)
+    throw UserError(at + ": its partials '" + po.name + "' (" + std::to_string(po.bytes) + " bytes) and '" + pl.name + "' (" +
+                    std::to_string(pl.bytes) + ") do not hold one bf16 O and one fp32 LSE per gathered row (" +
+                    std::to_string(g.packed_rows) + " rows of " + std::to_string(g.row_heads) + " heads)");
+  if (g.packed_rows * g.row_heads / (op.head_end - op.head_begin) != op.rows) // the IR counts rows of every head
+    throw UserError(at + ": merges " + std::to_string(op.rows) + " rows of every head, but the gather packed " +
+                    std::to_string(g.packed_rows) + " rows of " + std::to_string(g.row_heads) + " heads");
+  m.home_row.resize(g.tiles.size());
+  for (size_t slot = 0; slot < g.tiles.size(); ++slot)
+    for (const auto& t : g.tiles[slot]) {
+      m.home_row[slot].emplace_back();
+      for (const TokenRange& mt : t.micro) {
+        const int64_t row = row_of(o.tokens, t.seq, mt.begin);
+        if (row < 0 || row_of(o.tokens, t.seq, mt.end - 1) != row + mt.size() - 1)
+          throw UserError(at + ": its output '" + o.name + "' does not hold tokens [" + std::to_string(mt.begin) + ", " +
+                          std::to_string(mt.end) + ") of sequence " + std::to_string(t.seq) + " as consecutive rows");
+        m.home_row[slot].back().push_back(row);
+      }
+    }
+}
 
 } // namespace
 
@@ -45,6 +90,11 @@ void plan_forward_merges(const RankProgram& p, RankExecPlan& rp) {
     if (written("o_acc") >= 0)
       continue; // two-way into o_acc/lse_acc: rank_executor.cpp
     ForwardMerge m;
+    if (read("o_packed") >= 0) { // PIT along query rows: packed partials back into their rows
+      plan_packed_merge(p, op, read("o_packed"), read("lse_packed"), written("o"), written("lse"), rp, m);
+      rp.forward_merges[id] = std::move(m);
+      continue;
+    }
     const int acc = read("lse_acc");
     if (acc >= 0) { // TE p2p's deferred correction
       m.acc = acc;

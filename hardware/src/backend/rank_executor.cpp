@@ -303,25 +303,50 @@ AttnCall RankExecutor::attention_call(const Op& op, const AttnLaunch& l, cudaStr
                     int64_t(bp.head_pos(h0)) * bp.head_width * bp.elem_bytes;
     return HeadBlock{p, h0, bp.heads, bp.elem_bytes};
   };
-  if (l.gather >= 0) { // PIT: K, V (and their gradients) in the slot's packed rows
+  if (l.gather >= 0) { // PIT: the slot's packed rows (K, V and their gradients; or Q, dO, O, LSE, partials and dQ)
     const GatherLayout& g = rp_.gathers.at(l.gather);
     c.gather = &g;
     c.slot = l.slot;
     const bool one_head = g.slot_heads[size_t(l.slot)] >= 0;
-    const int kv0 = one_head ? l.head_begin / per : rp_.buffers[size_t(g.src)].head_begin;
-    const int row_heads = one_head ? 1 : rp_.buffers[size_t(g.src)].heads;
+    const BufferPlacement& src = rp_.buffers[size_t(g.src[0])];
+    const int h0 = one_head ? (g.rows ? l.head_begin : l.head_begin / per) : src.head_begin;
     const int64_t plane = g.packed_rows * g.row_elems * 2;
-    auto packed = [&](int b, int pl) { return HeadBlock{static_cast<char*>(ptr(b)) + pl * plane, kv0, row_heads, 2}; };
-    for (const auto& n : op.reads)
-      if (rp_.buffer(n).tensor == "kv_packed") {
-        c.k = packed(rp_.buffer_index.at(n), 0);
-        c.v = packed(rp_.buffer_index.at(n), 1);
+    auto packed = [&](int b, int pl, int elem_bytes = 2) {
+      return HeadBlock{static_cast<char*>(ptr(b)) + pl * plane, h0, g.row_heads, elem_bytes};
+    };
+    auto named = [&](const std::vector<std::string>& names, const char* tensor) {
+      for (const auto& n : names)
+        if (rp_.buffer(n).tensor == tensor)
+          return rp_.buffer_index.at(n);
+      return -1;
+    };
+    if (!g.rows) {
+      c.k = packed(g.packed, 0);
+      c.v = packed(g.packed, 1);
+      if (const int d = named(op.writes, "dkv_packed"); d >= 0) {
+        c.dk = packed(d, 0);
+        c.dv = packed(d, 1);
       }
-    for (const auto& n : op.writes)
-      if (rp_.buffer(n).tensor == "kv_packed") {
-        c.dk = packed(rp_.buffer_index.at(n), 0);
-        c.dv = packed(rp_.buffer_index.at(n), 1);
+    } else {
+      c.k = side(l.k, 0, false);
+      c.v = side(l.v, 1, false);
+      c.q = packed(g.packed, 0);
+      if (op.dir == Direction::FORWARD) {
+        c.o = packed(named(op.writes, "o_packed"), 0);
+        c.lse = packed(named(op.writes, "lse_packed"), 0, 4);
+      } else {
+        c.dout = packed(g.packed, 1);
+        c.out = packed(g.packed, 2);
+        c.lse_in = packed(g.packed_lse, 0, 4);
+        c.dq = packed(named(op.writes, "dq_packed"), 0);
+        for (const auto& n : op.writes) // the fixed key tiles' gradients, in the rows of the kv buffer (exec_plan checks)
+          if (const int b = rp_.buffer_index.at(n); tensor_family(rp_.buffers[size_t(b)].tensor) == "dkv") {
+            c.dk = side(b, 0, false);
+            c.dv = side(b, 1, false);
+          }
       }
+      return c;
+    }
   } else {
     c.k = side(l.k, l.k_plane, false);
     c.v = side(l.v, l.v_plane, false);

@@ -103,13 +103,14 @@ private:
   struct GatherTables {
     uint8_t* flags = nullptr;
     int64_t *flag_off = nullptr, *first_cand = nullptr, *entry_off = nullptr;
-    int32_t* n_cand = nullptr;
-    int64_t *entry_src_base = nullptr, *entry_dst_row = nullptr, *entry_seq_end = nullptr;
-    int64_t items = 0, copy_bytes = 0;
+    int32_t *n_cand = nullptr, *entry_head = nullptr;
+    int64_t *entry_src_row0 = nullptr, *entry_dst_row = nullptr, *entry_lo = nullptr, *entry_hi = nullptr;
+    int64_t items = 0;
   };
-  struct ScatterTables {
-    int64_t *unit_dst = nullptr, *copy_begin = nullptr, *copy_src = nullptr;
+  struct UnitTables { // PIT's scatter (byte offsets) and scatter-merge (element offsets, packed rows)
+    int64_t *unit_dst = nullptr, *unit_lse = nullptr, *copy_begin = nullptr, *copy_src = nullptr;
     int64_t units = 0, unit_elems = 0;
+    int unit_heads = 0;
   };
   struct PredictorTables {
     void *w_q = nullptr, *w_k = nullptr;
@@ -121,7 +122,7 @@ private:
   };
   std::map<int, PredictorTables> predictor_tables_;
   std::map<int, GatherTables> gather_tables_;
-  std::map<int, ScatterTables> scatter_tables_;
+  std::map<int, UnitTables> scatter_tables_; // SCATTER ops and PACKED forward merges
 };
 
 } // namespace cpsim::backend

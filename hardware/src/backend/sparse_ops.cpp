@@ -1,6 +1,6 @@
 // The IR's compute ops on the GPU. PIT's gather builds the micro-tile index from the flags of the candidate
-// micro-tiles (what the sparsity pattern says) and copies the indexed K, V rows into dense tiles; its backward
-// gather reuses that index; its scatter sums the gathered dK, dV rows back into their home rows. DSV's predictor
+// micro-tiles (what the sparsity pattern says) and copies the indexed rows (K, V; or Q, dO, O, LSE) into dense
+// tiles; its backward gather reuses that index; its scatter sums the gathered gradient rows back into their home rows. DSV's predictor
 // projects q and k on CUDA cores (bf16 in, fp32 sums) through fixed random d x d_lr matrices the backend owns (the
 // IR prices the products, not the weights), then estimates and selects in two passes. COPY ops copy rows matched
 // by token. The static tables these kernels read come from the exec plan and are uploaded once.
@@ -8,6 +8,7 @@
 
 #include "buffer_plan.hpp"
 #include "gather_kernels.hpp"
+#include "gather_tables.hpp"
 #include "gpu_check.hpp"
 #include "helper_kernels.hpp"
 #include "predictor_kernels.hpp"
@@ -28,44 +29,51 @@ template <class T> T* RankExecutor::upload(const std::vector<T>& v) {
 }
 
 void RankExecutor::prepare_compute() {
-  const int per = sc_.workload.heads / sc_.workload.kv_heads;
   for (const auto& [id, g] : rp_.gathers) {
-    const BufferPlacement& src = rp_.buffers[size_t(g.src)];
-    std::vector<uint8_t> flags;
-    std::vector<int64_t> flag_off, first_cand, entry_off, src_base, dst_row, seq_end;
-    std::vector<int32_t> n_cand;
-    for (size_t slot = 0; slot < g.tiles.size(); ++slot) {
-      const int head = g.slot_heads[slot];
-      const int64_t col = head < 0 ? 0 : int64_t(src.head_pos(head / per)) * src.head_width * src.elem_bytes;
-      for (const auto& t : g.tiles[slot]) {
-        flag_off.push_back(int64_t(flags.size()));
-        n_cand.push_back(int32_t(t.candidates));
-        first_cand.push_back(t.first_candidate);
-        entry_off.push_back(t.index_entry);
-        const size_t f0 = flags.size();
-        flags.resize(f0 + size_t(t.candidates), 0);
-        int64_t row = t.packed_row;
-        for (size_t m = 0; m < t.micro.size(); ++m) {
-          flags[f0 + size_t(t.micro[m].begin / g.granularity - t.first_candidate)] = 1;
-          src_base.push_back((t.src_row[m] - t.micro[m].begin) * src.row_bytes() + col);
-          dst_row.push_back(row);
-          seq_end.push_back(sc_.workload.seq_lens[size_t(t.seq)]);
-          row += t.micro[m].size();
-        }
-      }
-    }
+    const GatherEntries e = gather_entries(g, rp_, sc_.workload);
     GatherTables tb;
-    tb.items = int64_t(flag_off.size());
-    tb.flags = upload(flags);
-    tb.flag_off = upload(flag_off);
-    tb.n_cand = upload(n_cand);
-    tb.first_cand = upload(first_cand);
-    tb.entry_off = upload(entry_off);
-    tb.entry_src_base = upload(src_base);
-    tb.entry_dst_row = upload(dst_row);
-    tb.entry_seq_end = upload(seq_end);
-    tb.copy_bytes = g.row_elems * src.elem_bytes;
+    tb.items = int64_t(e.flag_off.size());
+    tb.flags = upload(e.flags);
+    tb.flag_off = upload(e.flag_off);
+    tb.n_cand = upload(e.n_cand);
+    tb.first_cand = upload(e.first_cand);
+    tb.entry_off = upload(e.entry_off);
+    tb.entry_src_row0 = upload(e.src_row0);
+    tb.entry_head = upload(e.head);
+    tb.entry_dst_row = upload(e.dst_row);
+    tb.entry_lo = upload(e.lo);
+    tb.entry_hi = upload(e.hi);
     gather_tables_[id] = tb;
+  }
+  auto unit_tables = [&](const UnitSources& u, int64_t packed_row_bytes, int64_t home_elem_bytes) {
+    std::vector<int64_t> dst, src;
+    for (int64_t x : u.unit_elem)
+      dst.push_back(x * home_elem_bytes);
+    for (int64_t r : u.rows)
+      src.push_back(r * packed_row_bytes);
+    UnitTables tb;
+    tb.units = int64_t(u.unit_elem.size());
+    tb.unit_elems = u.unit_elems;
+    tb.unit_dst = upload(dst);
+    tb.unit_lse = upload(u.unit_lse);
+    tb.copy_begin = upload(u.begin);
+    tb.copy_src = upload(src);
+    tb.unit_heads = u.unit_heads;
+    return tb;
+  };
+  for (const auto& [id, sp] : rp_.scatters) {
+    const GatherLayout& g = rp_.gathers.at(sp.gather);
+    const BufferPlacement& dst = rp_.buffers[size_t(sp.dst)];
+    if (dst.elem_bytes != 2)
+      throw GpuError("PIT scatter op " + std::to_string(id) + ": its home buffer '" + dst.name + "' is not bf16");
+    scatter_tables_[id] = unit_tables(scatter_units(sp, rp_, sc_.workload), g.row_elems * 2, 2);
+  }
+  for (const auto& [id, m] : rp_.forward_merges) {
+    if (m.kind != ForwardMerge::PACKED)
+      continue;
+    if (rp_.buffers[size_t(m.out)].elem_bytes != 2 || rp_.buffers[size_t(m.lse_out)].elem_bytes != 4)
+      throw GpuError("PIT scatter-merge op " + std::to_string(id) + ": its output must be bf16 and its lse fp32");
+    scatter_tables_[id] = unit_tables(packed_merge_units(m, rp_, sc_.workload), 1, 1); // elements and packed rows
   }
   for (const auto& [id, pp] : rp_.predictors) {
     PredictorTables tb;
@@ -115,39 +123,6 @@ void RankExecutor::prepare_compute() {
     }
     predictor_tables_[id] = tb;
   }
-  for (const auto& [id, sp] : rp_.scatters) {
-    const GatherLayout& g = rp_.gathers.at(sp.gather);
-    const BufferPlacement& dst = rp_.buffers[size_t(sp.dst)];
-    if (dst.elem_bytes != 2)
-      throw GpuError("PIT scatter op " + std::to_string(id) + ": its home buffer '" + dst.name + "' is not bf16");
-    const bool per_head = g.slot_heads[0] >= 0;
-    const int64_t unit_elems = per_head ? dst.head_width : dst.width, per_row = per_head ? dst.heads : 1;
-    const int64_t packed_row_bytes = g.row_elems * 2;
-    std::vector<std::vector<int64_t>> copies(size_t(dst.rows * per_row));
-    for (size_t slot = 0; slot < g.tiles.size(); ++slot) {
-      const int64_t unit_col = per_head ? dst.head_pos(g.slot_heads[slot] / per) : 0;
-      for (size_t ti = 0; ti < g.tiles[slot].size(); ++ti) {
-        const auto& t = g.tiles[slot][ti];
-        int64_t prow = t.packed_row;
-        for (size_t m = 0; m < t.micro.size(); ++m)
-          for (int64_t x = 0; x < t.micro[m].size(); ++x, ++prow)
-            copies[size_t((sp.home_row[slot][ti][m] + x) * per_row + unit_col)].push_back(prow * packed_row_bytes);
-      }
-    }
-    std::vector<int64_t> unit_dst, begin{0}, src;
-    for (int64_t u = 0; u < dst.rows * per_row; ++u) {
-      unit_dst.push_back((u / per_row) * dst.row_bytes() + (u % per_row) * dst.head_width * 2);
-      src.insert(src.end(), copies[size_t(u)].begin(), copies[size_t(u)].end());
-      begin.push_back(int64_t(src.size()));
-    }
-    ScatterTables tb;
-    tb.units = int64_t(unit_dst.size());
-    tb.unit_elems = unit_elems;
-    tb.unit_dst = upload(unit_dst);
-    tb.copy_begin = upload(begin);
-    tb.copy_src = upload(src);
-    scatter_tables_[id] = tb;
-  }
 }
 
 void RankExecutor::issue_compute(const Op& op, cudaStream_t st) {
@@ -158,20 +133,34 @@ void RankExecutor::issue_compute(const Op& op, cudaStream_t st) {
     auto* index = static_cast<int32_t*>(ptr(g.index));
     if (g.builds_index)
       build_microtile_index(index, tb.flags, tb.flag_off, tb.n_cand, tb.first_cand, tb.entry_off, tb.items, st);
-    const BufferPlacement& src = rp_.buffers[size_t(g.src)];
     MicrotileGather a;
-    a.src = static_cast<const char*>(ptr(g.src));
-    a.src_plane_bytes = src.plane_bytes();
-    a.src_row_bytes = src.row_bytes();
-    a.dst = static_cast<char*>(ptr(g.packed));
-    a.dst_row_bytes = g.row_elems * src.elem_bytes;
-    a.dst_plane_bytes = g.packed_rows * a.dst_row_bytes;
-    a.copy_bytes = tb.copy_bytes;
+    const int64_t packed_plane = g.packed_rows * g.row_elems * 2;
+    auto plane = [&](int src, int src_plane, char* dst, int64_t dst_row_bytes) {
+      const BufferPlacement& b = rp_.buffers[size_t(src)];
+      GatherPlane& p = a.planes[a.n_planes++];
+      p.src = static_cast<const char*>(ptr(src)) + src_plane * b.plane_bytes();
+      p.src_row_bytes = b.row_bytes();
+      p.head_bytes = b.head_width * b.elem_bytes;
+      p.dst = dst;
+      p.dst_row_bytes = dst_row_bytes;
+    };
+    char* packed = static_cast<char*>(ptr(g.packed));
+    if (!g.rows) { // K and V
+      plane(g.src[0], 0, packed, g.row_elems * 2);
+      plane(g.src[0], 1, packed + packed_plane, g.row_elems * 2);
+    } else { // Q (dO, O), then the LSE
+      for (size_t i = 0; i < g.src.size(); ++i)
+        plane(g.src[i], 0, packed + int64_t(i) * packed_plane, g.row_elems * 2);
+      if (g.src_lse >= 0)
+        plane(g.src_lse, 0, static_cast<char*>(ptr(g.packed_lse)), int64_t(g.row_heads) * 4);
+    }
     a.granularity = g.granularity;
     a.index = index;
-    a.entry_src_base = tb.entry_src_base;
+    a.entry_src_row0 = tb.entry_src_row0;
+    a.entry_head = tb.entry_head;
     a.entry_dst_row = tb.entry_dst_row;
-    a.entry_seq_end = tb.entry_seq_end;
+    a.entry_lo = tb.entry_lo;
+    a.entry_hi = tb.entry_hi;
     a.entries = g.entries;
     gather_microtiles(a, st);
     return;
@@ -179,8 +168,9 @@ void RankExecutor::issue_compute(const Op& op, cudaStream_t st) {
   case ComputeKind::SCATTER: {
     const ScatterPlan& sp = rp_.scatters.at(op.id);
     const GatherLayout& g = rp_.gathers.at(sp.gather);
-    const ScatterTables& tb = scatter_tables_.at(op.id);
+    const UnitTables& tb = scatter_tables_.at(op.id);
     GradientScatter a;
+    a.planes = g.rows ? 1 : 2;
     a.src = static_cast<const char*>(ptr(sp.src));
     a.src_plane_bytes = g.packed_rows * g.row_elems * 2;
     a.dst = static_cast<char*>(ptr(sp.dst));

@@ -3,8 +3,10 @@
 // columns per query tile (the default, MInference's PIT kernel) or query rows per key tile. The
 // needed micro-tiles are gathered into dense tiles (a memory-bound gather op with the index
 // build), and the attention op counts the dense tiles after the gather, so granularities (and
-// axes) can be compared. Gathering query rows permutes an output axis: partial outputs are
-// scatter-merged into their rows afterwards.
+// axes) can be compared. Gathering query rows permutes an output axis: partial outputs (O and LSE
+// per gathered row) are scatter-merged into their rows afterwards; the backward gathers Q, dO, O and
+// the LSE of those rows (the kernel's backward reads all four per query row) and sums the gathered
+// dQ rows home.
 // Across cp ranks the queries are split in contiguous chunks and K, V are all-gathered first
 // (the kernel technique needs every key a query tile may pick); the backward gathers again,
 // scatters dK, dV back to their rows and reduce-scatters them.
@@ -113,11 +115,13 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
     // micro-tiles into dense tiles in HBM (kv_packed, or q_packed along rows) that the kernel reads.
     const std::string packed = cols ? "kv_packed" : "q_packed";
     b.add_buffer(r, Buffer{"mt_index", "index", 0, 0, H, {}, -1, -1, {}, "int32"});
-    b.add_buffer(r, Buffer{packed, "kv_packed", 0, 0, H, {}, -1, -1, {}, "bf16"});
+    b.add_buffer(r, Buffer{packed, packed, 0, 0, H, {}, -1, -1, {}, "bf16"});
     const int gather_slot = b.compute(r, comp, {ag}, ComputeKind::GATHER, 0, 0, "fwd gather micro-tiles",
                                       {cols ? kv_all : "q"}, {"mt_index", packed});
+    const std::vector<std::string> fwd_out = cols ? std::vector<std::string>{"o", "lse"}
+                                                  : std::vector<std::string>{"o_partial", "lse_partial"};
     int a = b.attention(r, comp, {gather_slot}, Direction::FORWARD, 0, H, segs, "fwd attn (gathered tiles)",
-                        {cols ? "q" : packed, cols ? packed : kv_all, "mt_index"}, {"o", "lse"});
+                        {cols ? "q" : packed, cols ? packed : kv_all, "mt_index"}, fwd_out);
     // no visible cell in this rank's queries (a < 0): nothing to gather either
     const GatheredTiles gt = a >= 0 ? b.gather_tiles(r, a, g, axis) : GatheredTiles{};
     // gather_tiles counts every query head; a head-uniform mask gathers once per slot
@@ -126,6 +130,7 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
     // a packed row holds one head (per-head masks) or every KV head (K, V) or query head (Q) of the slot
     const int64_t row_bytes = per_head ? head_row : (cols ? G : H) * head_row;
     const int64_t packed_bytes = (cols ? 2 : 1) * rows * row_bytes;
+    const int64_t lse_bytes = 4 * rows * (row_bytes / head_row); // fp32 per gathered row and head (rows axis)
     // read each gathered row by index and write it packed; scan one flag byte per candidate micro-tile;
     // write then read the int32 index (schedules.md 8: t'_tile and t_index)
     b.set_compute_cost(r, gather_slot, 0, 2 * packed_bytes + candidates + 8 * entries);
@@ -139,11 +144,14 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
     if (!cols) {
       // rows: a query row's keys span several key tiles, so each gathered row leaves a partial
       // (O, LSE) that the scatter merges into its home row (SWrite onto the output axis)
-      buf("o_partial", "staging", rows * (row_bytes + 4 * row_bytes / head_row), H, {}); // one partial per gathered row
+      b.add_buffer(r, Buffer{"o_partial", "o_packed", rows * row_bytes, 0, H, {}, -1, -1, {}, "bf16"});
+      b.add_buffer(r, Buffer{"lse_partial", "lse_packed", lse_bytes, 0, H, {}, -1, -1, {}, "fp32"});
       fwd_end = b.merge(r, comp, {a}, Direction::FORWARD, 0, H, rows * row_bytes / (H * head_row), 2, 0,
-                        "fwd scatter-merge o", {"o_partial"}, {"o", "lse"});
-      b.set_alloc(r, "o_partial", a);
-      b.set_free(r, "o_partial", fwd_end);
+                        "fwd scatter-merge o", {"o_partial", "lse_partial"}, {"o", "lse"});
+      for (const char* n : {"o_partial", "lse_partial"}) {
+        b.set_alloc(r, n, a);
+        b.set_free(r, n, fwd_end);
+      }
     }
     if (W > 1)
       b.set_free(r, kv_all, cols ? gather_slot : std::max(gather_slot, a));
@@ -159,15 +167,21 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
     const std::string kv_all2 = W > 1 ? buf("kv_gathered_bwd", "kv", W * B_KV, G, whole) : "kv";
     buf("dkv_full", "dkv", W * B_KV, G, whole);
     const std::string packed2 = packed + "_bwd", grads = cols ? "dkv_packed" : "dq_packed";
-    // columns pack K, V again by the kept index; rows pack Q and dO
-    b.add_buffer(r, Buffer{packed2, "kv_packed", (cols ? 1 : 2) * packed_bytes, 0, H, {}, -1, -1, {}, "bf16"});
-    b.add_buffer(r, Buffer{grads, "kv_packed", packed_bytes, 0, H, {}, -1, -1, {}, "bf16"});
+    // columns pack K, V again by the kept index; rows pack Q, dO and O (bf16 planes) and the LSE of each row
+    b.add_buffer(r, Buffer{packed2, packed, (cols ? 1 : 3) * packed_bytes, 0, H, {}, -1, -1, {}, "bf16"});
+    b.add_buffer(r, Buffer{grads, cols ? "dkv_packed" : "dq_packed", packed_bytes, 0, H, {}, -1, -1, {}, "bf16"});
+    if (!cols)
+      b.add_buffer(r, Buffer{"lse_packed_bwd", "lse_packed", lse_bytes, 0, H, {}, -1, -1, {}, "fp32"});
     int ag2 = b.collective(r, comm, {fwd_end}, CollectiveKind::ALL_GATHER, all, B_KV, 1, "bwd ag kv", {"kv"}, {kv_all2});
-    int gb = b.compute(r, comp, {ag2, fwd_end}, ComputeKind::GATHER, 0, 2 * (cols ? 1 : 2) * packed_bytes + 4 * entries,
-                       "bwd gather micro-tiles", {cols ? kv_all2 : "do", "mt_index"}, {packed2});
+    const int64_t moved2 = cols ? packed_bytes : 3 * packed_bytes + lse_bytes; // read by index, written packed
+    int gb = b.compute(r, comp, {ag2, fwd_end}, ComputeKind::GATHER, 0, 2 * moved2 + 4 * entries, "bwd gather micro-tiles",
+                       cols ? std::vector<std::string>{kv_all2, "mt_index"}
+                            : std::vector<std::string>{"q", "do", "o", "lse", "mt_index"},
+                       cols ? std::vector<std::string>{packed2} : std::vector<std::string>{packed2, "lse_packed_bwd"});
     b.set_gather(r, gb, g, !cols);
     int ab = b.attention(r, comp, {gb}, Direction::BACKWARD, 0, H, segs, "bwd attn (gathered tiles)",
-                         {cols ? "q" : packed2, cols ? packed2 : kv_all2, "o", "lse", "do", "mt_index"},
+                         cols ? std::vector<std::string>{"q", packed2, "o", "lse", "do", "mt_index"}
+                              : std::vector<std::string>{packed2, "lse_packed_bwd", kv_all2, "mt_index"},
                          {cols ? "dq" : "dkv_full", grads});
     if (ab >= 0)
       b.gather_tiles(r, ab, g, axis);
@@ -183,8 +197,10 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
       b.set_alloc(r, kv_all2, ag2);
       b.set_free(r, kv_all2, cols ? gb : std::max(gb, ab));
     }
-    b.set_alloc(r, packed2, gb);
-    b.set_free(r, packed2, std::max(ab, gb));
+    for (const std::string& n : cols ? std::vector<std::string>{packed2} : std::vector<std::string>{packed2, "lse_packed_bwd"}) {
+      b.set_alloc(r, n, gb);
+      b.set_free(r, n, std::max(ab, gb));
+    }
     b.set_alloc(r, grads, std::max(ab, gb));
     b.set_free(r, grads, sc_op);
     b.set_free(r, "mt_index", sc_op);

@@ -34,7 +34,9 @@ struct MaskDesc {
   bool causal = false;  // j <= i (bottom-right alignment: give the queries positions offset by n - m)
   int64_t window = 0;   // > 0: also i - window < j (sliding window)
   int64_t layout_block = 0; // > 0: also the layout bit of (i / layout_block, j / layout_block)
-  /** Per sequence: n_blocks x n_blocks bitmap, row-major (query block, key block). Shared by all heads. */
+  /** Per sequence: bitmap row-major (query block, key block), rows of layout_n_blocks[seq] key blocks; square for
+   *  plan_segments (n_blocks x n_blocks), any number of rows for plans built elsewhere (PIT's packed query rows).
+   *  Shared by all heads. */
   std::vector<std::vector<uint8_t>> layouts;
   std::vector<int64_t> layout_n_blocks;
   /**

@@ -72,32 +72,39 @@ struct AttnLaunch {
 };
 
 /**
- * PIT's micro-tile gather (a GATHER op): per head slot and per fixed (query) tile, the key micro-tiles holding a
- * visible cell, packed one after another. Slots are the query heads for per-head masks, else one for all KV heads.
+ * PIT's micro-tile gather (a GATHER op), per head slot and per fixed tile. Along key columns (the default): the key
+ * micro-tiles holding a visible cell of each query tile, K then V. Along query rows: the query micro-tiles holding
+ * a visible cell of each key tile, Q (and, for the backward, dO, O and the LSE). Packed rows follow one another,
+ * slot-major. Slots are the query heads for per-head masks, else one for every head of the source.
  */
 struct GatherLayout {
   int64_t granularity = 0;
-  int src = -1;    // the K-then-V buffer gathered from
-  int packed = -1; // the staging buffer packed into: [K rows][V rows], rows slot-major
-  int index = -1;  // the int32 micro-tile index buffer
-  std::vector<int> slot_heads; // query head of each slot (per-head masks), or {-1}: every KV head
-  int64_t row_elems = 0;       // elements of one packed row (one head, or every KV head)
+  bool rows = false;        // gathers query rows per key tile (PIT's 'axis' = "rows")
+  std::vector<int> src;     // gathered from: {kv} (columns: K and V planes), {q} or {q, do, o} (rows)
+  int src_lse = -1;         // rows, backward: the LSE gathered with them
+  int packed = -1;          // the bf16 staging packed into: one plane per source plane ([K][V], [Q] or [Q][dO][O])
+  int packed_lse = -1;      // rows, backward: the fp32 LSE of the packed rows
+  int index = -1;           // the int32 micro-tile index buffer
+  std::vector<int> slot_heads; // query head of each slot (per-head masks), or {-1}: every head of the source
+  int64_t row_elems = 0;       // elements of one packed row of a bf16 plane (one head, or every head of the source)
   struct Tile {
     int seq = 0;
-    int64_t q_row = 0, q_pos = 0, q_n = 0;   // the query tile in the q buffer
+    int64_t fixed_row = 0, fixed_pos = 0, fixed_n = 0; // the fixed tile: a query tile in q (columns), a key tile in kv (rows)
     int64_t packed_row = 0;                  // its first packed row
     int64_t index_entry = 0;                 // its first entry in the micro-tile index
     int64_t candidates = 0, first_candidate = 0; // micro-tiles inspected: ids first_candidate.. of its sequence
-    std::vector<TokenRange> micro;           // gathered key micro-tiles, in order
-    std::vector<int64_t> src_row;            // row of each micro-tile's first key in src
+    TokenRange span;                         // the positions of the other side the rectangle covers (clips micro-tiles)
+    std::vector<TokenRange> micro;           // gathered micro-tiles, in order
+    std::vector<int64_t> src_row;            // row of each micro-tile's first token in the sources
   };
   std::vector<std::vector<Tile>> tiles; // [slot]
   int64_t packed_rows = 0, entries = 0, candidates = 0;
   bool builds_index = true; // the forward gather scans the flags and writes the index; the backward's reads it
+  int row_heads = 1;        // heads in one packed row: 1 for per-head slots, else every head of the source
 };
 
 /** PIT's scatter (a SCATTER op): the gathered gradient rows of `src` (laid out as gather `gather` packed them) summed into
- *  their home rows of `dst`; home_row[slot][tile][micro-tile] is the first row in dst. */
+ *  their home rows of `dst` (dK, dV along columns; dQ along rows); home_row[slot][tile][micro-tile] is the first row in dst. */
 struct ScatterPlan {
   int gather = -1;
   int src = -1, dst = -1;
@@ -127,14 +134,17 @@ struct PredictorPlan {
 
 /**
  * A forward MERGE other than the two-way merge into o_acc/lse_acc: TE p2p's LSE fold (lse_acc <- logaddexp with a
- * step's partial LSE, rows matched by token) and output correction (o += exp(L_step - L) O_step, then lse = L), and
- * the n-way LSE merge into the output of CQS and DCP (kernels' merge_lse over runs of output rows whose partials
- * are the same buffers at consecutive rows; the op merges the rows with exactly `inputs` partials).
+ * step's partial LSE, rows matched by token) and output correction (o += exp(L_step - L) O_step, then lse = L), the
+ * n-way LSE merge into the output of CQS and DCP (kernels' merge_lse over runs of output rows whose partials
+ * are the same buffers at consecutive rows; the op merges the rows with exactly `inputs` partials), and PIT's
+ * scatter-merge along query rows (PACKED: every packed partial row merged into the output row it was gathered from).
  */
 struct ForwardMerge {
-  enum Kind { LSE_FOLD, OUT_CORRECTION, NWAY } kind = NWAY;
+  enum Kind { LSE_FOLD, OUT_CORRECTION, NWAY, PACKED } kind = NWAY;
+  int gather = -1;              // PACKED: the forward gather that laid out the partials (part_o, part_lse)
+  std::vector<std::vector<std::vector<int64_t>>> home_row; // PACKED: [slot][tile][micro-tile] first output row
   int acc = -1;                 // LSE_FOLD, OUT_CORRECTION: the running LSE
-  int part_o = -1, part_lse = -1; // LSE_FOLD (lse only), OUT_CORRECTION: the step's partial
+  int part_o = -1, part_lse = -1; // LSE_FOLD (lse only), OUT_CORRECTION: the step's partial; PACKED: the packed partials
   int out = -1, lse_out = -1;   // OUT_CORRECTION, NWAY: the output (lse_out: set from acc / merged)
   bool first = false;           // the first fold into acc (filled with -inf first) or correction into out (zeroed first)
   std::vector<RowBlock> blocks; // LSE_FOLD, OUT_CORRECTION: partial rows -> acc (and out) rows
