@@ -12,7 +12,9 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <map>
 
 using namespace cpsim;
 using namespace cpsim::backend;
@@ -375,6 +377,240 @@ TEST_CASE("PIT along query rows: gather, packed plans and scatter-merge compute 
               ++checked;
             }
           CHECK(checked > 0);
+        }
+      }
+}
+
+namespace {
+
+/** Source row (in the gather's first source) and head column of every packed row, as the device's gather writes
+ *  them: the index built from the flags (k-th set flag -> micro-tile id), each entry clipped to its span. */
+std::vector<std::pair<int64_t, int>> packed_sources(const GatherLayout& gl, const RankExecPlan& rp, const Workload& w) {
+  const GatherEntries e = gather_entries(gl, rp, w);
+  std::vector<std::pair<int64_t, int>> out(size_t(gl.packed_rows), {-1, -1});
+  int64_t entry = 0;
+  for (size_t item = 0; item < e.flag_off.size(); ++item)
+    for (int32_t c = 0; c < e.n_cand[item]; ++c)
+      if (e.flags[size_t(e.flag_off[item] + c)]) {
+        const int64_t id = e.first_cand[item] + c;
+        const int64_t first = std::max(id * gl.granularity, e.lo[size_t(entry)]);
+        const int64_t end = std::min((id + 1) * gl.granularity, e.hi[size_t(entry)]);
+        for (int64_t x = first; x < end; ++x) {
+          auto& slot = out[size_t(e.dst_row[size_t(entry)] + x - first)];
+          REQUIRE(slot.first == -1); // every packed row written once
+          slot = {e.src_row0[size_t(entry)] + x, e.head[size_t(entry)]};
+        }
+        ++entry;
+      }
+  REQUIRE(entry == gl.entries);
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("PIT backward, both axes: gather, packed plans, in-place and scattered gradients give exact dQ, dK, dV (fp64)") {
+  // The backward the backend runs, emulated from its tables: P = exp(S - LSE) and dS = P (dP - Delta) on every cell
+  // the kernels compute (listed tiles, partial tiles masked as MaskDesc::visible applies it), dQ into its q rows or
+  // packed rows summed home by the SCATTER, dK and dV into packed rows summed home (columns) or in place (rows), the
+  // ranks' dK, dV summed (the reduce-scatter). The result must be attention's gradients under the workload's mask.
+  const int D = 64, E = 8; // buffers of head_dim 64; the emulation's vectors use 8 of its elements (scores scaled by 1/sqrt(64))
+  const Json uniform{{"kind", "block_sparse"}, {"block", 32}, {"density", 0.3}, {"seed", 6}};
+  const Json causal{{"kind", "block_sparse"}, {"block", 16}, {"density", 0.3}, {"seed", 7}, {"causal", true}};
+  const Json per_head{{"kind", "block_sparse"}, {"block", 64}, {"head_densities", {0.3, 0.6}}, {"seed", 8}, {"causal", true}};
+  for (const char* axis : {"columns", "rows"})
+    for (const Json& mask : {uniform, causal, per_head})
+      for (int cp : {1, 2}) {
+        const int64_t g = cp == 1 ? 16 : 48;
+        INFO(axis << " " << mask.dump() << " cp " << cp << " g " << g);
+        const bool ph = mask.contains("head_densities");
+        const int heads = 2, kv_heads = ph && std::string(axis) == "rows" ? 2 : 1, per = heads / kv_heads;
+        Json j = test::scenario_json("pit", cp, {320, 192}, mask, "fwd_bwd", heads, kv_heads, D);
+        j["parallel"]["granularity"] = g;
+        j["parallel"]["axis"] = axis;
+        const Scenario sc = test::make_scenario(j);
+        const Schedule s = generate_schedule(sc);
+        const ExecPlan plan = make_exec_plan(s, sc.workload);
+        const MaskGeometry m(sc.workload);
+        const double scale = 1.0 / std::sqrt(double(D));
+        auto Q = [](int sq, int64_t p, int h, int d) { return value_of(0, sq, p, h, d); };
+        auto K = [](int sq, int64_t p, int kh, int d) { return value_of(1, sq, p, kh, d); };
+        auto V = [](int sq, int64_t p, int kh, int d) { return value_of(2, sq, p, kh, d); };
+        auto dO = [](int sq, int64_t p, int h, int d) { return value_of(3, sq, p, h, d); };
+        std::map<std::array<int64_t, 4>, double> scores;
+        auto score = [&](int sq, int64_t qp, int64_t kp, int h) {
+          auto [it, fresh] = scores.try_emplace({sq, qp, kp, h}, 0.0);
+          if (fresh) {
+            for (int d = 0; d < E; ++d)
+              it->second += Q(sq, qp, h, d) * K(sq, kp, h / per, d);
+            it->second *= scale;
+          }
+          return it->second;
+        };
+        // reference forward (O, LSE, Delta) and gradients, cell by cell over the mask
+        std::map<std::array<int64_t, 3>, double> lse, delta; // (seq, pos, head)
+        std::map<std::array<int64_t, 3>, std::vector<double>> ref_dq, ref_dk, ref_dv; // dk, dv: (seq, pos, KV head)
+        for (int sq = 0; sq < 2; ++sq) {
+          const int64_t n = sc.workload.seq_lens[size_t(sq)];
+          for (int h = 0; h < heads; ++h)
+            for (int64_t qp = 0; qp < n; ++qp) {
+              double mx = -INFINITY, sum = 0;
+              for (int64_t kp = 0; kp < n; ++kp)
+                if (m.visible(sq, h, qp, kp))
+                  mx = std::max(mx, score(sq, qp, kp, h));
+              if (!std::isfinite(mx))
+                continue;
+              std::vector<double> o(E, 0.0);
+              for (int64_t kp = 0; kp < n; ++kp)
+                if (m.visible(sq, h, qp, kp))
+                  sum += std::exp(score(sq, qp, kp, h) - mx);
+              const double L = mx + std::log(sum);
+              double dl = 0;
+              for (int64_t kp = 0; kp < n; ++kp)
+                if (m.visible(sq, h, qp, kp))
+                  for (int d = 0; d < E; ++d)
+                    o[size_t(d)] += std::exp(score(sq, qp, kp, h) - L) * V(sq, kp, h / per, d);
+              for (int d = 0; d < E; ++d)
+                dl += dO(sq, qp, h, d) * o[size_t(d)];
+              lse[{sq, qp, h}] = L;
+              delta[{sq, qp, h}] = dl;
+              auto& dq = ref_dq[{sq, qp, h}];
+              dq.assign(E, 0.0);
+              for (int64_t kp = 0; kp < n; ++kp) {
+                if (!m.visible(sq, h, qp, kp))
+                  continue;
+                const double pr = std::exp(score(sq, qp, kp, h) - L);
+                double dp = 0;
+                for (int d = 0; d < E; ++d)
+                  dp += dO(sq, qp, h, d) * V(sq, kp, h / per, d);
+                const double ds = pr * (dp - dl);
+                auto& dk = ref_dk[{sq, kp, h / per}];
+                auto& dv = ref_dv[{sq, kp, h / per}];
+                dk.resize(E, 0.0);
+                dv.resize(E, 0.0);
+                for (int d = 0; d < E; ++d) {
+                  dq[size_t(d)] += scale * ds * K(sq, kp, h / per, d);
+                  dk[size_t(d)] += scale * ds * Q(sq, qp, h, d);
+                  dv[size_t(d)] += pr * dO(sq, qp, h, d);
+                }
+              }
+            }
+        }
+        std::map<std::array<int64_t, 3>, std::vector<double>> got_dk, got_dv; // summed over ranks
+        int64_t dq_checked = 0;
+        for (const RankExecPlan& rp : plan.ranks) {
+          const RankProgram& prog = s.ranks[size_t(rp.rank)];
+          const Op& gather = labelled(prog, "bwd gather");
+          const Op& attn = labelled(prog, "bwd attn");
+          const GatherLayout& gl = rp.gathers.at(gather.id);
+          const ScatterPlan& sp = rp.scatters.begin()->second;
+          REQUIRE(sp.gather == gather.id);
+          const auto src = packed_sources(gl, rp, sc.workload);
+          const BufferPlacement& q = rp.buffer("q");
+          const BufferPlacement& kvb = rp.buffer(cp > 1 ? "kv_gathered_bwd" : "kv");
+          const BufferPlacement& gsrc = rp.buffers[size_t(gl.src[0])];
+          const int64_t RH = gl.row_heads;
+          // gradient rows the kernels write: dQ (q rows, or packed rows), dK and dV (packed rows, or kv rows)
+          std::map<std::pair<int64_t, int>, std::vector<double>> dq_rows, dk_rows, dv_rows; // (row, head or KV head)
+          for (size_t slot = 0; slot < gl.slot_heads.size(); ++slot) {
+            const std::vector<int> hs = gl.slot_heads[slot] >= 0 ? std::vector<int>{gl.slot_heads[slot]} : attn.head_list();
+            const PlannedKernel k = gathered_plan(gl, int(slot), m, hs.front());
+            for (int h : hs)
+              for (size_t qt = 0; qt < k.plan.q_tiles.size(); ++qt)
+                for (int64_t i = 0; i < k.plan.q_tiles[qt].n; ++i) {
+                  const int64_t qrow = k.plan.q_tiles[qt].row0 + i;
+                  const TokenSlice qtok = token_of_row(gl.rows ? gsrc : q, gl.rows ? src[size_t(qrow)].first : qrow);
+                  const int sq = qtok.seq;
+                  const int64_t qp = qtok.range.begin;
+                  for (size_t kt = 0; kt < k.plan.k_tiles.size(); ++kt)
+                    for (int64_t jj = 0; jj < k.plan.k_tiles[kt].n; ++jj) {
+                      if (!computed(k, 0, qt, i, kt, jj))
+                        continue;
+                      const int64_t krow = k.plan.k_tiles[kt].row0 + jj;
+                      const TokenSlice ktok = token_of_row(gl.rows ? kvb : gsrc, gl.rows ? krow : src[size_t(krow)].first);
+                      REQUIRE(ktok.seq == sq);
+                      const int64_t kp = ktok.range.begin;
+                      REQUIRE(m.visible(sq, h, qp, kp));
+                      const double pr = std::exp(score(sq, qp, kp, h) - lse.at({sq, qp, h}));
+                      double dp = 0;
+                      for (int d = 0; d < E; ++d)
+                        dp += dO(sq, qp, h, d) * V(sq, kp, h / per, d);
+                      const double ds = pr * (dp - delta.at({sq, qp, h}));
+                      // a packed row holds the slot's head (per-head) or every head of its source side by side
+                      const int qh = gl.rows && RH == 1 ? 0 : h, kh = !gl.rows && RH == 1 ? 0 : h / per;
+                      auto& dq = dq_rows[{qrow, qh}];
+                      auto& dk = dk_rows[{krow, kh}];
+                      auto& dv = dv_rows[{krow, kh}];
+                      dq.resize(E, 0.0);
+                      dk.resize(E, 0.0);
+                      dv.resize(E, 0.0);
+                      for (int d = 0; d < E; ++d) {
+                        dq[size_t(d)] += scale * ds * K(sq, kp, h / per, d);
+                        dk[size_t(d)] += scale * ds * Q(sq, qp, h, d);
+                        dv[size_t(d)] += pr * dO(sq, qp, h, d);
+                      }
+                    }
+                }
+          }
+          // the SCATTER's units: each home unit the sum of its packed rows
+          const UnitSources u = scatter_units(sp, rp, sc.workload);
+          const BufferPlacement& home = rp.buffers[size_t(sp.dst)];
+          auto home_of = [&](size_t un, int hh) { // (row, head index in the home row) of unit un's hh-th head
+            const int64_t e = u.unit_elem[un] + int64_t(hh) * D;
+            return std::pair<int64_t, int>{e / home.width, int((e % home.width) / D)};
+          };
+          std::map<std::pair<int64_t, int>, std::vector<double>> dq_home = gl.rows ? decltype(dq_rows){} : dq_rows;
+          std::map<std::pair<int64_t, int>, std::vector<double>> dk_home = gl.rows ? dk_rows : decltype(dk_rows){};
+          std::map<std::pair<int64_t, int>, std::vector<double>> dv_home = gl.rows ? dv_rows : decltype(dv_rows){};
+          for (size_t un = 0; un < u.unit_elem.size(); ++un)
+            for (int hh = 0; hh < u.unit_heads; ++hh) {
+              const auto [row, hp] = home_of(un, hh);
+              const int packed_head = RH == 1 ? 0 : hp;
+              for (int64_t c = u.begin[un]; c < u.begin[un + 1]; ++c) {
+                const std::pair<int64_t, int> from{u.rows[size_t(c)], packed_head};
+                const std::pair<int64_t, int> to{row, home.head_ids[size_t(hp)]};
+                auto add = [&](const auto& rows, auto& into) {
+                  if (auto it = rows.find(from); it != rows.end()) {
+                    auto& x = into[to];
+                    x.resize(E, 0.0);
+                    for (int d = 0; d < E; ++d)
+                      x[size_t(d)] += it->second[size_t(d)];
+                  }
+                };
+                if (gl.rows) {
+                  add(dq_rows, dq_home);
+                } else {
+                  add(dk_rows, dk_home);
+                  add(dv_rows, dv_home);
+                }
+              }
+            }
+          // dQ of this rank's queries; dK, dV of the gathered keys, summed over ranks as the reduce-scatter does
+          for (auto& [key, v] : dq_home) {
+            const TokenSlice t = token_of_row(q, key.first);
+            const auto it = ref_dq.find({t.seq, t.range.begin, key.second});
+            for (int d = 0; d < E; ++d)
+              REQUIRE(v[size_t(d)] == Approx(it == ref_dq.end() ? 0.0 : it->second[size_t(d)]).margin(1e-12));
+            ++dq_checked;
+          }
+          for (auto* pair : {&dk_home, &dv_home})
+            for (auto& [key, v] : *pair) {
+              const TokenSlice t = token_of_row(kvb, key.first);
+              auto& into = (pair == &dk_home ? got_dk : got_dv)[{t.seq, t.range.begin, key.second}];
+              into.resize(E, 0.0);
+              for (int d = 0; d < E; ++d)
+                into[size_t(d)] += v[size_t(d)];
+            }
+        }
+        CHECK(dq_checked == int64_t(ref_dq.size())); // every query with a visible key got its dQ, once
+        for (auto* pair : {&ref_dk, &ref_dv}) {
+          const auto& got = pair == &ref_dk ? got_dk : got_dv;
+          CHECK(got.size() == pair->size());
+          for (auto& [key, want] : *pair) {
+            INFO("seq " << key[0] << " key " << key[1] << " KV head " << key[2]);
+            REQUIRE(got.count(key) == 1);
+            for (int d = 0; d < E; ++d)
+              REQUIRE(got.at(key)[size_t(d)] == Approx(want[size_t(d)]).margin(1e-12));
+          }
         }
       }
 }
