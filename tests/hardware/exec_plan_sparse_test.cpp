@@ -313,7 +313,10 @@ TEST_CASE("DSV: every degree pair, naive and aware, plans: launches cover each h
         for (const auto& [id, pp] : rp.predictors)
           CHECK(pp.rank_lr == 16);
         const bool sparse_scp = v.value("sparsity_aware", true) && v.value("scp", 1) > 1;
-        CHECK(rp.copies.size() == (sparse_scp ? 1u : 0u)); // the own chunk into the per-group K, V buffers
+        // the own chunk into the per-group K, V buffers; the own part of each of sparsity-aware HCP's 8 pairwise
+        // exchanges (q, k, v, o, do, dq, dk, dv), which the exchange's peers do not carry
+        const bool aware_hcp = v.value("sparsity_aware", true) && v.value("hcp", 1) > 1;
+        CHECK(rp.copies.size() == (sparse_scp ? 1u : 0u) + (aware_hcp ? 8u : 0u));
         for (const auto& [key, b] : rp.results)
           CHECK(rp.buffers[size_t(b)].contiguous_heads());
         CHECK(rp.results.count("o"));

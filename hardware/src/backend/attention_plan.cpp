@@ -10,6 +10,7 @@
 #include "cpsim/model/errors.hpp"
 
 #include <algorithm>
+#include <map>
 
 namespace cpsim::backend {
 
@@ -65,6 +66,7 @@ struct KvChoice {
 
 void plan_launches(const RankProgram& p, const Workload& w, const MaskGeometry& mask, RankExecPlan& rp) {
   const int per = w.heads / w.kv_heads;
+  std::map<int, std::map<int, std::vector<bool>>> cover; // forward attention op -> written buffer -> rows its launches write
   for (const Op& op : p.ops) {
     if (op.kind != OpKind::ATTENTION)
       continue;
@@ -265,10 +267,41 @@ void plan_launches(const RankProgram& p, const Workload& w, const MaskGeometry& 
           for (const SegmentRows& sg : l.segments)
             mark(sg.q_row, sg.q.size());
       }
-      if (std::find(hit.begin(), hit.end(), false) != hit.end())
-        rp.prefill[op.id].push_back(b);
+      cover[op.id][b] = std::move(hit);
     }
   }
+  // Rows no launch covers must read as "no keys" for the merge after them, but rows another forward attention op
+  // writes before that reader are its (TE all-gather's two chunks into one o): per buffer, the forward attention ops
+  // writing it with no reader between them form a group, and the group's first op prefills when they leave rows over.
+  std::map<int, std::pair<int, std::vector<bool>>> group; // buffer -> (first op, rows covered so far)
+  auto close = [&](int b) {
+    auto it = group.find(b);
+    if (it == group.end())
+      return;
+    if (std::find(it->second.second.begin(), it->second.second.end(), false) != it->second.second.end())
+      rp.prefill[it->second.first].push_back(b);
+    group.erase(it);
+  };
+  for (const Slot& sl : rp.slots)
+    for (int id : sl.ops) {
+      const Op& op = p.ops[size_t(id)];
+      for (const auto& n : op.reads)
+        close(rp.buffer_index.at(n));
+      auto c = cover.find(id);
+      if (c == cover.end()) {
+        for (const auto& n : op.writes) // another writer ends the group too
+          close(rp.buffer_index.at(n));
+        continue;
+      }
+      for (auto& [b, hit] : c->second) {
+        auto [it, fresh] = group.try_emplace(b, id, hit);
+        if (!fresh)
+          for (size_t r = 0; r < hit.size(); ++r)
+            it->second.second[r] = it->second.second[r] || hit[r];
+      }
+    }
+  for (auto it = group.begin(); it != group.end(); it = group.begin())
+    close(it->first);
 }
 
 } // namespace cpsim::backend

@@ -226,6 +226,33 @@ void place_buffers(const Schedule& s, const Workload& w, const ExecutionGraph& g
   rp.predicted_peak_bytes = rank_memory(p).peak_bytes;
 }
 
+namespace {
+/**
+ * Pieces landing on destination cells an earlier piece wrote (local pieces first, then received ones, in order) add
+ * to them: the gradients of a replicated head (Ulysses with fewer KV heads than ranks), summed as autograd sums
+ * the repeats. Anything else landing twice is refused.
+ */
+void mark_overlaps(CollectivePlan& cp, const BufferPlacement& dst, const std::string& where) {
+  const std::string f = tensor_family(dst.tensor);
+  const bool gradient = f == "dq" || f == "dk" || f == "dv" || f == "dkv";
+  std::vector<bool> covered(size_t(dst.rows * dst.heads), false);
+  for (auto* list : {&cp.local, &cp.recvs})
+    for (CollectivePiece& pc : *list) {
+      int64_t hit = 0, cells = 0;
+      for (int64_t i = 0; i < pc.block.rows; ++i)
+        for (int h = 0; h < pc.heads; ++h, ++cells) {
+          std::vector<bool>::reference c = covered[size_t((pc.block.dst_row + i * pc.block.dst_step) * dst.heads + pc.dst_head_offset + h)];
+          hit += c ? 1 : 0;
+          c = true;
+        }
+      if (hit > 0 && (hit != cells || !gradient))
+        throw UserError(where + ": pieces from two ranks land on the same rows and heads of '" + dst.name + "'" +
+                        (gradient ? ", but not as one whole piece" : ", which is not a gradient that sums them"));
+      pc.add = hit > 0;
+    }
+}
+} // namespace
+
 void plan_collectives(const Schedule& s, const Workload& w, ExecPlan& plan) {
   (void)w;
   auto partner_buffers = [&](int rank, int tag) -> const Op& {
@@ -274,6 +301,8 @@ void plan_collectives(const Schedule& s, const Workload& w, ExecPlan& plan) {
         cp.send_bytes += pieces(src, pr.buffer(po.writes[0]), peer, planes, cp.sends);
         cp.recv_bytes += pieces(pr.buffer(po.reads[0]), dst, peer, planes, cp.recvs);
       }
+      if (!cp.reduce) // a reduce-scatter adds every received piece anyway
+        mark_overlaps(cp, dst, "rank " + std::to_string(rp.rank) + " op " + std::to_string(op.id) + " ('" + op.label + "')");
       if (cp.reduce) { // the sum starts from the rank's own piece, which must cover every destination row
         int64_t own = 0;
         for (const auto& pc : cp.local)

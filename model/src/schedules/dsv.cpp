@@ -187,6 +187,11 @@ Schedule generate_dsv(const Scenario& sc, const MaskGeometry& mask) {
       // in: my local part of member j's heads goes to j, j's local part of my heads comes from j; out: the reverse
       auto to_j = [&](int j) { return in ? Regions{{src, {}, member_heads(j)}} : Regions{{src, local_of(j), {}}}; };
       auto from_j = [&](int j) { return in ? Regions{{dst, local_of(j), {}}} : Regions{{dst, {}, member_heads(j)}}; };
+      // the own part (my tokens of my heads) stays: copied on the device, as NCCL's all-to-all copies its step 0
+      int64_t own = 0;
+      for (const auto& g : to_j(ih))
+        own += region_bytes(b.buffer(r, g.buffer), g);
+      b.compute(r, comp, deps, ComputeKind::COPY, 0, 2 * own, "hcp own " + what, {src}, {dst});
       return pairwise(hgroup, ih, t, deps, to_j, from_j, "hcp a2a " + what, src, dst);
     };
     // buffers an exchange fills are live from its first op (pairwise exchanges are several)

@@ -165,7 +165,8 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
     buf("dq", "dq", B_Q, H, mine);
     buf("dkv", "dkv", B_KV, G, mine);
     const std::string kv_all2 = W > 1 ? buf("kv_gathered_bwd", "kv", W * B_KV, G, whole) : "kv";
-    buf("dkv_full", "dkv", W * B_KV, G, whole);
+    // every key's dK, dV from this rank's queries, reduce-scattered; at cp = 1 that is the result itself
+    const std::string dkv_all = W > 1 ? buf("dkv_full", "dkv", W * B_KV, G, whole) : "dkv";
     const std::string packed2 = packed + "_bwd", grads = cols ? "dkv_packed" : "dq_packed";
     // columns pack K, V again by the kept index; rows pack Q, dO and O (bf16 planes) and the LSE of each row
     b.add_buffer(r, Buffer{packed2, packed, (cols ? 1 : 3) * packed_bytes, 0, H, {}, -1, -1, {}, "bf16"});
@@ -182,17 +183,17 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
     int ab = b.attention(r, comp, {gb}, Direction::BACKWARD, 0, H, segs, "bwd attn (gathered tiles)",
                          cols ? std::vector<std::string>{"q", packed2, "o", "lse", "do", "mt_index"}
                               : std::vector<std::string>{packed2, "lse_packed_bwd", kv_all2, "mt_index"},
-                         {cols ? "dq" : "dkv_full", grads});
+                         {cols ? "dq" : dkv_all, grads});
     if (ab >= 0)
       b.gather_tiles(r, ab, g, axis);
     // the gathered gradient rows summed into their home rows: each gathered row read once, each home
     // row written once (an inverse index of 4 bytes a gathered row: a gather-sum, no atomics)
     const int64_t home_bytes = cols ? W * B_KV : B_Q;
     int sc_op = b.compute(r, comp, {ab}, ComputeKind::SCATTER, 0, packed_bytes + home_bytes + 4 * rows,
-                          "bwd scatter grads", {"mt_index", grads}, {cols ? "dkv_full" : "dq"});
+                          "bwd scatter grads", {"mt_index", grads}, {cols ? dkv_all : "dq"});
     b.set_gather(r, sc_op, g, !cols);
     int rs = b.collective(r, comm, {sc_op, ab}, CollectiveKind::REDUCE_SCATTER, all, B_KV, 2, "bwd rs dkv",
-                          {"dkv_full"}, {"dkv"});
+                          {dkv_all}, {"dkv"});
     if (W > 1) {
       b.set_alloc(r, kv_all2, ag2);
       b.set_free(r, kv_all2, cols ? gb : std::max(gb, ab));
@@ -204,8 +205,10 @@ Schedule generate_pit(const Scenario& sc, const MaskGeometry& mask) {
     b.set_alloc(r, grads, std::max(ab, gb));
     b.set_free(r, grads, sc_op);
     b.set_free(r, "mt_index", sc_op);
-    b.set_alloc(r, "dkv_full", cols ? sc_op : ab);
-    b.set_free(r, "dkv_full", std::max(rs, sc_op));
+    if (W > 1) {
+      b.set_alloc(r, dkv_all, cols ? sc_op : ab);
+      b.set_free(r, dkv_all, std::max(rs, sc_op));
+    }
   }
   return b.finish();
 }

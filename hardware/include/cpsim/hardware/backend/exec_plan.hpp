@@ -199,6 +199,9 @@ struct CollectivePiece {
   int src_head_offset = 0; // first head of the piece, relative to the source buffer's head_begin
   int dst_head_offset = 0;
   int heads = 0;
+  // the piece lands on destination cells an earlier piece wrote (local pieces first, then received ones in order):
+  // a gradient of a replicated head (Ulysses with fewer KV heads than ranks), summed like autograd sums repeats
+  bool add = false;
 };
 
 struct CollectivePlan {
@@ -243,7 +246,8 @@ struct RankExecPlan {
   // merge adds the whole buffer (zigzag's backward step on the other rank's KV covers its first chunk only)
   std::map<int, std::vector<int>> zero_before;
   // forward attention op -> written buffers with rows no launch covers: set to "no keys" (o 0, lse -inf) first,
-  // since the merge that follows reads every row
+  // since the merge that follows reads every row (where several forward attention ops write one buffer before it is
+  // read, the first of them, and only when their launches together leave rows over)
   std::map<int, std::vector<int>> prefill;
   // backward merge op -> additions into a buffer it reads and writes (TE all-gather: dK[:kv_end] += the chunk's dK),
   // matched by token, since the partial covers only the keys its chunk sees
