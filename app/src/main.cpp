@@ -2,6 +2,7 @@
 #include "calibrate_command.hpp"
 #include "commands.hpp"
 #include "compare.hpp"
+#include "emulate_command.hpp"
 #include "run_command.hpp"
 #include "validate_command.hpp"
 
@@ -77,6 +78,9 @@ int main(int argc, char** argv) {
   backend::RunOptions run;
   auto* rn = add_run_command(app, run);
 
+  EmulateOptions emu;
+  auto* em = add_emulate_command(app, emu);
+
   auto* ls = app.add_subcommand("schemes", "List the parallel schemes cpsim can plan");
   auto* lh = app.add_subcommand("hardware", "List the built-in hardware descriptions");
 
@@ -99,6 +103,8 @@ int main(int argc, char** argv) {
       return cmd_compare(cmp);
     if (rn->parsed())
       return cmd_run(run);
+    if (em->parsed())
+      return cmd_emulate(emu);
     if (ca->parsed())
       return cmd_calibrate(cal);
     if (va->parsed())
