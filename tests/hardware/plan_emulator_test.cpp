@@ -41,7 +41,7 @@ void check_emulated(const Scenario& sc, const std::string& what) {
 
 } // namespace
 
-TEST_CASE("plan emulator: the dense schemes' plans compute attention and its gradients exactly, 2 and 4 ranks") {
+TEST_CASE("plan emulator: the dense schemes' plans compute attention and its gradients exactly, 2, 4 and 8 ranks") {
   struct Case {
     const char* scheme;
     int cp;
@@ -52,7 +52,10 @@ TEST_CASE("plan emulator: the dense schemes' plans compute attention and its gra
       {"stripe", 4, {}},  {"ulysses", 2, {}},      {"ulysses", 4, {}}, {"te_a2a", 4, {}},
       {"te_allgather", 2, {}}, {"te_allgather", 4, {}}, {"te_p2p", 2, {}}, {"te_p2p", 4, {}},
       {"usp", 4, {{"ulysses_degree", 2}, {"ring_degree", 2}}},
-      {"loongtrain", 4, {{"head_degree", 2}, {"context_degree", 2}}}};
+      {"loongtrain", 4, {{"head_degree", 2}, {"context_degree", 2}}},
+      {"ring", 8, {}},    {"zigzag", 8, {}},       {"te_p2p", 8, {}},
+      {"usp", 8, {{"ulysses_degree", 2}, {"ring_degree", 4}}},
+      {"loongtrain", 8, {{"head_degree", 2}, {"context_degree", 4}}}};
   for (const Case& c : cases)
     for (const char* mask : {"causal", "full"})
       for (const char* pass : {"fwd", "fwd_bwd"}) {
