@@ -195,7 +195,7 @@ private:
   void merge(int rank, const Op& o);
   void forward_merge(int rank, const Op& o, const ForwardMerge& m);
   void compute(int rank, const Op& o);
-  void collective(int comm, const std::vector<std::pair<int, int>>& members); // (rank, op id)
+  void collective(const std::vector<std::pair<int, int>>& members); // (rank, op id)
   Message pack(int rank, const Op& o);
   void unpack(int rank, const Op& o, const Message& msg);
 
@@ -604,8 +604,7 @@ void Emulator::compute(int rank, const Op& o) {
   }
 }
 
-void Emulator::collective(int comm, const std::vector<std::pair<int, int>>& members) {
-  (void)comm;
+void Emulator::collective(const std::vector<std::pair<int, int>>& members) {
   // element (piece, plane, row, column) of a piece in a buffer
   auto index = [](const BufferPlacement& b, int plane, int64_t row, int head_off, int64_t col) {
     const int64_t he = b.heads ? b.width / b.heads : 0;
@@ -753,9 +752,12 @@ void Emulator::run() {
               posted[size_t(r)][size_t(si)] = true;
               progress = true;
             }
+            std::map<std::tuple<int, int, int>, size_t> wanted; // a slot may receive twice from one peer
             for (int id : sl.ops)
-              if (op(r, id).kind == OpKind::RECV && mailbox[{rp.comm_of_op[size_t(id)], op(r, id).peer, r}].empty())
-                finished = false;
+              if (op(r, id).kind == OpKind::RECV)
+                ++wanted[{rp.comm_of_op[size_t(id)], op(r, id).peer, r}];
+            for (const auto& [key, n] : wanted)
+              finished = finished && mailbox[key].size() >= n;
             if (finished)
               for (int id : sl.ops)
                 if (op(r, id).kind == OpKind::RECV) {
@@ -775,7 +777,7 @@ void Emulator::run() {
               progress = true;
               auto& who = arrived[{comm, k}];
               if (who.size() == plan_.comms[size_t(comm)].ranks.size())
-                collective(comm, who);
+                collective(who);
             }
             const auto& who = arrived[{comm, slot_coll[size_t(r)][si]}];
             finished = who.size() == plan_.comms[size_t(comm)].ranks.size();
