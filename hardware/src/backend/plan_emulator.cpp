@@ -322,53 +322,79 @@ void Emulator::attention(int rank, const Op& o) {
           }
       continue;
     }
-    // backward: dQ per planned query row (= or +=), dK and dV per planned key row and KV head of the launch (=)
-    const int g0 = l.head_begin / per, n_kv = (l.head_end - 1) / per + 1 - g0;
-    std::vector<int64_t> k_first(p.k_tiles.size() + 1, 0); // index of each key tile's first row in dk, dv
-    for (size_t kt = 0; kt < p.k_tiles.size(); ++kt)
-      k_first[kt + 1] = k_first[kt] + p.k_tiles[kt].n;
-    std::vector<double> dk(size_t(k_first.back() * n_kv * D), 0.0), dv(dk.size(), 0.0);
-    auto grad = [&](std::vector<double>& g, size_t kt, int64_t j, int kvh) {
-      return &g[size_t(((k_first[kt] + j) * n_kv + kvh - g0) * D)];
+    // backward as the two kernels walk it: dQ per planned query row (= or +=) over the forward lists; dK and dV per
+    // planned key row and KV head of the launch (=) over the backward (transposed) lists, summed over the query heads
+    const size_t nk = p.k_tiles.size();
+    auto ds_of = [&](int h, int64_t qrow, int64_t krow, double L, double delta, double* pr_out) {
+      const double pr = std::exp(score(h, qrow, krow) - L);
+      double dp = 0;
+      for (int e = 0; e < E; ++e)
+        dp += at(t.dout, qrow, h, e, D) * at(t.v, krow, h / per, e, D);
+      *pr_out = pr;
+      return pr * (dp - delta);
+    };
+    auto delta_of = [&](int64_t qrow, int h) {
+      double d = 0;
+      for (int e = 0; e < E; ++e)
+        d += at(t.dout, qrow, h, e, D) * at(t.out, qrow, h, e, D);
+      return d;
     };
     for (int h = l.head_begin; h < l.head_end; ++h)
       for (size_t qt = 0; qt < nq; ++qt)
         for (int64_t i = 0; i < p.q_tiles[qt].n; ++i) {
           const int64_t qrow = p.q_tiles[qt].row0 + i;
-          const double L = at(t.lse_in, qrow, h, 0, 1);
-          double delta = 0;
-          for (int e = 0; e < E; ++e)
-            delta += at(t.dout, qrow, h, e, D) * at(t.out, qrow, h, e, D);
+          const double L = at(t.lse_in, qrow, h, 0, 1), delta = delta_of(qrow, h);
           std::vector<double> dq(size_t(D), 0.0);
           for (auto& [kt, j] : cells(h, qt, i)) {
             if (L == kNegInf)
               break;
             const int64_t krow = p.k_tiles[kt].row0 + j;
-            const double pr = std::exp(score(h, qrow, krow) - L);
-            double dp = 0;
+            double pr = 0;
+            const double ds = ds_of(h, qrow, krow, L, delta, &pr);
             for (int e = 0; e < E; ++e)
-              dp += at(t.dout, qrow, h, e, D) * at(t.v, krow, h / per, e, D);
-            const double ds = pr * (dp - delta);
-            double* gk = grad(dk, kt, j, h / per);
-            double* gv = grad(dv, kt, j, h / per);
-            for (int e = 0; e < E; ++e) {
               dq[size_t(e)] += scale * ds * at(t.k, krow, h / per, e, D);
-              gk[e] += scale * ds * at(t.q, qrow, h, e, D);
-              gv[e] += pr * at(t.dout, qrow, h, e, D);
-            }
           }
           for (int64_t e = 0; e < D; ++e)
             at(t.dq, qrow, h, e, D) = (t.dq_accumulate ? at(t.dq, qrow, h, e, D) : 0.0) + dq[size_t(e)];
         }
-    for (size_t kt = 0; kt < p.k_tiles.size(); ++kt)
-      for (int64_t j = 0; j < p.k_tiles[kt].n; ++j)
-        for (int g = g0; g < g0 + n_kv; ++g)
-          for (int64_t e = 0; e < D; ++e) {
-            if (t.dk.buffer >= 0)
-              at(t.dk, p.k_tiles[kt].row0 + j, g, e, D) = grad(dk, kt, j, g)[e];
-            if (t.dv.buffer >= 0)
-              at(t.dv, p.k_tiles[kt].row0 + j, g, e, D) = grad(dv, kt, j, g)[e];
+    for (size_t kt = 0; kt < nk; ++kt) {
+      const kn::TileRange& tk = p.k_tiles[kt];
+      for (int g = l.head_begin / per; g <= (l.head_end - 1) / per; ++g) {
+        std::vector<double> dk(size_t(tk.n * D), 0.0), dv(dk.size(), 0.0);
+        for (int h = std::max(l.head_begin, g * per); h < std::min(l.head_end, (g + 1) * per); ++h) {
+          const size_t item = size_t(p.head_slots == 1 ? 0 : h - l.head_begin) * nk + kt;
+          for (int32_t e = p.bwd.offsets[item]; e < p.bwd.offsets[item + 1]; ++e) {
+            const size_t qt = size_t(p.bwd.idx[size_t(e)]);
+            const kn::TileRange& tq = p.q_tiles[qt];
+            const bool full = e - p.bwd.offsets[item] < p.bwd.n_full[item];
+            for (int64_t i = 0; i < tq.n; ++i) {
+              const int64_t qrow = tq.row0 + i;
+              const double L = at(t.lse_in, qrow, h, 0, 1);
+              if (L == kNegInf)
+                continue;
+              const double delta = delta_of(qrow, h);
+              for (int64_t j = 0; j < tk.n; ++j) {
+                if (!full && !k.mask.visible(tq.seq, tq.pos(i), tk.pos(j)))
+                  continue;
+                double pr = 0;
+                const double ds = ds_of(h, qrow, tk.row0 + j, L, delta, &pr);
+                for (int x = 0; x < E; ++x) {
+                  dk[size_t(j * D + x)] += scale * ds * at(t.q, qrow, h, x, D);
+                  dv[size_t(j * D + x)] += pr * at(t.dout, qrow, h, x, D);
+                }
+              }
+            }
           }
+        }
+        for (int64_t j = 0; j < tk.n; ++j)
+          for (int64_t x = 0; x < D; ++x) {
+            if (t.dk.buffer >= 0)
+              at(t.dk, tk.row0 + j, g, x, D) = dk[size_t(j * D + x)];
+            if (t.dv.buffer >= 0)
+              at(t.dv, tk.row0 + j, g, x, D) = dv[size_t(j * D + x)];
+          }
+      }
+    }
   }
 }
 
