@@ -1,6 +1,7 @@
 // DeepSpeed-Ulysses (schedules.md 4.1): all-to-all Q, K, V from sequence sharding to head sharding,
 // full-sequence attention on H/W heads, all-to-all O back; backward mirrors it with dO in and
-// dQ, dK, dV out. With fewer KV heads than ranks, KV heads are replicated before the all-to-all.
+// dQ, dK, dV out. With fewer KV heads than ranks, KV heads are replicated before the all-to-all, and the
+// reverse all-to-all of dK, dV sums the replicas (pieces from two ranks land on one head's rows; the backend adds).
 #include "cpsim/model/schedule_builder.hpp"
 #include "cpsim/model/schedule_generator.hpp"
 
