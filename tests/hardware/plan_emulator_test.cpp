@@ -55,7 +55,10 @@ TEST_CASE("plan emulator: the dense schemes' plans compute attention and its gra
       {"loongtrain", 4, {{"head_degree", 2}, {"context_degree", 2}}},
       {"ring", 8, {}},    {"zigzag", 8, {}},       {"te_p2p", 8, {}},
       {"usp", 8, {{"ulysses_degree", 2}, {"ring_degree", 4}}},
-      {"loongtrain", 8, {{"head_degree", 2}, {"context_degree", 4}}}};
+      {"loongtrain", 8, {{"head_degree", 2}, {"context_degree", 4}}},
+      // head degrees above the 2 KV heads: replicated heads whose dK, dV the reverse all-to-all sums
+      {"usp", 8, {{"ulysses_degree", 4}, {"ring_degree", 2}}},
+      {"loongtrain", 8, {{"head_degree", 4}, {"context_degree", 2}}}};
   for (const Case& c : cases)
     for (const char* mask : {"causal", "full"})
       for (const char* pass : {"fwd", "fwd_bwd"}) {
