@@ -3,11 +3,15 @@
 
 #include "inputs.hpp"
 
+#include "cpsim/hardware/hardware_catalog.hpp"
 #include "cpsim/model/errors.hpp"
 #include "cpsim/model/mask_geometry.hpp"
+#include "cpsim/model/scenario_shrink.hpp"
+#include "cpsim/model/schedule_generator.hpp"
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #if CPSIM_HAVE_EMULATOR
@@ -27,6 +31,10 @@ CLI::App* add_emulate_command(CLI::App& app, EmulateOptions& o) {
   e->add_option("--json", o.json_out, "Write the comparison (one row per rank and result) as JSON to this file");
   e->add_option("--value-dims", o.value_dims, "Head elements that carry values (the rest are 0): fewer is faster")
       ->capture_default_str();
+  e->add_option("--shrink", o.shrink,
+                 "Divide the scenario's sequence lengths, mask spans and DCP block by this first: the same plan "
+                 "structure over shorter sequences (scenarios only)")
+      ->capture_default_str();
   e->add_option("--max-cells", o.max_cells, "Refuse workloads whose fp64 reference takes more (query, key, head) cells")
       ->capture_default_str();
   e->add_flag("-q,--quiet", o.quiet, "Do not print the table");
@@ -36,10 +44,23 @@ CLI::App* add_emulate_command(CLI::App& app, EmulateOptions& o) {
 int cmd_emulate(const EmulateOptions& o) {
   if (o.value_dims < 1)
     throw UserError("--value-dims " + std::to_string(o.value_dims) + ": must be at least 1");
+  if (o.shrink < 1)
+    throw UserError("--shrink " + std::to_string(o.shrink) + ": must be at least 1");
   if (!(o.max_cells > 0))
     throw UserError("--max-cells: must be positive");
 #if CPSIM_HAVE_EMULATOR
-  LoadedInput in = load_input(o.input);
+  LoadedInput in;
+  if (o.shrink != 1) {
+    const Json j = load_json_file(o.input);
+    if (j.is_object() && j.contains("format"))
+      throw UserError("--shrink " + std::to_string(o.shrink) + ": '" + o.input + "' is a plan, whose schedule is fixed; "
+                      "shrink its scenario instead");
+    in.scenario = scenario_from_json(shrink_scenario_json(j, o.shrink), builtin_hardware,
+                                     std::filesystem::absolute(o.input).parent_path().string());
+    in.schedule = generate_schedule(in.scenario);
+  } else {
+    in = load_input(o.input);
+  }
   const Workload& w = in.scenario.workload;
   const MaskGeometry mask(w);
   double cells = 0;
@@ -48,7 +69,7 @@ int cmd_emulate(const EmulateOptions& o) {
   if (cells > o.max_cells)
     throw UserError("'" + o.input + "': the fp64 reference would compute " + std::to_string(int64_t(cells)) +
                     " (query, key, head) cells, over --max-cells " + std::to_string(int64_t(o.max_cells)) +
-                    "; emulate shorter sequences (the plan's structure is the same) or raise --max-cells");
+                    "; emulate shorter sequences (--shrink N: the plan's structure is the same) or raise --max-cells");
   const backend::ExecPlan plan = backend::make_exec_plan(in.schedule, w);
   backend::EmulationOptions eo;
   eo.value_dims = std::min(o.value_dims, w.head_dim);
@@ -78,6 +99,7 @@ int cmd_emulate(const EmulateOptions& o) {
     if (!f)
       throw UserError("--json '" + o.json_out + "': cannot be written");
     f << Json{{"input", o.input}, {"git_sha", git_sha()}, {"scheme", in.schedule.scheme}, {"value_dims", eo.value_dims},
+              {"shrink", o.shrink},
               {"tolerance_rel", kRelTolerance}, {"ok", ok}, {"results", rows}}.dump(2)
       << "\n";
   }

@@ -13,6 +13,7 @@ struct EmulateOptions {
   std::string input;
   std::string json_out;
   int value_dims = 8;
+  int64_t shrink = 1;     // sequence lengths (and token spans) divided by this (a scenario, not a plan)
   double max_cells = 2e9; // visible (query, key, head) cells the fp64 reference may take
   bool quiet = false;
 };

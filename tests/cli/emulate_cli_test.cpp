@@ -66,5 +66,11 @@ TEST_CASE("cli: emulate runs a plan on the CPU and compares it with attention, o
   CHECK(big.code == 2);
   CHECK_THAT(big.out, Contains("--max-cells 1000") && Contains("shorter sequences"));
   CHECK(test::run_cpsim("emulate " + sc + " --value-dims 0").code == 2);
+  // a 16-rank shipped scenario (256k tokens, a 4k window) at 1/64 of its length: the same plan structure, exact
+  test::Run small = test::run_cpsim("emulate " + std::string(CPSIM_SOURCE_DIR) + "/scenarios/ring_sliding_window_dgx.json --shrink 64 -q");
+  CHECK(small.code == 0);
+  test::Run plan_shrunk = test::run_cpsim("emulate " + plan + " --shrink 2");
+  CHECK(plan_shrunk.code == 2);
+  CHECK_THAT(plan_shrunk.out, Contains("is a plan"));
   CHECK(test::run_cpsim("emulate " + tmp("missing.json")).code == 2);
 }

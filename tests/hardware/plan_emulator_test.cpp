@@ -5,6 +5,7 @@
 
 #include "cpsim/model/errors.hpp"
 #include "cpsim/model/json_reader.hpp"
+#include "cpsim/model/scenario_shrink.hpp"
 #include "cpsim/model/schedule_generator.hpp"
 #include "cpsim/hardware/hardware_catalog.hpp"
 #include "support/scenario_factory.hpp"
@@ -111,4 +112,25 @@ TEST_CASE("plan emulator: the sparse --check scenarios, shrunk 16-fold, compute 
     ++emulated;
   }
   CHECK(emulated >= 20);
+}
+
+TEST_CASE("plan emulator: every shipped scenario the backend executes, shrunk to at most 512 tokens, is exact") {
+  // scenarios/*.json (up to 64 ranks: DCP's, LoongTrain's 32, USP's 16, CQS's 13, ...) divided by the smallest power
+  // of two that brings them to 512 tokens or fewer (model/scenario_shrink.hpp)
+  int emulated = 0;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(CPSIM_SOURCE_DIR) + "/scenarios")) {
+    if (!e.is_regular_file() || e.path().extension() != ".json")
+      continue;
+    const Json full = load_json_file(e.path().string());
+    int64_t factor = 1;
+    for (;; factor *= 2) {
+      const Scenario probe = scenario_from_json(shrink_scenario_json(full, factor), builtin_hardware, e.path().parent_path().string());
+      if (probe.workload.total_tokens() <= 512)
+        break;
+    }
+    const Scenario sc = scenario_from_json(shrink_scenario_json(full, factor), builtin_hardware, e.path().parent_path().string());
+    check_emulated(sc, e.path().filename().string() + " / " + std::to_string(factor));
+    ++emulated;
+  }
+  CHECK(emulated >= 15);
 }
