@@ -95,6 +95,32 @@ void find_results(const RankProgram& p, const std::vector<bool>& written, RankEx
 } // namespace
 
 bool is_two_plane(const std::string& t) { return tensor_planes(t) == 2; }
+
+int input_tensor_id(const std::string& t, int plane) {
+  if (t == "q")
+    return 1;
+  if (t == "kv")
+    return plane == 0 ? 2 : 3;
+  if (t == "k")
+    return 2;
+  if (t == "v")
+    return 3;
+  if (t == "do")
+    return 4;
+  return 0;
+}
+
+std::vector<int> input_buffers(const RankProgram& p, const RankExecPlan& rp) {
+  std::vector<bool> written(rp.buffers.size(), false);
+  for (const Op& op : p.ops)
+    for (const auto& n : op.writes)
+      written[size_t(rp.buffer_index.at(n))] = true;
+  std::vector<int> out;
+  for (size_t b = 0; b < rp.buffers.size(); ++b)
+    if (!written[b] && p.buffers[b].alloc_op < 0 && rp.buffers[b].bytes > 0 && input_tensor_id(rp.buffers[b].tensor, 0) != 0)
+      out.push_back(int(b));
+  return out;
+}
 bool is_lse(const std::string& t) { return t == "lse" || t == "lse_acc"; }
 std::string tensor_family(const std::string& t) {
   return t.size() > 4 && t.compare(t.size() - 4, 4, "_acc") == 0 ? t.substr(0, t.size() - 4) : t;

@@ -23,6 +23,10 @@ struct HeadRun {
   int src_pos = 0, dst_pos = 0, n = 0;
 };
 std::vector<HeadRun> head_runs(const BufferPlacement& src, const BufferPlacement& dst);
+/** The id of the position-addressed input values a buffer of `tensor` holds in `plane` (q 1, k 2, v 3, dO 4), else 0. */
+int input_tensor_id(const std::string& tensor, int plane);
+/** Buffers the run fills with inputs before it starts: q, k, v, kv or do buffers no op writes or allocates. */
+std::vector<int> input_buffers(const RankProgram& p, const RankExecPlan& rp);
 /** Row blocks where `src` and `dst` hold the same tokens, dst slices outer (the packing order of collectives). */
 std::vector<RowBlock> shared_rows(const std::vector<TokenSlice>& src, const std::vector<TokenSlice>& dst);
 

@@ -3,6 +3,8 @@
 
 #include "cpsim/model/errors.hpp"
 
+#include <algorithm>
+
 namespace cpsim::backend {
 
 namespace {
@@ -74,6 +76,32 @@ GatherEntries gather_entries(const GatherLayout& g, const RankExecPlan& rp, cons
     }
   }
   return e;
+}
+
+std::vector<GatherPlaneCopy> gather_planes(const GatherLayout& g) {
+  const int64_t plane = g.packed_rows * g.row_elems;
+  if (!g.rows)
+    return {{g.src[0], 0, g.packed, 0, g.row_elems}, {g.src[0], 1, g.packed, plane, g.row_elems}};
+  std::vector<GatherPlaneCopy> out;
+  for (size_t i = 0; i < g.src.size(); ++i)
+    out.push_back({g.src[i], 0, g.packed, int64_t(i) * plane, g.row_elems});
+  if (g.src_lse >= 0)
+    out.push_back({g.src_lse, 0, g.packed_lse, 0, g.row_heads});
+  return out;
+}
+
+std::vector<GatheredRun> gathered_runs(const GatherEntries& e, int64_t granularity) {
+  std::vector<GatheredRun> out;
+  for (size_t item = 0; item < e.flag_off.size(); ++item)
+    for (int32_t c = 0; c < e.n_cand[item]; ++c) {
+      if (!e.flags[size_t(e.flag_off[item] + c)])
+        continue;
+      const size_t k = out.size();
+      const int64_t id = e.first_cand[item] + c;
+      const int64_t first = std::max(id * granularity, e.lo[k]), end = std::min((id + 1) * granularity, e.hi[k]);
+      out.push_back({e.src_row0[k] + first, e.dst_row[k], end - first, e.head[k]});
+    }
+  return out;
 }
 
 UnitSources scatter_units(const ScatterPlan& sp, const RankExecPlan& rp, const Workload& w) {

@@ -23,6 +23,23 @@ struct GatherEntries {
 };
 GatherEntries gather_entries(const GatherLayout& g, const RankExecPlan& rp, const Workload& w);
 
+/** A plane a gather copies: plane `src_plane` of buffer `src` into buffer `dst` from element `dst_offset`, packed
+ *  rows of `row_elems` elements (K, V along columns; Q, dO, O and the LSE along rows). */
+struct GatherPlaneCopy {
+  int src = -1, src_plane = 0, dst = -1;
+  int64_t dst_offset = 0, row_elems = 0;
+};
+std::vector<GatherPlaneCopy> gather_planes(const GatherLayout& g);
+
+/** One entry as the device's gather copies it: `rows` source rows from `src_row` (head column `head`) to `dst_row`. */
+struct GatheredRun {
+  int64_t src_row = 0, dst_row = 0, rows = 0;
+  int32_t head = 0;
+};
+/** The entries in index order, as the device builds the index (the k-th set flag of an item is its k-th entry's
+ *  micro-tile) and clips each micro-tile to its span: what the CPU emulator and the tests replay. */
+std::vector<GatheredRun> gathered_runs(const GatherEntries& e, int64_t granularity);
+
 /** Units of a home buffer (a row of every head, or one head of a row) and the packed rows each one takes. */
 struct UnitSources {
   std::vector<int64_t> unit_elem;   // element offset of each unit in the home buffer's plane

@@ -29,6 +29,10 @@ struct EmulationOptions {
   int value_dims = 8; // inputs are nonzero in the first value_dims elements of every head (the rest 0): cheaper
 };
 
+/** The emulator's inputs: a deterministic value in [-1, 1) per (tensor: q 1, k 2, v 3, dO 4; sequence, position,
+ *  head, element), 0 past element `dims`. */
+double emulated_input(int tensor, int seq, int64_t pos, int head, int64_t e, int dims);
+
 /**
  * Runs `plan` (made from `s` for `sc`) on the CPU and compares every rank's results. Throws UserError when the plan
  * cannot complete (a receive without its send, a collective some member never reaches: named).

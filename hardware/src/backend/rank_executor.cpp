@@ -15,21 +15,6 @@
 
 namespace cpsim::backend {
 
-namespace {
-int input_tensor_id(const std::string& t, int plane) {
-  if (t == "q")
-    return 1;
-  if (t == "kv")
-    return plane == 0 ? 2 : 3;
-  if (t == "k")
-    return 2;
-  if (t == "v")
-    return 3;
-  if (t == "do")
-    return 4;
-  return 0;
-}
-} // namespace
 
 RankExecutor::RankExecutor(const Schedule& s, const Scenario& sc, const ExecPlan& plan, const WirePlan& wire, int rank,
                            Transport& transport, const RunOptions& opt)
@@ -90,19 +75,12 @@ void RankExecutor::allocate() {
 void* RankExecutor::ptr(int b) const { return arena_ + rp_.buffers[size_t(b)].offset_bytes; }
 
 void RankExecutor::fill_inputs() {
-  const RankProgram& p = s_.ranks[size_t(rank_)];
-  std::vector<bool> written(rp_.buffers.size(), false);
-  for (const Op& op : p.ops)
-    for (const auto& n : op.writes)
-      written[size_t(rp_.buffer_index.at(n))] = true;
-  for (size_t b = 0; b < rp_.buffers.size(); ++b) {
-    const BufferPlacement& bp = rp_.buffers[b];
-    if (written[b] || p.buffers[b].alloc_op >= 0 || bp.bytes == 0 || input_tensor_id(bp.tensor, 0) == 0)
-      continue;
+  for (int b : input_buffers(s_.ranks[size_t(rank_)], rp_)) {
+    const BufferPlacement& bp = rp_.buffers[size_t(b)];
     for (int plane = 0; plane < bp.planes; ++plane) {
       int64_t row = 0;
       for (const TokenSlice& t : bp.tokens) {
-        char* dst = static_cast<char*>(ptr(int(b))) + plane * bp.plane_bytes() + row * bp.row_bytes();
+        char* dst = static_cast<char*>(ptr(b)) + plane * bp.plane_bytes() + row * bp.row_bytes();
         fill_input_bf16(dst, t.range.size(), t.range.begin, t.range.stride, bp.head_begin, bp.heads,
                         sc_.workload.head_dim, input_tensor_id(bp.tensor, plane), t.seq, streams_[0]);
         row += t.range.size();

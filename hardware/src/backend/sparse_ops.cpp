@@ -134,25 +134,11 @@ void RankExecutor::issue_compute(const Op& op, cudaStream_t st) {
     if (g.builds_index)
       build_microtile_index(index, tb.flags, tb.flag_off, tb.n_cand, tb.first_cand, tb.entry_off, tb.items, st);
     MicrotileGather a;
-    const int64_t packed_plane = g.packed_rows * g.row_elems * 2;
-    auto plane = [&](int src, int src_plane, char* dst, int64_t dst_row_bytes) {
-      const BufferPlacement& b = rp_.buffers[size_t(src)];
-      GatherPlane& p = a.planes[a.n_planes++];
-      p.src = static_cast<const char*>(ptr(src)) + src_plane * b.plane_bytes();
-      p.src_row_bytes = b.row_bytes();
-      p.head_bytes = b.head_width * b.elem_bytes;
-      p.dst = dst;
-      p.dst_row_bytes = dst_row_bytes;
-    };
-    char* packed = static_cast<char*>(ptr(g.packed));
-    if (!g.rows) { // K and V
-      plane(g.src[0], 0, packed, g.row_elems * 2);
-      plane(g.src[0], 1, packed + packed_plane, g.row_elems * 2);
-    } else { // Q (dO, O), then the LSE
-      for (size_t i = 0; i < g.src.size(); ++i)
-        plane(g.src[i], 0, packed + int64_t(i) * packed_plane, g.row_elems * 2);
-      if (g.src_lse >= 0)
-        plane(g.src_lse, 0, static_cast<char*>(ptr(g.packed_lse)), int64_t(g.row_heads) * 4);
+    for (const GatherPlaneCopy& pl : gather_planes(g)) {
+      const BufferPlacement &b = rp_.buffers[size_t(pl.src)], &d = rp_.buffers[size_t(pl.dst)];
+      a.planes[a.n_planes++] = {static_cast<const char*>(ptr(pl.src)) + pl.src_plane * b.plane_bytes(), b.row_bytes(),
+                                b.head_width * b.elem_bytes, static_cast<char*>(ptr(pl.dst)) + pl.dst_offset * d.elem_bytes,
+                                pl.row_elems * d.elem_bytes};
     }
     a.granularity = g.granularity;
     a.index = index;
